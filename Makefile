@@ -1,0 +1,48 @@
+# Quick start: `make serve` (set-up + demo model on first run + API on the in-memory store), `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_DIR ?= artifacts/demo
+EXTRAS ?= serve,train,dev
+
+.PHONY: setup test lint format serve demo-model bench lock clean
+
+setup: $(VENV)/.installed
+
+# torch is installed first, pinned to the 2.13.0 CPU wheel: a bare `torch` would pull a CUDA build.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
+	touch $@
+
+test: setup
+	$(PY) -m pytest
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+format: setup
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+# Builds the demo artifact (simulator data -> teacher -> distilled student -> ONNX) once.
+demo-model: setup
+	@if [ -f $(DEMO_DIR)/artifact/model.onnx ]; then echo "demo model present: $(DEMO_DIR)/artifact"; \
+	else echo "no model yet: building the demo model into $(DEMO_DIR) (first run only) ..."; \
+	$(PY) -m training.distill --demo --output-dir $(DEMO_DIR); fi
+
+serve: demo-model
+	KT_MODEL_DIR=$${KT_MODEL_DIR:-$(DEMO_DIR)/artifact} $(PY) -m service
+
+bench: setup
+	$(PY) -m bench.loader_bench
+	$(PY) -m bench.quality
+
+lock: setup
+	$(PY) -m pip freeze --exclude-editable | sed 's/+cpu//' > constraints.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

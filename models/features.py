@@ -1,0 +1,399 @@
+"""The one encoding: a learner's interaction history (+ K candidate questions) -> model input arrays.
+
+numpy only. Training datasets, `training.evaluate` and the service all go through this module, so
+training and serving cannot drift apart.
+
+Conventions (index 0 is always padding):
+  question     0 = pad, 1 = unknown question, 2.. = known questions (see `QuestionVocab`)
+  part         0 = pad/unknown, part p -> p + 1
+  response     0 = pad/not visible, 1 = wrong, 2 = right
+  explanation  0 = pad/unknown, 1 = no explanation, 2 = saw explanation
+  lag_bucket / elapsed_bucket   0 = pad/unknown, 1.. = bucket of the (capped) time
+  lag / elapsed                 continuous in [0, 1] (log-scaled lag, linear elapsed), 0 when unknown
+  position     index (within the window) of the first item of the item's bundle: every item of one
+               bundle, and all K candidates of one request, share a position
+  bundle       bundle ordinal within the window, non-decreasing; the K candidates form one bundle
+               after the history. Padding gets PAD_BUNDLE (larger than any real bundle).
+
+Visibility rules (GUIDE §2), enforced by the models from `bundle` and `question`:
+  * exercise side: position i sees exercise j iff bundle[j] < bundle[i] or j == i;
+  * response side: position i sees the response/elapsed/explanation of j iff bundle[j] < bundle[i].
+The query-side arrays of position i (question, part, position, lag) hold only what is known when i
+is shown; the response-side arrays of i (response, elapsed, explanation) hold i's own outcome and are
+only ever used as keys/values for strictly later bundles.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PAD = 0
+UNKNOWN_QUESTION = 1
+FIRST_QUESTION_INDEX = 2
+PAD_BUNDLE = 1 << 30
+
+# Array names, in the order of the ONNX graph inputs.
+MODEL_INPUTS: tuple[str, ...] = (
+    "question",
+    "part",
+    "position",
+    "bundle",
+    "lag",
+    "lag_bucket",
+    "response",
+    "elapsed",
+    "elapsed_bucket",
+    "explanation",
+)
+INT_INPUTS = frozenset(
+    {"question", "part", "position", "bundle", "lag_bucket", "response", "elapsed_bucket", "explanation"}
+)
+
+_SECOND = 1000
+_MINUTE = 60 * _SECOND
+_HOUR = 60 * _MINUTE
+_DAY = 24 * _HOUR
+# Bucket edges in ms (bucket b covers [edges[b-1], edges[b]) ; bucket 1 is below the first edge).
+DEFAULT_LAG_EDGES_MS: tuple[int, ...] = tuple(
+    int(x)
+    for x in (
+        [1 * _SECOND, 3 * _SECOND, 10 * _SECOND, 20 * _SECOND, 30 * _SECOND, 45 * _SECOND]
+        + [m * _MINUTE for m in (1, 1.5, 2, 3, 5, 7, 10, 15, 20, 30, 45)]
+        + [h * _HOUR for h in (1, 1.5, 2, 3, 5, 8, 12, 18)]
+        + [d * _DAY for d in (1, 1.5, 2, 3, 5, 7, 10, 14, 21, 30)]
+    )
+)
+DEFAULT_ELAPSED_EDGES_MS: tuple[int, ...] = tuple(
+    int(s * _SECOND)
+    for s in (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 18, 21, 25, 30, 35, 40, 50, 60, 75, 90, 120, 150, 200, 250, 300)
+)
+
+
+@dataclass
+class FeatureSpec:
+    """Everything the encoding needs; saved in the model artifact as `feature_spec.json`."""
+
+    window: int = 100  # max interactions of history a prediction looks at (model sequence length)
+    elapsed_cap_ms: int = 300_000  # SAINT+: elapsed time capped at 300 s
+    lag_cap_ms: int = 7 * _DAY  # lag time capped (log-scaled below the cap)
+    lag_edges_ms: tuple[int, ...] = DEFAULT_LAG_EDGES_MS
+    elapsed_edges_ms: tuple[int, ...] = DEFAULT_ELAPSED_EDGES_MS
+    n_questions: int = FIRST_QUESTION_INDEX  # vocabulary size incl. pad + unknown
+    n_parts: int = 9  # part vocabulary size incl. pad (Riiid parts 1..7 -> 2..8)
+
+    def __post_init__(self) -> None:
+        if self.window < 2:
+            raise ValueError(f"window must be >= 2, got {self.window}")
+        if self.elapsed_cap_ms <= 0 or self.lag_cap_ms <= 0:
+            raise ValueError("elapsed_cap_ms and lag_cap_ms must be positive")
+        self.lag_edges_ms = tuple(int(x) for x in self.lag_edges_ms)
+        self.elapsed_edges_ms = tuple(int(x) for x in self.elapsed_edges_ms)
+        for name in ("lag_edges_ms", "elapsed_edges_ms"):
+            edges = getattr(self, name)
+            if len(edges) == 0 or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+                raise ValueError(f"{name} must be non-empty and strictly increasing")
+        if self.n_questions < FIRST_QUESTION_INDEX:
+            raise ValueError(f"n_questions must be >= {FIRST_QUESTION_INDEX}")
+        if self.n_parts < 2:
+            raise ValueError("n_parts must be >= 2")
+
+    @property
+    def n_lag_buckets(self) -> int:
+        return len(self.lag_edges_ms) + 2  # pad/unknown + below first edge + one per edge
+
+    @property
+    def n_elapsed_buckets(self) -> int:
+        return len(self.elapsed_edges_ms) + 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "window": self.window,
+            "elapsed_cap_ms": self.elapsed_cap_ms,
+            "lag_cap_ms": self.lag_cap_ms,
+            "lag_edges_ms": list(self.lag_edges_ms),
+            "elapsed_edges_ms": list(self.elapsed_edges_ms),
+            "n_questions": self.n_questions,
+            "n_parts": self.n_parts,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeatureSpec:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass
+class QuestionVocab:
+    """Raw question ids <-> contiguous indices (0 pad, 1 unknown, 2.. known) and the part of each."""
+
+    question_ids: np.ndarray  # (Q,) int64, sorted ascending, unique
+    parts: np.ndarray  # (Q,) int64, raw part of each question (>= 0)
+    _index_parts: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.question_ids = np.asarray(self.question_ids, dtype=np.int64)
+        self.parts = np.asarray(self.parts, dtype=np.int64)
+        if self.question_ids.shape != self.parts.shape or self.question_ids.ndim != 1:
+            raise ValueError("question_ids and parts must be 1-D arrays of the same length")
+        if len(self.question_ids) > 1 and np.any(np.diff(self.question_ids) <= 0):
+            raise ValueError("question_ids must be sorted and unique")
+        if np.any(self.parts < 0):
+            raise ValueError("parts must be non-negative")
+        # index -> encoded part (pad and unknown -> 0)
+        self._index_parts = np.concatenate([[PAD, PAD], self.parts + 1]).astype(np.int64)
+
+    @classmethod
+    def build(cls, question_ids: np.ndarray, parts: np.ndarray) -> QuestionVocab:
+        question_ids = np.asarray(question_ids, dtype=np.int64)
+        order = np.argsort(question_ids, kind="stable")
+        return cls(question_ids[order], np.asarray(parts, dtype=np.int64)[order])
+
+    @property
+    def size(self) -> int:
+        """Vocabulary size including pad and unknown."""
+        return len(self.question_ids) + FIRST_QUESTION_INDEX
+
+    @property
+    def n_parts(self) -> int:
+        """Encoded part vocabulary size (pad + max part + 1)."""
+        return int(self.parts.max()) + 2 if len(self.parts) else 2
+
+    def to_index(self, raw_ids: np.ndarray) -> np.ndarray:
+        """Raw ids -> indices; ids not in the vocabulary map to UNKNOWN_QUESTION."""
+        raw = np.asarray(raw_ids, dtype=np.int64)
+        pos = np.searchsorted(self.question_ids, raw)
+        pos_clipped = np.minimum(pos, max(len(self.question_ids) - 1, 0))
+        found = (pos < len(self.question_ids)) & (self.question_ids[pos_clipped] == raw) if len(
+            self.question_ids
+        ) else np.zeros(raw.shape, dtype=bool)
+        return np.where(found, pos_clipped + FIRST_QUESTION_INDEX, UNKNOWN_QUESTION).astype(np.int64)
+
+    def unknown(self, raw_ids: np.ndarray) -> np.ndarray:
+        """The raw ids that are not in the vocabulary (in input order)."""
+        raw = np.asarray(raw_ids, dtype=np.int64)
+        return raw[self.to_index(raw) == UNKNOWN_QUESTION]
+
+    def part_of(self, index: np.ndarray) -> np.ndarray:
+        """Encoded part of question indices."""
+        return self._index_parts[np.asarray(index, dtype=np.int64)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"question_ids": self.question_ids.tolist(), "parts": self.parts.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> QuestionVocab:
+        return cls(np.asarray(data["question_ids"]), np.asarray(data["parts"]))
+
+
+@dataclass
+class History:
+    """One learner's answered questions, oldest first (lectures are not part of the encoding).
+
+    All arrays have the same length n. `bundle` is any integer key that is equal for items answered
+    together (a Riiid task container) and non-decreasing; items of one bundle share a timestamp.
+    `elapsed_ms` and `explanation` describe the item itself (Riiid's prior_* columns shifted back).
+    """
+
+    question: np.ndarray  # (n,) int64 question indices (>= 1)
+    correct: np.ndarray  # (n,) int8 0/1
+    timestamp: np.ndarray  # (n,) int64 ms
+    bundle: np.ndarray  # (n,) int64, non-decreasing
+    elapsed_ms: np.ndarray  # (n,) float32, NaN = unknown
+    explanation: np.ndarray  # (n,) int8: -1 unknown, 0 no, 1 yes
+
+    def __len__(self) -> int:
+        return len(self.question)
+
+    @classmethod
+    def empty(cls) -> History:
+        return cls(
+            question=np.zeros(0, np.int64),
+            correct=np.zeros(0, np.int8),
+            timestamp=np.zeros(0, np.int64),
+            bundle=np.zeros(0, np.int64),
+            elapsed_ms=np.zeros(0, np.float32),
+            explanation=np.zeros(0, np.int8),
+        )
+
+    def slice(self, start: int, end: int) -> History:
+        return History(
+            question=self.question[start:end],
+            correct=self.correct[start:end],
+            timestamp=self.timestamp[start:end],
+            bundle=self.bundle[start:end],
+            elapsed_ms=self.elapsed_ms[start:end],
+            explanation=self.explanation[start:end],
+        )
+
+
+def bucketize(values_ms: np.ndarray, edges_ms: tuple[int, ...], known: np.ndarray) -> np.ndarray:
+    """Bucket ids: 0 where unknown, else 1 + number of edges <= value."""
+    buckets = np.searchsorted(np.asarray(edges_ms, dtype=np.float64), values_ms, side="right") + 1
+    return np.where(known, buckets, 0).astype(np.int64)
+
+
+def _bundle_ordinals(bundle: np.ndarray) -> np.ndarray:
+    """Bundle keys -> 0, 0, 1, 2, 2, ... (new ordinal where the key changes)."""
+    if len(bundle) == 0:
+        return np.zeros(0, np.int64)
+    change = np.concatenate([[0], (np.diff(bundle) != 0).astype(np.int64)])
+    return np.cumsum(change)
+
+
+def _bundle_start_positions(ordinals: np.ndarray) -> np.ndarray:
+    """Index of the first item of each item's bundle."""
+    n = len(ordinals)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    is_start = np.concatenate([[True], ordinals[1:] != ordinals[:-1]])
+    starts = np.where(is_start, np.arange(n), 0)
+    return np.maximum.accumulate(starts).astype(np.int64)
+
+
+def _lag_ms(timestamp: np.ndarray, ordinals: np.ndarray, previous_timestamp: int | None) -> np.ndarray:
+    """Time since the previous bundle (ms); NaN where unknown (the learner's very first bundle)."""
+    n = len(timestamp)
+    lag = np.full(n, np.nan, dtype=np.float64)
+    if n == 0:
+        return lag
+    starts = _bundle_start_positions(ordinals)
+    prev_index = starts - 1  # last item of the previous bundle
+    has_prev = prev_index >= 0
+    ts = timestamp.astype(np.float64)
+    lag[has_prev] = ts[has_prev] - ts[prev_index[has_prev]]
+    if previous_timestamp is not None:
+        first_bundle = ~has_prev
+        lag[first_bundle] = ts[first_bundle] - float(previous_timestamp)
+    return np.maximum(lag, 0.0, where=~np.isnan(lag), out=lag)
+
+
+def _continuous_lag(lag_ms: np.ndarray, cap_ms: int) -> np.ndarray:
+    known = ~np.isnan(lag_ms)
+    capped = np.minimum(np.where(known, lag_ms, 0.0), cap_ms)
+    return np.where(known, np.log1p(capped / 1000.0) / np.log1p(cap_ms / 1000.0), 0.0).astype(np.float32)
+
+
+def encode(
+    history: History,
+    spec: FeatureSpec,
+    vocab_parts: np.ndarray,
+    end: int | None = None,
+    start: int | None = None,
+    candidates: np.ndarray | None = None,
+    candidate_timestamp: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Encode history[start:end] (+ optional K candidates at one moment) as 1-D model input arrays.
+
+    `vocab_parts` maps question index -> encoded part (`QuestionVocab.part_of` table, or any array
+    indexable by question index). Without `start`, the window is the last `spec.window` items before
+    `end` when predicting candidates (`spec.window - 1` history items, so candidates still fit the
+    model's position table), else the last `spec.window` items. Returns arrays of length T.
+    """
+    n = len(history)
+    end = n if end is None else end
+    if not 0 <= end <= n:
+        raise ValueError(f"end={end} out of range for a history of {n} items")
+    k = 0 if candidates is None else len(candidates)
+    if start is None:
+        keep = spec.window - 1 if k else spec.window
+        start = max(0, end - keep)
+    window = history.slice(start, end)
+    h = len(window)
+
+    previous_ts = int(history.timestamp[start - 1]) if start > 0 else None
+    ordinals = _bundle_ordinals(window.bundle)
+    positions = _bundle_start_positions(ordinals)
+    lag = _lag_ms(window.timestamp, ordinals, previous_ts)
+
+    question = window.question.astype(np.int64)
+    if k:
+        assert candidates is not None
+        cand = np.asarray(candidates, dtype=np.int64)
+        question = np.concatenate([question, cand])
+        next_ordinal = int(ordinals[-1]) + 1 if h else 0
+        ordinals = np.concatenate([ordinals, np.full(k, next_ordinal, np.int64)])
+        positions = np.concatenate([positions, np.full(k, h, np.int64)])
+        last_ts = int(window.timestamp[-1]) if h else previous_ts
+        known_gap = candidate_timestamp is not None and last_ts is not None
+        cand_lag = max(float(candidate_timestamp - last_ts), 0.0) if known_gap else np.nan  # type: ignore[operator]
+        lag = np.concatenate([lag, np.full(k, cand_lag)])
+
+    lag_known = ~np.isnan(lag)
+    elapsed = window.elapsed_ms.astype(np.float64)
+    elapsed_known = ~np.isnan(elapsed) & (elapsed >= 0)
+    elapsed_capped = np.minimum(np.where(elapsed_known, elapsed, 0.0), spec.elapsed_cap_ms)
+    pad_k = np.zeros(k, np.int64)
+    return {
+        "question": question,
+        "part": np.asarray(vocab_parts, dtype=np.int64)[question],
+        "position": positions,
+        "bundle": ordinals,
+        "lag": _continuous_lag(lag, spec.lag_cap_ms),
+        "lag_bucket": bucketize(np.where(lag_known, np.minimum(lag, spec.lag_cap_ms), 0.0), spec.lag_edges_ms, lag_known),
+        "response": np.concatenate([window.correct.astype(np.int64) + 1, pad_k]),
+        "elapsed": np.concatenate([(elapsed_capped / spec.elapsed_cap_ms).astype(np.float32), np.zeros(k, np.float32)]),
+        "elapsed_bucket": np.concatenate(
+            [bucketize(elapsed_capped, spec.elapsed_edges_ms, elapsed_known), pad_k]
+        ),
+        "explanation": np.concatenate([window.explanation.astype(np.int64) + 1, pad_k]),
+    }
+
+
+def collate(items: list[dict[str, np.ndarray]], length: int | None = None) -> dict[str, np.ndarray]:
+    """Right-pad 1-D encodings to a (B, T) batch (T = longest item unless `length` is given)."""
+    if not items:
+        raise ValueError("collate needs at least one item")
+    t = max(len(it["question"]) for it in items) if length is None else length
+    t = max(t, 1)
+    batch: dict[str, np.ndarray] = {}
+    for name in MODEL_INPUTS:
+        dtype = np.int64 if name in INT_INPUTS else np.float32
+        fill = PAD_BUNDLE if name == "bundle" else 0
+        out = np.full((len(items), t), fill, dtype=dtype)
+        for b, it in enumerate(items):
+            values = it[name][:t]
+            out[b, : len(values)] = values
+        batch[name] = out
+    return batch
+
+
+def training_windows(n: int, window: int, stride: int | None = None) -> list[tuple[int, int, int]]:
+    """(start, end, loss_start) windows covering a history of n items; the last one ends at n.
+
+    Windows are `window` long (or n, if shorter) and advance by `stride` (default window // 2).
+    Only items in [loss_start, end) are scored, so every item is scored exactly once, and all but
+    the first window's items are scored with at least `window - stride` items of context.
+    """
+    if n <= 0:
+        return []
+    stride = max(window // 2, 1) if stride is None else stride
+    if stride <= 0 or stride > window:
+        raise ValueError(f"stride must be in 1..window, got {stride}")
+    if n <= window:
+        return [(0, n, 0)]
+    ends = list(range(window, n, stride))
+    if ends[-1] != n:
+        ends.append(n)
+    windows = [(0, window, 0)]
+    for prev_end, end in zip(ends, ends[1:], strict=False):
+        windows.append((end - window, end, prev_end))
+    return windows
+
+
+def save_spec(path: Path, spec: FeatureSpec, vocab: QuestionVocab) -> None:
+    """Write `feature_spec.json` (spec + question -> part table)."""
+    data = {"spec": spec.to_dict(), "vocab": vocab.to_dict()}
+    Path(path).write_text(json.dumps(data))
+
+
+def load_spec(path: Path) -> tuple[FeatureSpec, QuestionVocab]:
+    data = json.loads(Path(path).read_text())
+    try:
+        return FeatureSpec.from_dict(data["spec"]), QuestionVocab.from_dict(data["vocab"])
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a valid feature spec ({exc})") from exc

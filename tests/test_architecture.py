@@ -1,0 +1,79 @@
+"""Enforces the one-way doors of GUIDE §1 by reading every module's imports (static, via ast)."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+STDLIB = set(sys.stdlib_module_names) | {"__future__"}
+
+MODELS_THIRD_PARTY = {"numpy", "torch"}
+TORCH_FREE_MODELS = {"models/__init__.py", "models/features.py", "models/config.py"}
+SERVICE_THIRD_PARTY = {
+    "numpy",
+    "onnxruntime",
+    "redis",
+    "fastapi",
+    "pydantic",
+    "pydantic_settings",
+    "prometheus_client",
+    "starlette",
+    "uvicorn",
+}
+SERVICE_ALLOWED_PROJECT = {"models", "models.features", "models.config", "service"}
+
+
+def _imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+            if node.module == "models":
+                names.extend(f"models.{alias.name}" for alias in node.names)
+    return names
+
+
+def _files(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", _files("models"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_models_import_only_torch_numpy_and_models(path: Path) -> None:
+    rel = str(path.relative_to(ROOT))
+    for name in _imports(path):
+        top = name.split(".")[0]
+        assert top in STDLIB | MODELS_THIRD_PARTY | {"models"}, f"{rel} imports {name}"
+        if rel in TORCH_FREE_MODELS:
+            assert top != "torch", f"{rel} must stay torch-free (the service imports it)"
+
+
+@pytest.mark.parametrize("path", _files("training"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_training_never_imports_service(path: Path) -> None:
+    for name in _imports(path):
+        assert name.split(".")[0] != "service", f"{path.relative_to(ROOT)} imports {name}"
+
+
+@pytest.mark.parametrize("path", _files("service"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_service_imports_no_torch_and_no_training(path: Path) -> None:
+    rel = str(path.relative_to(ROOT))
+    for name in _imports(path):
+        top = name.split(".")[0]
+        if top in {"models", "service"}:
+            if top == "models":
+                assert name in SERVICE_ALLOWED_PROJECT, f"{rel} imports {name}"
+            continue
+        assert top in STDLIB | SERVICE_THIRD_PARTY, f"{rel} imports {name} (not allowed in service)"
+
+
+def test_models_package_import_does_not_load_torch() -> None:
+    import subprocess
+
+    code = "import sys, models, models.features; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -1,0 +1,1 @@
+"""Training side: data loaders, simulator, training, evaluation, distillation, ONNX export."""
