@@ -1,4 +1,8 @@
-"""Enforces the one-way doors of GUIDE §1 by reading every module's imports (static, via ast)."""
+"""Enforces the one-way doors of GUIDE §1 by reading every module's imports (static, via ast).
+
+models <- training, models <- service; the service never imports training or torch. (training may
+use the torch-free `service.predictor`, so evaluation runs the exact serving code path.)
+"""
 
 from __future__ import annotations
 
@@ -52,12 +56,6 @@ def test_models_import_only_torch_numpy_and_models(path: Path) -> None:
         assert top in STDLIB | MODELS_THIRD_PARTY | {"models"}, f"{rel} imports {name}"
         if rel in TORCH_FREE_MODELS:
             assert top != "torch", f"{rel} must stay torch-free (the service imports it)"
-
-
-@pytest.mark.parametrize("path", _files("training"), ids=lambda p: str(p.relative_to(ROOT)))
-def test_training_never_imports_service(path: Path) -> None:
-    for name in _imports(path):
-        assert name.split(".")[0] != "service", f"{path.relative_to(ROOT)} imports {name}"
 
 
 @pytest.mark.parametrize("path", _files("service"), ids=lambda p: str(p.relative_to(ROOT)))

@@ -1,0 +1,67 @@
+"""Binary-prediction metrics on numpy arrays: AUC (rank-based, tie-aware), accuracy, log loss."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _validate(y_true: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y_true, dtype=np.float64).ravel()
+    q = np.asarray(p, dtype=np.float64).ravel()
+    if y.shape != q.shape:
+        raise ValueError(f"labels and predictions differ in length: {y.shape[0]} vs {q.shape[0]}")
+    return y, q
+
+
+def roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U with average ranks); NaN if only one class."""
+    y, s = _validate(y_true, scores)
+    n_pos = float(y.sum())
+    n_neg = float(len(y) - n_pos)
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    s_sorted = s[order]
+    ranks = np.empty(len(s), dtype=np.float64)
+    # average ranks over ties
+    boundaries = np.flatnonzero(np.diff(s_sorted)) + 1
+    starts = np.concatenate([[0], boundaries])
+    ends = np.concatenate([boundaries, [len(s)]])
+    avg = (starts + ends + 1) / 2.0  # 1-based average rank of each tie group
+    ranks[order] = np.repeat(avg, ends - starts)
+    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def log_loss(y_true: np.ndarray, p: np.ndarray, eps: float = 1e-7) -> float:
+    y, q = _validate(y_true, p)
+    q = np.clip(q, eps, 1 - eps)
+    return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
+
+
+def accuracy(y_true: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> float:
+    y, q = _validate(y_true, p)
+    return float(np.mean((q >= threshold) == (y == 1)))
+
+
+def binary_metrics(y_true: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """{"auc", "acc", "logloss", "n"} for labels in {0, 1} and probabilities."""
+    y, q = _validate(y_true, p)
+    return {
+        "auc": roc_auc(y, q),
+        "acc": accuracy(y, q),
+        "logloss": log_loss(y, q),
+        "n": int(len(y)),
+    }
+
+
+def calibration_bins(y_true: np.ndarray, p: np.ndarray, n_bins: int = 10) -> list[dict[str, float]]:
+    """Reliability table: per probability bin, mean prediction, observed rate and count."""
+    y, q = _validate(y_true, p)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    idx = np.clip(np.digitize(q, edges[1:-1]), 0, n_bins - 1)
+    rows = []
+    for b in range(n_bins):
+        sel = idx == b
+        if sel.any():
+            rows.append({"p_mean": float(q[sel].mean()), "observed": float(y[sel].mean()), "n": int(sel.sum())})
+    return rows
