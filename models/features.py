@@ -397,3 +397,28 @@ def load_spec(path: Path) -> tuple[FeatureSpec, QuestionVocab]:
         return FeatureSpec.from_dict(data["spec"]), QuestionVocab.from_dict(data["vocab"])
     except (KeyError, TypeError) as exc:
         raise ValueError(f"{path}: not a valid feature spec ({exc})") from exc
+
+
+@dataclass
+class CandidateRequest:
+    """K candidate questions for one learner at one moment (one virtual bundle after `history`)."""
+
+    history: History
+    candidates: np.ndarray  # (K,) question indices
+    timestamp: int | None = None  # ms, same clock as history.timestamp; None -> lag unknown
+
+
+def encode_candidate_batch(
+    requests: list[CandidateRequest], spec: FeatureSpec, vocab_parts: np.ndarray
+) -> tuple[dict[str, np.ndarray], list[tuple[int, int]]]:
+    """Encode many requests into one (B, T) batch; returns it and, per request, the (start, end)
+    columns of its candidates in its row (the candidate logits are batch_logits[b, start:end])."""
+    items = [
+        encode(r.history, spec, vocab_parts, candidates=r.candidates, candidate_timestamp=r.timestamp)
+        for r in requests
+    ]
+    spans = []
+    for r, it in zip(requests, items, strict=True):
+        t = len(it["question"])
+        spans.append((t - len(r.candidates), t))
+    return collate(items), spans
