@@ -51,7 +51,16 @@ MODEL_INPUTS: tuple[str, ...] = (
     "explanation",
 )
 INT_INPUTS = frozenset(
-    {"question", "part", "position", "bundle", "lag_bucket", "response", "elapsed_bucket", "explanation"}
+    {
+        "question",
+        "part",
+        "position",
+        "bundle",
+        "lag_bucket",
+        "response",
+        "elapsed_bucket",
+        "explanation",
+    }
 )
 
 _SECOND = 1000
@@ -70,7 +79,33 @@ DEFAULT_LAG_EDGES_MS: tuple[int, ...] = tuple(
 )
 DEFAULT_ELAPSED_EDGES_MS: tuple[int, ...] = tuple(
     int(s * _SECOND)
-    for s in (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 18, 21, 25, 30, 35, 40, 50, 60, 75, 90, 120, 150, 200, 250, 300)
+    for s in (
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+        8,
+        10,
+        12,
+        15,
+        18,
+        21,
+        25,
+        30,
+        35,
+        40,
+        50,
+        60,
+        75,
+        90,
+        120,
+        150,
+        200,
+        250,
+        300,
+    )
 )
 
 
@@ -168,10 +203,14 @@ class QuestionVocab:
         raw = np.asarray(raw_ids, dtype=np.int64)
         pos = np.searchsorted(self.question_ids, raw)
         pos_clipped = np.minimum(pos, max(len(self.question_ids) - 1, 0))
-        found = (pos < len(self.question_ids)) & (self.question_ids[pos_clipped] == raw) if len(
-            self.question_ids
-        ) else np.zeros(raw.shape, dtype=bool)
-        return np.where(found, pos_clipped + FIRST_QUESTION_INDEX, UNKNOWN_QUESTION).astype(np.int64)
+        found = (
+            (pos < len(self.question_ids)) & (self.question_ids[pos_clipped] == raw)
+            if len(self.question_ids)
+            else np.zeros(raw.shape, dtype=bool)
+        )
+        return np.where(found, pos_clipped + FIRST_QUESTION_INDEX, UNKNOWN_QUESTION).astype(
+            np.int64
+        )
 
     def unknown(self, raw_ids: np.ndarray) -> np.ndarray:
         """The raw ids that are not in the vocabulary (in input order)."""
@@ -255,7 +294,9 @@ def _bundle_start_positions(ordinals: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(starts).astype(np.int64)
 
 
-def _lag_ms(timestamp: np.ndarray, ordinals: np.ndarray, previous_timestamp: int | None) -> np.ndarray:
+def _lag_ms(
+    timestamp: np.ndarray, ordinals: np.ndarray, previous_timestamp: int | None
+) -> np.ndarray:
     """Time since the previous bundle (ms); NaN where unknown (the learner's very first bundle)."""
     n = len(timestamp)
     lag = np.full(n, np.nan, dtype=np.float64)
@@ -275,7 +316,9 @@ def _lag_ms(timestamp: np.ndarray, ordinals: np.ndarray, previous_timestamp: int
 def _continuous_lag(lag_ms: np.ndarray, cap_ms: int) -> np.ndarray:
     known = ~np.isnan(lag_ms)
     capped = np.minimum(np.where(known, lag_ms, 0.0), cap_ms)
-    return np.where(known, np.log1p(capped / 1000.0) / np.log1p(cap_ms / 1000.0), 0.0).astype(np.float32)
+    return np.where(known, np.log1p(capped / 1000.0) / np.log1p(cap_ms / 1000.0), 0.0).astype(
+        np.float32
+    )
 
 
 def encode(
@@ -334,9 +377,13 @@ def encode(
         "position": positions,
         "bundle": ordinals,
         "lag": _continuous_lag(lag, spec.lag_cap_ms),
-        "lag_bucket": bucketize(np.where(lag_known, np.minimum(lag, spec.lag_cap_ms), 0.0), spec.lag_edges_ms, lag_known),
+        "lag_bucket": bucketize(
+            np.where(lag_known, np.minimum(lag, spec.lag_cap_ms), 0.0), spec.lag_edges_ms, lag_known
+        ),
         "response": np.concatenate([window.correct.astype(np.int64) + 1, pad_k]),
-        "elapsed": np.concatenate([(elapsed_capped / spec.elapsed_cap_ms).astype(np.float32), np.zeros(k, np.float32)]),
+        "elapsed": np.concatenate(
+            [(elapsed_capped / spec.elapsed_cap_ms).astype(np.float32), np.zeros(k, np.float32)]
+        ),
         "elapsed_bucket": np.concatenate(
             [bucketize(elapsed_capped, spec.elapsed_edges_ms, elapsed_known), pad_k]
         ),
@@ -414,7 +461,9 @@ def encode_candidate_batch(
     """Encode many requests into one (B, T) batch; returns it and, per request, the (start, end)
     columns of its candidates in its row (the candidate logits are batch_logits[b, start:end])."""
     items = [
-        encode(r.history, spec, vocab_parts, candidates=r.candidates, candidate_timestamp=r.timestamp)
+        encode(
+            r.history, spec, vocab_parts, candidates=r.candidates, candidate_timestamp=r.timestamp
+        )
         for r in requests
     ]
     spans = []

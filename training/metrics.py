@@ -63,5 +63,11 @@ def calibration_bins(y_true: np.ndarray, p: np.ndarray, n_bins: int = 10) -> lis
     for b in range(n_bins):
         sel = idx == b
         if sel.any():
-            rows.append({"p_mean": float(q[sel].mean()), "observed": float(y[sel].mean()), "n": int(sel.sum())})
+            rows.append(
+                {
+                    "p_mean": float(q[sel].mean()),
+                    "observed": float(y[sel].mean()),
+                    "n": int(sel.sum()),
+                }
+            )
     return rows

@@ -1,0 +1,235 @@
+"""Property tests of the one encoding (models/features.py): visibility rules, candidates, windows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models.features import (
+    PAD_BUNDLE,
+    UNKNOWN_QUESTION,
+    CandidateRequest,
+    FeatureSpec,
+    History,
+    QuestionVocab,
+    collate,
+    encode,
+    encode_candidate_batch,
+    load_spec,
+    save_spec,
+    training_windows,
+)
+
+QUERY_SIDE = ("question", "part", "position", "bundle", "lag", "lag_bucket")
+RESPONSE_SIDE = ("response", "elapsed", "elapsed_bucket", "explanation")
+N_QUESTIONS = 30
+PARTS = np.arange(N_QUESTIONS + 2) % 7
+
+
+@st.composite
+def histories(draw: st.DrawFn, max_bundles: int = 25) -> History:
+    sizes = draw(st.lists(st.integers(1, 4), min_size=0, max_size=max_bundles))
+    gaps = draw(st.lists(st.integers(0, 10**10), min_size=len(sizes), max_size=len(sizes)))
+    n = sum(sizes)
+    rng = np.random.default_rng(draw(st.integers(0, 2**31)))
+    bundle = np.repeat(np.arange(len(sizes)), sizes).astype(np.int64)
+    ts_per_bundle = np.cumsum(np.asarray(gaps, dtype=np.int64)) if sizes else np.zeros(0, np.int64)
+    elapsed = rng.uniform(-5, 400_000, n).astype(np.float32)
+    elapsed[rng.random(n) < 0.2] = np.nan
+    return History(
+        question=rng.integers(1, N_QUESTIONS + 2, n).astype(np.int64),
+        correct=rng.integers(0, 2, n).astype(np.int8),
+        timestamp=ts_per_bundle[bundle] if n else np.zeros(0, np.int64),
+        bundle=bundle * 7 + 3,  # any non-decreasing keys
+        elapsed_ms=elapsed,
+        explanation=rng.integers(-1, 2, n).astype(np.int8),
+    )
+
+
+def _perturb_from(history: History, first: int, seed: int) -> History:
+    """Change answers, elapsed times and explanation flags of items [first:]."""
+    rng = np.random.default_rng(seed)
+    h = History(
+        history.question.copy(),
+        history.correct.copy(),
+        history.timestamp.copy(),
+        history.bundle.copy(),
+        history.elapsed_ms.copy(),
+        history.explanation.copy(),
+    )
+    n = len(h) - first
+    h.correct[first:] = 1 - h.correct[first:]
+    h.elapsed_ms[first:] = rng.uniform(0, 500_000, n).astype(np.float32)
+    h.explanation[first:] = rng.integers(-1, 2, n).astype(np.int8)
+    return h
+
+
+@settings(max_examples=80, deadline=None)
+@given(histories(), st.integers(2, 40), st.data())
+def test_outcomes_never_reach_query_side_or_earlier_items(
+    history: History, window: int, data: st.DataObject
+) -> None:
+    """Changing outcomes of a bundle and everything after it leaves every query-side array unchanged
+    and the response side of strictly earlier bundles unchanged."""
+    if len(history) == 0:
+        return
+    spec = FeatureSpec(window=window, n_questions=N_QUESTIONS + 2)
+    starts = np.flatnonzero(np.concatenate([[True], np.diff(history.bundle) != 0]))
+    cut = int(data.draw(st.sampled_from(starts.tolist())))
+    base = encode(history, spec, PARTS)
+    perturbed = encode(_perturb_from(history, cut, seed=cut), spec, PARTS)
+    for name in QUERY_SIDE:
+        np.testing.assert_array_equal(base[name], perturbed[name], err_msg=name)
+    offset = max(0, len(history) - window)
+    earlier = max(cut - offset, 0)  # window index of the first perturbed item
+    for name in RESPONSE_SIDE:
+        np.testing.assert_array_equal(base[name][:earlier], perturbed[name][:earlier], err_msg=name)
+
+
+@settings(max_examples=80, deadline=None)
+@given(histories(), st.integers(2, 40))
+def test_bundle_structure(history: History, window: int) -> None:
+    spec = FeatureSpec(window=window, n_questions=N_QUESTIONS + 2)
+    enc = encode(history, spec, PARTS)
+    t = len(enc["question"])
+    assert t == min(len(history), window)
+    if t == 0:
+        return
+    bundle, position = enc["bundle"], enc["position"]
+    assert bundle[0] == 0 and np.all(np.diff(bundle) >= 0)
+    for i in range(t):  # position = index of the first item of i's bundle
+        assert position[i] == np.flatnonzero(bundle == bundle[i])[0]
+    assert np.all((enc["lag"] >= 0) & (enc["lag"] <= 1))
+    assert np.all((enc["elapsed"] >= 0) & (enc["elapsed"] <= 1))
+    assert np.all(enc["response"] >= 1)  # history items always carry their own outcome
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    histories(),
+    st.lists(st.integers(1, N_QUESTIONS + 1), min_size=1, max_size=6),
+    st.integers(0, 10**9),
+)
+def test_candidates_are_one_virtual_bundle(history: History, cands: list[int], gap: int) -> None:
+    spec = FeatureSpec(window=12, n_questions=N_QUESTIONS + 2)
+    now = int(history.timestamp[-1]) + gap if len(history) else gap
+    cand = np.asarray(cands, dtype=np.int64)
+    many = encode(history, spec, PARTS, candidates=cand, candidate_timestamp=now)
+    k = len(cand)
+    h = len(many["question"]) - k
+    assert h == min(len(history), spec.window - 1)
+    tail = {name: many[name][h:] for name in many}
+    assert len(set(tail["bundle"].tolist())) == 1 and len(set(tail["position"].tolist())) == 1
+    assert np.all(tail["response"] == 0) and np.all(tail["explanation"] == 0)
+    assert tail["position"][0] == h
+    if h:
+        assert tail["bundle"][0] == many["bundle"][h - 1] + 1
+    for j in range(k):  # each candidate alone encodes exactly like its column in the K-batch
+        single = encode(history, spec, PARTS, candidates=cand[j : j + 1], candidate_timestamp=now)
+        for name in many:
+            np.testing.assert_array_equal(single[name][:h], many[name][:h], err_msg=name)
+            np.testing.assert_array_equal(single[name][h], many[name][h + j], err_msg=name)
+
+
+def test_candidate_lag_and_cold_start() -> None:
+    spec = FeatureSpec(window=10, n_questions=N_QUESTIONS + 2)
+    cold = encode(
+        History.empty(), spec, PARTS, candidates=np.array([3, 4]), candidate_timestamp=123
+    )
+    assert cold["lag_bucket"].tolist() == [0, 0]  # no previous event: lag unknown
+    assert cold["position"].tolist() == [0, 0] and cold["bundle"].tolist() == [0, 0]
+    h = History(
+        np.array([2]),
+        np.array([1], np.int8),
+        np.array([1_000]),
+        np.array([0]),
+        np.array([np.nan], np.float32),
+        np.array([-1], np.int8),
+    )
+    enc = encode(h, spec, PARTS, candidates=np.array([3]), candidate_timestamp=61_000)
+    assert enc["lag_bucket"][1] > 0
+    assert enc["elapsed_bucket"][0] == 0  # unknown elapsed -> bucket 0
+    assert enc["explanation"][0] == 0  # unknown flag -> 0
+
+
+def test_elapsed_is_capped() -> None:
+    spec = FeatureSpec(window=10, n_questions=N_QUESTIONS + 2)
+    h = History(
+        np.array([2, 3]),
+        np.array([1, 0], np.int8),
+        np.array([0, 5]),
+        np.array([0, 1]),
+        np.array([10_000_000, 150_000], np.float32),
+        np.array([0, 1], np.int8),
+    )
+    enc = encode(h, spec, PARTS)
+    assert enc["elapsed"][0] == pytest.approx(1.0)
+    assert enc["elapsed"][1] == pytest.approx(0.5)
+    assert enc["elapsed_bucket"][0] == spec.n_elapsed_buckets - 1
+
+
+def test_collate_pads_right_with_pad_bundle() -> None:
+    spec = FeatureSpec(window=10, n_questions=N_QUESTIONS + 2)
+    a = encode(History.empty(), spec, PARTS, candidates=np.array([3]))
+    b = encode(History.empty(), spec, PARTS, candidates=np.array([3, 4, 5]))
+    batch = collate([a, b])
+    assert batch["question"].shape == (2, 3)
+    assert batch["question"][0].tolist() == [3, 0, 0]
+    assert batch["bundle"][0, 1:].tolist() == [PAD_BUNDLE, PAD_BUNDLE]
+
+
+def test_candidate_batch_spans() -> None:
+    spec = FeatureSpec(window=10, n_questions=N_QUESTIONS + 2)
+    reqs = [
+        CandidateRequest(History.empty(), np.array([3, 4])),
+        CandidateRequest(History.empty(), np.array([5])),
+    ]
+    batch, spans = encode_candidate_batch(reqs, spec, PARTS)
+    assert spans == [(0, 2), (0, 1)]
+    assert batch["question"][1, 0] == 5
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 500), st.integers(2, 64), st.data())
+def test_training_windows_score_each_item_once(n: int, window: int, data: st.DataObject) -> None:
+    stride = data.draw(st.integers(1, window))
+    windows = training_windows(n, window, stride)
+    scored = np.zeros(n, dtype=int)
+    for start, end, loss_start in windows:
+        assert 0 <= start <= loss_start < end <= n and end - start <= window
+        scored[loss_start:end] += 1
+    assert np.all(scored == 1)
+
+
+def test_vocab_maps_unknown_and_round_trips(tmp_path) -> None:
+    vocab = QuestionVocab.build(np.array([30, 10, 20]), np.array([3, 1, 2]))
+    idx = vocab.to_index(np.array([10, 20, 30, 99, -5]))
+    assert idx.tolist() == [2, 3, 4, UNKNOWN_QUESTION, UNKNOWN_QUESTION]
+    assert vocab.part_of(idx).tolist() == [2, 3, 4, 0, 0]
+    assert vocab.unknown(np.array([10, 99])).tolist() == [99]
+    spec = FeatureSpec(window=50, n_questions=vocab.size, n_parts=vocab.n_parts)
+    save_spec(tmp_path / "feature_spec.json", spec, vocab)
+    spec2, vocab2 = load_spec(tmp_path / "feature_spec.json")
+    assert spec2 == spec
+    np.testing.assert_array_equal(vocab2.question_ids, vocab.question_ids)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"window": 1}, "window"),
+        ({"elapsed_cap_ms": 0}, "positive"),
+        ({"lag_edges_ms": (5, 5)}, "increasing"),
+        ({"n_questions": 1}, "n_questions"),
+    ],
+)
+def test_bad_spec_is_rejected(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        FeatureSpec(**kwargs)
+
+
+def test_vocab_rejects_unsorted_ids() -> None:
+    with pytest.raises(ValueError, match="sorted"):
+        QuestionVocab(np.array([3, 1]), np.array([0, 0]))
