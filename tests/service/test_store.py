@@ -1,0 +1,245 @@
+"""One test suite, both history stores (memory and real Redis): identical semantics required."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from service.events import EVENT_DTYPE, canonical_order, make_events, merge_events
+from service.store import HistoryStore, RedisHistoryStore, StoreUnavailable
+
+pytestmark = pytest.mark.anyio
+
+
+def events(
+    ts: list[int],
+    qs: list[int] | None = None,
+    *,
+    container: list[int | None] | None = None,
+    ids: list[str | None] | None = None,
+    correct: list[bool] | None = None,
+) -> np.ndarray:
+    n = len(ts)
+    return make_events(
+        timestamp=ts,
+        question_id=qs if qs is not None else [100 + t % 50 for t in ts],
+        correct=correct if correct is not None else [t % 3 == 0 for t in ts],
+        elapsed_ms=[None if t % 4 == 0 else 1000 + t for t in ts],
+        had_explanation=[None if t % 5 == 0 else bool(t % 2) for t in ts],
+        container_id=container if container is not None else [None] * n,
+        interaction_id=ids if ids is not None else [None] * n,
+    )
+
+
+def assert_canonical(stored: np.ndarray) -> None:
+    assert np.array_equal(canonical_order(stored), np.arange(len(stored))), "not in canonical order"
+    assert len(set(stored["fingerprint"].tolist())) == len(stored), "duplicate identities"
+
+
+async def test_append_get_roundtrip(store_factory: Callable[..., HistoryStore]) -> None:
+    store = store_factory()
+    try:
+        batch = events([10, 20, 30], [5, 6, 7], container=[1, None, 2])
+        result = await store.append("alice", batch, max_len=100)
+        assert (result.recorded, result.duplicates, result.stale) == (3, 0, 0)
+        stored = await store.get("alice")
+        assert stored.dtype == EVENT_DTYPE
+        assert np.array_equal(stored, result.events)
+        assert np.array_equal(stored, batch)
+        assert len(await store.get("nobody")) == 0
+    finally:
+        await store.close()
+
+
+async def test_idempotent_retries(store_factory: Callable[..., HistoryStore]) -> None:
+    store = store_factory()
+    try:
+        batch = events([1, 2, 3, 4])
+        await store.append("u1", batch, max_len=100)
+        retry = await store.append("u1", batch, max_len=100)
+        assert (retry.recorded, retry.duplicates) == (0, 4)
+        # a retry with a different payload is still the same identity: the first delivery wins
+        flipped = events([2], correct=[not bool(batch["correct"][1])])
+        again = await store.append("u1", flipped, max_len=100)
+        assert (again.recorded, again.duplicates) == (0, 1)
+        assert np.array_equal(await store.get("u1"), batch)
+        # duplicates inside one delivery count once
+        inner = await store.append("u1", events([9, 9, 9], [1, 1, 1]), max_len=100)
+        assert (inner.recorded, inner.duplicates) == (1, 2)
+    finally:
+        await store.close()
+
+
+async def test_explicit_interaction_id_is_the_identity(
+    store_factory: Callable[..., HistoryStore],
+) -> None:
+    store = store_factory()
+    try:
+        # same (timestamp, question) but distinct ids: two attempts, both kept
+        r = await store.append("u", events([5, 5], [1, 1], ids=["a", "b"]), max_len=10)
+        assert r.recorded == 2
+        # same id, different timestamp: a retry
+        r = await store.append("u", events([6], [2], ids=["a"]), max_len=10)
+        assert (r.recorded, r.duplicates) == (0, 1)
+        assert len(await store.get("u")) == 2
+    finally:
+        await store.close()
+
+
+async def test_out_of_order_deliveries_give_the_canonical_history(
+    store_factory: Callable[..., HistoryStore],
+) -> None:
+    store = store_factory()
+    rng = np.random.default_rng(0)
+    ts = sorted(rng.integers(0, 10_000, size=40).tolist())
+    all_events = events(ts, container=[t // 100 for t in ts])
+    try:
+        for k, user in enumerate(["inorder", "shuffled", "reversed"]):
+            order = np.arange(len(all_events))
+            if k == 1:
+                order = rng.permutation(order)
+            elif k == 2:
+                order = order[::-1]
+            for chunk in np.array_split(order, 7):
+                await store.append(user, all_events[chunk], max_len=1000)
+        a, b, c = await store.get_many(["inorder", "shuffled", "reversed"])
+        assert_canonical(a)
+        assert np.array_equal(a, b) and np.array_equal(a, c)
+        assert len(a) == len(all_events)
+    finally:
+        await store.close()
+
+
+async def test_cap_keeps_newest_and_reports_stale(
+    store_factory: Callable[..., HistoryStore],
+) -> None:
+    store = store_factory()
+    try:
+        await store.append("u", events(list(range(100, 130))), max_len=10)
+        stored = await store.get("u")
+        assert stored["timestamp"].tolist() == list(range(120, 130))
+        late = await store.append("u", events([5, 125_000]), max_len=10)  # one too old, one new
+        assert (late.recorded, late.stale, late.duplicates) == (1, 1, 0)
+        assert late.events["timestamp"].tolist() == list(range(121, 130)) + [125_000]
+        # a trimmed event delivered again stays out (no resurrection, no duplicate)
+        again = await store.append("u", events([100]), max_len=10)
+        assert (again.recorded, again.stale) == (0, 1)
+        assert_canonical(again.events)
+    finally:
+        await store.close()
+
+
+async def test_matches_reference_merge(store_factory: Callable[..., HistoryStore]) -> None:
+    """The store (Lua for Redis) agrees with `merge_events` on random deliveries, counts included."""
+    store = store_factory()
+    rng = np.random.default_rng(1)
+    reference = np.zeros(0, dtype=EVENT_DTYPE)
+    try:
+        for _ in range(25):
+            n = int(rng.integers(1, 8))
+            ts = rng.integers(0, 60, size=n).tolist()
+            batch = events(
+                ts,
+                rng.integers(0, 4, size=n).tolist(),
+                container=[None if x < 0 else int(x) for x in rng.integers(-1, 3, size=n)],
+            )
+            expected = merge_events(reference, batch, max_len=20)
+            got = await store.append("r", batch, max_len=20)
+            assert (got.recorded, got.duplicates, got.stale) == (
+                expected.recorded,
+                expected.duplicates,
+                expected.stale,
+            )
+            assert np.array_equal(got.events, expected.events)
+            reference = expected.events
+        assert np.array_equal(await store.get("r"), reference)
+    finally:
+        await store.close()
+
+
+async def test_64_concurrent_writers(store_factory: Callable[..., HistoryStore]) -> None:
+    store = store_factory()
+    cap = 50
+    # 64 writers, overlapping deliveries: most events are sent by more than one writer
+    batches = [events(sorted({(w * 7 + j * 13) % 200 for j in range(6)})) for w in range(64)]
+    sent = sum(len(b) for b in batches)
+    union = np.unique(np.concatenate([b["timestamp"] for b in batches]))
+    try:
+        # uncapped: every distinct event is recorded exactly once
+        results = await asyncio.gather(*(store.append("wide", b, max_len=1000) for b in batches))
+        assert sum(r.recorded for r in results) == len(union)
+        assert sum(r.duplicates for r in results) == sent - len(union)
+        wide = await store.get("wide")
+        assert_canonical(wide)
+        assert wide["timestamp"].tolist() == union.tolist()
+
+        # capped: the newest `cap` distinct events, sorted, no duplicates, whatever the interleaving
+        results = await asyncio.gather(*(store.append("hot", b, max_len=cap) for b in batches))
+        stored = await store.get("hot")
+        assert_canonical(stored)
+        assert stored["timestamp"].tolist() == union[-cap:].tolist()
+        assert sum(r.recorded + r.duplicates + r.stale for r in results) == sent
+        assert all(len(r.events) <= cap for r in results)
+    finally:
+        await store.close()
+
+
+async def test_ttl_expiry_and_refresh(store_factory: Callable[..., HistoryStore]) -> None:
+    store = store_factory(ttl_s=0.4)
+    try:
+        await store.append("t", events([1]), max_len=10)
+        await asyncio.sleep(0.25)
+        await store.append("t", events([1]), max_len=10)  # a duplicate still refreshes the TTL
+        await asyncio.sleep(0.25)
+        assert len(await store.get("t")) == 1  # 0.5 s after the first write, 0.25 s after refresh
+        await asyncio.sleep(0.3)
+        assert len(await store.get("t")) == 0
+    finally:
+        await store.close()
+
+
+async def test_erasure(store_factory: Callable[..., HistoryStore]) -> None:
+    store = store_factory()
+    try:
+        await store.append("gone", events([1, 2]), max_len=10)
+        await store.append("kept", events([1]), max_len=10)
+        assert await store.delete("gone") is True
+        assert len(await store.get("gone")) == 0
+        assert await store.delete("gone") is False
+        assert len(await store.get("kept")) == 1
+        # after erasure the learner starts afresh
+        assert (await store.append("gone", events([1]), max_len=10)).recorded == 1
+    finally:
+        await store.close()
+
+
+async def test_rejects_brace_user_ids(store_factory: Callable[..., HistoryStore]) -> None:
+    store = store_factory()
+    try:
+        with pytest.raises(ValueError):
+            await store.get("a{b}")
+    finally:
+        await store.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_redis_down_raises_store_unavailable_quickly() -> None:
+    store = RedisHistoryStore(f"redis://127.0.0.1:{_free_port()}/0", ttl_s=10, timeout_s=0.3)
+    try:
+        start = time.perf_counter()
+        for call in (store.ping(), store.get("u"), store.append("u", events([1]), max_len=5)):
+            with pytest.raises(StoreUnavailable):
+                await call
+        assert time.perf_counter() - start < 2.0
+    finally:
+        await store.close()
