@@ -1,0 +1,150 @@
+"""Model configuration: one dataclass for every registry model, validated, round-tripping through JSON.
+
+No torch here: the service reads `config.json` from the serving artifact with this module. The
+vocabulary sizes come from the feature spec (`config_for_spec`), so the embedding tables always
+match the encoding of `models.features`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+TIME_ENCODINGS: tuple[str, ...] = ("bucket", "continuous", "both")
+
+# Defaults mirror `models.features.FeatureSpec()` (35 lag edges + 2, 25 elapsed edges + 2).
+_DEFAULT_LAG_BUCKETS = 37
+_DEFAULT_ELAPSED_BUCKETS = 27
+
+
+@dataclass
+class ModelConfig:
+    """Hyperparameters of one model; `name` picks the builder in `models.registry.MODEL_REGISTRY`."""
+
+    name: str = "saint_plus"  # registry key: saint | saint_plus | dkt | logistic
+    n_questions: int = (
+        2  # question vocabulary size incl. pad (0) and unknown (1) = QuestionVocab.size
+    )
+    n_parts: int = 9  # encoded part vocabulary size incl. pad (FeatureSpec.n_parts)
+    n_lag_buckets: int = _DEFAULT_LAG_BUCKETS  # FeatureSpec.n_lag_buckets (incl. 0 = unknown)
+    n_elapsed_buckets: int = _DEFAULT_ELAPSED_BUCKETS  # FeatureSpec.n_elapsed_buckets
+    seq_len: int = 100  # = FeatureSpec.window; size of the position table (positions are < window)
+    d_model: int = 128  # width of every embedding / hidden state (DKT: LSTM hidden size)
+    n_layers: int = 2  # encoder layers = decoder layers (SAINT); stacked LSTM layers (DKT)
+    n_heads: int = 4  # attention heads; d_model must be divisible by it
+    ffn_mult: int = 4  # FFN hidden width = ffn_mult * d_model (DKT: MLP head width multiplier)
+    dropout: float = 0.1  # dropout on embeddings, attention weights and residual branches
+    time_encoding: str = (
+        "both"  # SAINT+ lag/elapsed: "bucket" embedding, "continuous" Linear(1, D), or both
+    )
+    use_explanation: bool = (
+        True  # SAINT+: add the Riiid explanation-flag embedding to the response side
+    )
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        if not isinstance(self.name, str) or not self.name:
+            problems.append(f"name must be a non-empty string, got {self.name!r}")
+        int_minimums = {
+            "n_questions": 2,
+            "n_parts": 2,
+            "n_lag_buckets": 2,
+            "n_elapsed_buckets": 2,
+            "seq_len": 2,
+            "d_model": 1,
+            "n_layers": 1,
+            "n_heads": 1,
+            "ffn_mult": 1,
+        }
+        for key, minimum in int_minimums.items():
+            value = getattr(self, key)
+            # bool is an int subclass; `"d_model": true` in a JSON file is a mistake, not 1.
+            if not isinstance(value, int) or isinstance(value, bool):
+                problems.append(f"{key} must be an integer, got {value!r}")
+            elif value < minimum:
+                problems.append(f"{key} must be >= {minimum}, got {value}")
+        if (
+            isinstance(self.d_model, int)
+            and isinstance(self.n_heads, int)
+            and self.n_heads > 0
+            and self.d_model % self.n_heads != 0
+        ):
+            problems.append(
+                f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})"
+            )
+        if (
+            not isinstance(self.dropout, int | float)
+            or isinstance(self.dropout, bool)
+            or not 0.0 <= float(self.dropout) < 1.0
+        ):
+            problems.append(f"dropout must be a number in [0, 1), got {self.dropout!r}")
+        if self.time_encoding not in TIME_ENCODINGS:
+            problems.append(
+                f"time_encoding must be one of {', '.join(TIME_ENCODINGS)}, got {self.time_encoding!r}"
+            )
+        if not isinstance(self.use_explanation, bool):
+            problems.append(f"use_explanation must be true or false, got {self.use_explanation!r}")
+        if problems:
+            raise ValueError("invalid ModelConfig: " + "; ".join(problems))
+        self.dropout = float(self.dropout)
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        if not isinstance(data, dict):
+            raise ValueError(f"model config must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown model config key(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+            )
+        return cls(**data)
+
+    def to_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> ModelConfig:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise ValueError(f"{path}: model config not found") from exc
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: {exc}") from exc
+
+
+def config_for_spec(name: str, spec: Any, vocab: Any = None, **overrides: Any) -> ModelConfig:
+    """A config whose vocabulary sizes and sequence length match a `models.features.FeatureSpec`.
+
+    `vocab` (a `QuestionVocab`) wins over `spec.n_questions` / `spec.n_parts` when it is larger, so
+    every index the encoding can produce has an embedding row. `overrides` set the model-size fields.
+    """
+    n_questions = int(spec.n_questions)
+    n_parts = int(spec.n_parts)
+    if vocab is not None:
+        n_questions = max(n_questions, int(vocab.size))
+        n_parts = max(n_parts, int(vocab.n_parts))
+    base: dict[str, Any] = {
+        "name": name,
+        "n_questions": n_questions,
+        "n_parts": n_parts,
+        "n_lag_buckets": int(spec.n_lag_buckets),
+        "n_elapsed_buckets": int(spec.n_elapsed_buckets),
+        "seq_len": int(spec.window),
+    }
+    base.update(overrides)
+    return ModelConfig.from_dict(base)

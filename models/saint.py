@@ -1,0 +1,190 @@
+"""SAINT (Choi et al. 2020) and SAINT+ (Shin et al. 2021), made bundle-aware (GUIDE §2).
+
+One model class, read top to bottom:
+  1. Encoder = SAINT's exercise stream. x_i = E_q[q_i] + E_part[part_i] + E_pos[pos_i] (+ SAINT+:
+     lag_i), N pre-LN layers of self-attention under the exercise mask (j visible to i iff
+     bundle_j < bundle_i or j == i) + FFN. Output O (B, T, D). Everything in it is known when i is shown.
+  2. Response memory = SAINT's response stream, made safe. r_j = E_resp[resp_j] + E_q[q_j] +
+     E_pos[pos_j] + O_j (+ SAINT+: elapsed_j, lag_j, explanation_j). It is used ONLY as keys/values,
+     behind the response mask (visible iff bundle_j < bundle_i) with a learned null slot prepended.
+     Plain SAINT's "shift the responses by one" leaks within bundles, and feeding i its own response
+     but masking it still leaks through the residual stream; here i's response never reaches i.
+  3. Decoder: h_i starts from query-side info only (O_i + a decoder position embedding). Each of N
+     pre-LN layers: attention to the response memory, cross-attention to O under the exercise mask,
+     FFN. Final LayerNorm + Linear -> one logit per position.
+
+SAINT ignores lag / elapsed / explanation; SAINT+ adds lag to the query side (it is known when the
+item is shown) and elapsed time + explanation flag to the response side.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from models.config import ModelConfig
+from models.layers import (
+    Attention,
+    FeedForward,
+    ModelOutput,
+    TimeEncoding,
+    exercise_mask,
+    response_mask,
+)
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.ln_attn = nn.LayerNorm(cfg.d_model)
+        self.attn = Attention(cfg.d_model, cfg.n_heads, cfg.dropout)
+        self.ln_ffn = nn.LayerNorm(cfg.d_model)
+        self.ffn = FeedForward(cfg.d_model, cfg.ffn_mult, cfg.dropout)
+
+    def forward(self, x: Tensor, mask: Tensor, need_weights: bool) -> tuple[Tensor, Tensor | None]:
+        h = self.ln_attn(x)  # (B, T, D)
+        a, w = self.attn(h, h, mask, need_weights)
+        x = x + a
+        x = x + self.ffn(self.ln_ffn(x))
+        return x, w
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.ln_resp = nn.LayerNorm(cfg.d_model)
+        self.resp_attn = Attention(cfg.d_model, cfg.n_heads, cfg.dropout)
+        self.ln_cross = nn.LayerNorm(cfg.d_model)
+        self.cross_attn = Attention(cfg.d_model, cfg.n_heads, cfg.dropout)
+        self.ln_ffn = nn.LayerNorm(cfg.d_model)
+        self.ffn = FeedForward(cfg.d_model, cfg.ffn_mult, cfg.dropout)
+
+    def forward(
+        self,
+        h: Tensor,  # (B, T, D) query-side state
+        memory: Tensor,  # (B, T + 1, D) [null, responses]
+        enc: Tensor,  # (B, T, D) encoder output O
+        resp_mask: Tensor,  # (B, 1, T, T + 1)
+        ex_mask: Tensor,  # (B, 1, T, T)
+        need_weights: bool,
+    ) -> tuple[Tensor, Tensor | None]:
+        a, w = self.resp_attn(self.ln_resp(h), memory, resp_mask, need_weights)
+        h = h + a  # what the learner did in strictly earlier bundles
+        c, _ = self.cross_attn(self.ln_cross(h), enc, ex_mask)
+        h = h + c  # which exercises came before (and this one)
+        h = h + self.ffn(self.ln_ffn(h))
+        return h, w
+
+
+class SAINT(nn.Module):
+    """SAINT (`plus=False`) or SAINT+ (`plus=True`). forward(batch) -> logits (B, T)."""
+
+    def __init__(self, cfg: ModelConfig, plus: bool = False) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.plus = plus
+        d = cfg.d_model
+        # Shared embeddings: the question/position tables feed both the query and the response side.
+        self.question_emb = nn.Embedding(cfg.n_questions, d)
+        self.part_emb = nn.Embedding(cfg.n_parts, d)
+        self.position_emb = nn.Embedding(cfg.seq_len, d)
+        self.response_emb = nn.Embedding(3, d)  # 0 pad / not visible, 1 wrong, 2 right
+        if plus:
+            self.lag_enc: TimeEncoding | None = TimeEncoding(
+                cfg.n_lag_buckets, d, cfg.time_encoding
+            )
+            self.elapsed_enc: TimeEncoding | None = TimeEncoding(
+                cfg.n_elapsed_buckets, d, cfg.time_encoding
+            )
+            self.explanation_emb: nn.Embedding | None = (
+                nn.Embedding(3, d) if cfg.use_explanation else None
+            )
+        else:
+            self.lag_enc = self.elapsed_enc = self.explanation_emb = None
+        self.enc_drop = nn.Dropout(cfg.dropout)
+        self.encoder = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.n_layers))
+        self.ln_enc = nn.LayerNorm(d)
+
+        # The memory gets its own LayerNorm: it is a sum of several embeddings plus O.
+        self.ln_memory = nn.LayerNorm(d)
+        # Learned null key/value: the first bundle (and padding) must attend to *something*.
+        self.null_memory = nn.Parameter(torch.randn(d) * 0.02)
+        self.dec_position_emb = nn.Embedding(cfg.seq_len, d)
+        self.dec_drop = nn.Dropout(cfg.dropout)
+        self.decoder = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(d)
+        self.head = nn.Linear(d, 1)
+        self.apply(_init_weights)
+
+    def forward(
+        self,
+        batch: dict[str, Tensor],
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> Tensor | ModelOutput:
+        question = batch["question"]  # (B, T) int64, 0 = padding
+        bundle = batch["bundle"]  # (B, T) int64, PAD_BUNDLE at padding
+        position = batch["position"]  # (B, T) index of the first item of the bundle
+        ex_mask = exercise_mask(bundle, question)  # (B, 1, T, T)
+        resp_mask = response_mask(bundle, question)  # (B, 1, T, T + 1)
+
+        # 1. Encoder: exercise stream (query-side info only).
+        q_emb = self.question_emb(question)  # (B, T, D)
+        pos_emb = self.position_emb(position)  # (B, T, D)
+        x = q_emb + self.part_emb(batch["part"]) + pos_emb
+        lag: Tensor | None = None
+        if self.lag_enc is not None:
+            lag = self.lag_enc(batch["lag_bucket"], batch["lag"])  # (B, T, D), known at show time
+            x = x + lag
+        x = self.enc_drop(x)
+        enc_hidden: list[Tensor] = [x]
+        enc_attn: list[Tensor] = []
+        for layer in self.encoder:
+            x, w = layer(x, ex_mask, output_attentions)
+            enc_hidden.append(x)
+            if w is not None:
+                enc_attn.append(w)
+        enc = self.ln_enc(x)  # (B, T, D) = O
+
+        # 2. Response memory: keys/values only. O_j is safe to add: it depends on bundles <= bundle_j,
+        #    and j itself is only visible to strictly later bundles.
+        r = self.response_emb(batch["response"]) + q_emb + pos_emb + enc  # (B, T, D)
+        if self.elapsed_enc is not None and lag is not None:
+            r = r + self.elapsed_enc(batch["elapsed_bucket"], batch["elapsed"]) + lag
+        if self.explanation_emb is not None:
+            r = r + self.explanation_emb(batch["explanation"])
+        r = self.ln_memory(r)
+        b = question.shape[0]
+        null = self.null_memory.view(1, 1, -1).expand(b, 1, -1)  # (B, 1, D)
+        memory = self.dec_drop(torch.cat([null, r], dim=1))  # (B, T + 1, D)
+
+        # 3. Decoder: state from query-side info only; responses enter through attention.
+        h = self.dec_drop(enc + self.dec_position_emb(position))  # (B, T, D)
+        dec_hidden: list[Tensor] = [h]
+        dec_attn: list[Tensor] = []
+        for layer in self.decoder:
+            h, w = layer(h, memory, enc, resp_mask, ex_mask, output_attentions)
+            dec_hidden.append(h)
+            if w is not None:
+                dec_attn.append(w)
+        logits = self.head(self.ln_f(h)).squeeze(-1)  # (B, T)
+
+        if not (output_hidden_states or output_attentions):
+            return logits
+        return ModelOutput(
+            logits=logits,
+            hidden_states=tuple(dec_hidden) if output_hidden_states else None,
+            attentions=tuple(dec_attn) if output_attentions else None,
+            encoder_hidden_states=tuple(enc_hidden) if output_hidden_states else None,
+            encoder_attentions=tuple(enc_attn) if output_attentions else None,
+        )
+
+
+def _init_weights(module: nn.Module) -> None:
+    # GPT-2 style: small normal init keeps the pre-LN residual stream well scaled at start.
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
