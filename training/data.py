@@ -39,7 +39,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -221,7 +221,7 @@ class Interactions:
         meta = json.loads((path / "meta.json").read_text())
         if meta.get("format") != CACHE_FORMAT:
             raise ValueError(f"{path}: cache format {meta.get('format')}, expected {CACHE_FORMAT}")
-        mode = "r" if mmap else None
+        mode: Literal["r"] | None = "r" if mmap else None
         arrays = {
             f.name: np.load(path / f"{f.name}.npy", mmap_mode=mode, allow_pickle=False)
             for f in fields(cls)
