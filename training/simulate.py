@@ -181,6 +181,7 @@ class SimulatedData:
     had_explanation: np.ndarray  # (R,) this bundle's explanation flag; -1 on lectures
     lag_ms: np.ndarray  # (R,) time since the learner's previous event; -1 on the first
     ability: np.ndarray  # (R,) effective ability a (before difficulty and rushing); NaN lectures
+    difficulty: np.ndarray  # (Q,) true difficulty d_q per question id
     meta: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -695,6 +696,7 @@ def _assemble(
         had_explanation=cat("had_expl")[order].astype(np.int8),
         lag_ms=cat("lag_ms")[order],
         ability=cat("ability")[order],
+        difficulty=bank.difficulty,
     )
 
 
