@@ -68,7 +68,9 @@ Riiid columns. ``task_container_id`` = the learner's event index (lectures take 
 ``prior_question_had_explanation`` = that bundle's explanation flag; both empty on the first
 question bundle and on lecture rows.
 
-Measured (2 cores, shared): ``--learners 2000 --seed 0``: see docs/simulator.md.
+Measured (2 shared cores), ``--learners 2000 --seed 0`` with defaults: 402,046 rows, 0.8-1.2 s to
+simulate, 2.3-3.0 s wall for the whole CLI run; oracle AUC 0.8112, correct rate 0.671. More in
+docs/simulator.md.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -704,50 +707,72 @@ def _assemble(
 # CSV output
 
 
+Formatter = Callable[[np.ndarray], list[str]]
+WRITE_BLOCK_ROWS = 100_000  # rows formatted at a time: memory stays flat for any size
+
+
 def _int_strings(a: np.ndarray) -> list[str]:
     return a.astype(np.int64).astype(str).tolist()
 
 
 def _float_or_empty(a: np.ndarray) -> list[str]:
     """Riiid writes elapsed times as floats ('27333.0'); NaN -> empty."""
-    out = np.where(
-        np.isnan(a), "", np.char.add(np.nan_to_num(a).astype(np.int64).astype(str), ".0")
-    )
-    return out.tolist()
+    text = np.char.add(np.nan_to_num(a).astype(np.int64).astype(str), ".0")
+    return np.where(np.isnan(a), "", text).tolist()
 
 
 def _bool_or_empty(a: np.ndarray) -> list[str]:
     return np.array(["", "False", "True"])[a.astype(np.int64) + 1].tolist()
 
 
-def _write_csv(path: Path, header: tuple[str, ...], columns: list[list[str]]) -> None:
-    body = "\n".join(",".join(row) for row in zip(*columns, strict=True))
-    path.write_text(",".join(header) + "\n" + body + ("\n" if body else ""), encoding="utf-8")
+def _float_repr(a: np.ndarray) -> list[str]:
+    return [repr(x) for x in a.tolist()]  # shortest round-trip form
+
+
+def _strings(a: np.ndarray) -> list[str]:
+    return [str(x) for x in a.tolist()]
+
+
+def _write_csv(path: Path, columns: dict[str, tuple[np.ndarray, Formatter]]) -> None:
+    n = len(next(iter(columns.values()))[0])
+    with path.open("w", encoding="utf-8", newline="") as f:
+        f.write(",".join(columns) + "\n")
+        for lo in range(0, n, WRITE_BLOCK_ROWS):
+            cols = [fmt(a[lo : lo + WRITE_BLOCK_ROWS]) for a, fmt in columns.values()]
+            f.write("".join(",".join(row) + "\n" for row in zip(*cols, strict=True)))
+
+
+def _csv_columns(sim: SimulatedData) -> dict[str, dict[str, tuple[np.ndarray, Formatter]]]:
+    """File name -> column name -> (values, formatter), in Riiid column order."""
+    special: dict[str, Formatter] = {
+        "prior_question_elapsed_time": _float_or_empty,
+        "prior_question_had_explanation": _bool_or_empty,
+        "tags": _strings,
+        "type_of": _strings,
+    }
+    tables = {"train.csv": sim.train, "questions.csv": sim.questions, "lectures.csv": sim.lectures}
+    files = {
+        name: {c: (table[c], special.get(c, _int_strings)) for c in table}
+        for name, table in tables.items()
+    }
+    is_q = sim.question_rows
+    files["truth.csv"] = {
+        "row_id": (sim.train["row_id"][is_q], _int_strings),
+        "p_correct": (sim.p_correct[is_q], _float_repr),
+    }
+    return files
 
 
 def write(sim: SimulatedData, out_dir: str | Path) -> list[Path]:
     """Write train.csv, questions.csv, lectures.csv and truth.csv into ``out_dir`` (created)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tr = sim.train
-    train_cols = [_int_strings(tr[c]) for c in TRAIN_COLUMNS[:8]]
-    train_cols.append(_float_or_empty(tr["prior_question_elapsed_time"]))
-    train_cols.append(_bool_or_empty(tr["prior_question_had_explanation"]))
-    q, lec = sim.questions, sim.lectures
-    q_cols = [_int_strings(q[c]) for c in QUESTION_COLUMNS[:4]] + [list(q["tags"])]
-    l_cols = [_int_strings(lec[c]) for c in LECTURE_COLUMNS[:3]] + [list(lec["type_of"])]
-    is_q = sim.question_rows
-    truth_cols = [_int_strings(tr["row_id"][is_q]), [repr(float(x)) for x in sim.p_correct[is_q]]]
-    files = {
-        "train.csv": (TRAIN_COLUMNS, train_cols),
-        "questions.csv": (QUESTION_COLUMNS, q_cols),
-        "lectures.csv": (LECTURE_COLUMNS, l_cols),
-        "truth.csv": (("row_id", "p_correct"), truth_cols),
-    }
-    for name, (header, cols) in files.items():
-        _write_csv(out / name, header, cols)
-    logger.info("wrote %s", ", ".join(str(out / n) for n in files))
-    return [out / n for n in files]
+    paths = []
+    for name, columns in _csv_columns(sim).items():
+        _write_csv(out / name, columns)
+        paths.append(out / name)
+    logger.info("wrote %s", ", ".join(map(str, paths)))
+    return paths
 
 
 # --------------------------------------------------------------------------------------------
