@@ -1,0 +1,76 @@
+"""`python -m service`: run the API under uvicorn (uvloop + httptools). Settings come from KT_* env."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+import uvicorn
+
+from service.config import Settings, get_settings
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m service",
+        description="Knowledge-tracing prediction service. Configuration via KT_* environment variables "
+        "(see docs/service.md); the flags below override the matching variables.",
+    )
+    parser.add_argument("--model-dir", help="artifact directory (KT_MODEL_DIR)")
+    parser.add_argument("--host", help="bind address (KT_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (KT_PORT, default 8000)")
+    parser.add_argument(
+        "--workers", type=int, help="uvicorn worker processes (KT_WORKERS, default 1)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    overrides = {
+        k: v
+        for k, v in {
+            "model_dir": args.model_dir,
+            "host": args.host,
+            "port": args.port,
+            "workers": args.workers,
+        }.items()
+        if v is not None
+    }
+    settings = get_settings()
+    if overrides:
+        settings = Settings(**{**settings.model_dump(), **overrides})
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    log = logging.getLogger("service")
+    if settings.workers > 1 and settings.uses_embedded_store:
+        log.error(
+            "KT_WORKERS=%d needs KT_REDIS_URL: the embedded store is per process", settings.workers
+        )
+        return 2
+    common = {
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_level": settings.log_level,
+        "access_log": False,  # access logs would carry user ids in paths
+        "proxy_headers": False,
+    }
+    if settings.workers > 1:
+        # Workers import the factory and read the same KT_* environment (CLI overrides via env).
+        for key, value in overrides.items():
+            os.environ[f"KT_{key.upper()}"] = str(value)
+        uvicorn.run("service.app:create_app", factory=True, workers=settings.workers, **common)
+    else:
+        from service.app import create_app
+
+        uvicorn.run(create_app(settings), **common)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

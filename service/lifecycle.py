@@ -1,0 +1,119 @@
+"""Startup/shutdown, readiness and hot reload (endpoint and SIGHUP) of one service instance."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from service.config import Settings
+from service.deps import ApiError, ServiceState
+from service.predictor import ArtifactError, Predictor
+from service.schemas import ReadyResponse, ReloadResponse
+from service.store import HistoryStore, MemoryHistoryStore, RedisHistoryStore, StoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+
+def build_store(settings: Settings) -> HistoryStore:
+    if settings.uses_embedded_store:
+        logger.warning(
+            "KT_REDIS_URL is unset: using the EMBEDDED in-process history store (the default). "
+            "Histories live in this process only and are lost on restart; not for multi-worker use."
+        )
+        return MemoryHistoryStore(ttl_s=settings.history_ttl_s)
+    assert settings.redis_url is not None
+    logger.info(
+        "history store: Redis%s (key prefix %r, timeout %.3fs)",
+        " Cluster" if settings.redis_cluster else "",
+        settings.key_prefix,
+        settings.redis_timeout_s,
+    )
+    return RedisHistoryStore(
+        settings.redis_url,
+        ttl_s=settings.history_ttl_s,
+        timeout_s=settings.redis_timeout_s,
+        key_prefix=settings.key_prefix,
+        cluster=settings.redis_cluster,
+    )
+
+
+def _load(settings: Settings, model_dir: Path) -> Predictor:
+    return Predictor.load(model_dir, providers=settings.providers, threads=settings.ort_threads)
+
+
+async def load_initial_model(state: ServiceState) -> None:
+    """Load KT_MODEL_DIR at startup; a configured but broken artifact stops the start (fail fast)."""
+    model_dir = state.settings.model_dir
+    if model_dir is None:
+        state.load_error = "KT_MODEL_DIR is unset"
+        logger.warning("KT_MODEL_DIR is unset: no model loaded; /readyz reports not ready")
+        return
+    loop = asyncio.get_running_loop()
+    state.predictor = await loop.run_in_executor(state.executor, _load, state.settings, model_dir)
+    state.metrics.set_model(state.predictor.version, state.predictor.model_name)
+
+
+async def reload_model(state: ServiceState, model_dir: str | None = None) -> ReloadResponse:
+    """Load a new artifact off the loop and swap it in; on failure keep the old one (422 + reason)."""
+    async with state.reload_lock:
+        old = state.predictor
+        target = (
+            Path(model_dir)
+            if model_dir
+            else (state.settings.model_dir if old is None else old.artifact_dir)
+        )
+        if target is None:
+            raise ApiError(
+                422, "no model_dir given and KT_MODEL_DIR is unset", ["body", "model_dir"]
+            )
+        loop = asyncio.get_running_loop()
+        try:
+            new = await loop.run_in_executor(state.executor, _load, state.settings, target)
+        except ArtifactError as exc:
+            state.metrics.reloads.labels("failed").inc()
+            kept = old.version if old else "none"
+            logger.error("model reload from %s failed (still serving %s): %s", target, kept, exc)
+            raise ApiError(
+                422,
+                f"reload failed, still serving version {kept}: {exc}",
+                ["body", "model_dir"],
+                "reload_failed",
+            ) from exc
+        state.predictor = new  # one reference assignment: requests in flight keep the old predictor
+        state.load_error = None
+        state.metrics.reloads.labels("ok").inc()
+        state.metrics.set_model(new.version, new.model_name)
+        logger.info("model reloaded: %s -> %s", old.version if old else None, new.version)
+        return ReloadResponse(
+            reloaded=True,
+            version=new.version,
+            previous_version=old.version if old else None,
+            artifact_dir=str(target),
+        )
+
+
+async def readiness(state: ServiceState) -> ReadyResponse:
+    reasons: list[str] = []
+    predictor = state.predictor
+    if predictor is None:
+        reasons.append(f"no model loaded ({state.load_error or 'unknown reason'})")
+    elif not predictor.provider_ok:
+        reasons.append(
+            f"requested {predictor.requested_providers[0]} but active providers are {predictor.active_providers}"
+        )
+    store_ok = True
+    try:
+        await state.store.ping()
+    except StoreUnavailable as exc:
+        store_ok = False
+        reasons.append(str(exc))
+    return ReadyResponse(
+        ready=not reasons,
+        model_loaded=predictor is not None,
+        model_version=predictor.version if predictor else None,
+        store=state.store.kind,
+        store_ok=store_ok,
+        providers=predictor.active_providers if predictor else [],
+        reasons=reasons,
+    )

@@ -1,0 +1,205 @@
+"""ONNX Runtime predictor for a model artifact directory (no FastAPI, no torch).
+
+`Predictor.score` is the one scoring path: the service calls it and so does `training.evaluate`
+(to evaluate ONNX artifacts exactly as served). Requests -> `encode_candidate_batch` -> ONE ORT run
+-> sigmoid of each request's candidate span.
+
+Artifact directory: model.onnx, config.json, feature_spec.json, manifest.json. Nothing else is read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from models.features import (
+    MODEL_INPUTS,
+    CandidateRequest,
+    FeatureSpec,
+    History,
+    QuestionVocab,
+    encode_candidate_batch,
+    load_spec,
+)
+
+logger = logging.getLogger(__name__)
+
+ARTIFACT_FILES = ("model.onnx", "config.json", "feature_spec.json", "manifest.json")
+PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+_ORT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32}
+
+
+class ArtifactError(ValueError):
+    """The directory is not a loadable model artifact (the message says why)."""
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Overflow-free logistic function."""
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64)))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path.name}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{path.name}: expected a JSON object")
+    return data
+
+
+class Predictor:
+    """A loaded artifact: ORT session + feature spec + vocabulary + config + manifest."""
+
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        spec: FeatureSpec,
+        vocab: QuestionVocab,
+        config: dict[str, Any],
+        manifest: dict[str, Any],
+        artifact_dir: Path,
+        requested_providers: list[str],
+    ) -> None:
+        self._session = session
+        self._spec = spec
+        self._vocab = vocab
+        self._parts = vocab.part_of(np.arange(vocab.size))
+        self._config = config
+        self._manifest = manifest
+        self.artifact_dir = artifact_dir
+        self.requested_providers = requested_providers
+        self._inputs = [(i.name, _ORT_DTYPES.get(i.type, np.float32)) for i in session.get_inputs()]
+
+    @classmethod
+    def load(cls, artifact_dir: str | Path, providers: str = "cpu", threads: int = 1) -> Predictor:
+        """Load and validate an artifact directory; raises `ArtifactError` with the reason."""
+        root = Path(artifact_dir)
+        if not root.is_dir():
+            raise ArtifactError(f"artifact directory not found: {root}")
+        missing = [f for f in ARTIFACT_FILES if not (root / f).is_file()]
+        if missing:
+            raise ArtifactError(f"artifact {root} is missing {', '.join(missing)}")
+        if providers not in PROVIDERS:
+            raise ArtifactError(f"unknown providers {providers!r} (cpu or cuda)")
+        try:
+            spec, vocab = load_spec(root / "feature_spec.json")
+        except (OSError, ValueError, TypeError) as exc:
+            raise ArtifactError(f"feature_spec.json: {exc}") from exc
+        if vocab.size > spec.n_questions:
+            raise ArtifactError(
+                f"feature_spec.json: vocabulary of {vocab.size} exceeds n_questions={spec.n_questions}"
+            )
+        config = _read_json(root / "config.json")
+        manifest = _read_json(root / "manifest.json")
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(
+            threads
+        )  # explicit: the default ignores container limits
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        requested = PROVIDERS[providers]
+        available = ort.get_available_providers()
+        try:
+            session = ort.InferenceSession(
+                str(root / "model.onnx"),
+                sess_options=options,
+                providers=[p for p in requested if p in available] or ["CPUExecutionProvider"],
+            )
+        except Exception as exc:  # ORT raises its own exception types (InvalidGraph, Fail, ...)
+            raise ArtifactError(f"model.onnx: {exc}") from exc
+
+        names = [i.name for i in session.get_inputs()]
+        unknown = [n for n in names if n not in MODEL_INPUTS]
+        if unknown:
+            raise ArtifactError(
+                f"model.onnx has unexpected inputs {unknown}; expected {list(MODEL_INPUTS)}"
+            )
+        outputs = [o.name for o in session.get_outputs()]
+        if "logits" not in outputs:
+            raise ArtifactError(f"model.onnx has no 'logits' output (outputs: {outputs})")
+        predictor = cls(session, spec, vocab, config, manifest, root, requested)
+        predictor._smoke_test()
+        logger.info(
+            "loaded model %s (version %s) from %s; providers %s; ort threads %d",
+            predictor.model_name,
+            predictor.version,
+            root,
+            predictor.active_providers,
+            threads,
+        )
+        return predictor
+
+    def _smoke_test(self) -> None:
+        """One cold-start prediction, so a broken graph fails at load time, not on traffic."""
+        candidates = np.array([1], dtype=np.int64)
+        try:
+            (p,) = self.score([CandidateRequest(History.empty(), candidates, None)])
+        except Exception as exc:  # any failure here means "not loadable"
+            raise ArtifactError(f"model.onnx failed a test prediction: {exc}") from exc
+        if p.shape != (1,) or not np.all(np.isfinite(p)):
+            raise ArtifactError(f"model.onnx produced an invalid test prediction: {p!r}")
+
+    # -- properties ---------------------------------------------------------------------------
+    @property
+    def spec(self) -> FeatureSpec:
+        return self._spec
+
+    @property
+    def vocab(self) -> QuestionVocab:
+        return self._vocab
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self._config)
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return dict(self._manifest)
+
+    @property
+    def version(self) -> str:
+        return str(self._manifest.get("version", "unknown"))
+
+    @property
+    def model_name(self) -> str:
+        return str(self._manifest.get("model") or self._config.get("name") or "unknown")
+
+    @property
+    def active_providers(self) -> list[str]:
+        return list(self._session.get_providers())
+
+    @property
+    def provider_ok(self) -> bool:
+        """The first requested execution provider is really active (ORT falls back silently)."""
+        return self.requested_providers[0] in self.active_providers
+
+    @property
+    def history_window(self) -> int:
+        """History items one prediction looks at (the window minus the candidates' slot)."""
+        return self._spec.window - 1
+
+    # -- scoring ------------------------------------------------------------------------------
+    def score(self, requests: list[CandidateRequest]) -> list[np.ndarray]:
+        """P(correct) per candidate of each request (float64 arrays), from ONE ORT run."""
+        if not requests:
+            return []
+        for r in requests:
+            if len(r.candidates) == 0:
+                raise ValueError("every request needs at least one candidate")
+            if np.any(r.candidates < 1) or np.any(r.candidates >= self._vocab.size):
+                raise ValueError("candidate question indices out of the vocabulary range")
+        batch, spans = encode_candidate_batch(requests, self._spec, self._parts)
+        feeds = {name: batch[name].astype(dtype, copy=False) for name, dtype in self._inputs}
+        (logits,) = self._session.run(["logits"], feeds)
+        return [sigmoid(logits[b, s:e]) for b, (s, e) in enumerate(spans)]

@@ -1,0 +1,315 @@
+"""HTTP routes. Thin: validate limits, talk to the store, score through `Predictor.score` off the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+from fastapi import APIRouter, Depends, Path, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from models.features import CandidateRequest
+from service import lifecycle
+from service.config import USER_ID_PATTERN
+from service.deps import (
+    ApiError,
+    CurrentPredictor,
+    ServiceState,
+    State,
+    check_count,
+    check_user_id,
+    require_api_key,
+)
+from service.events import events_to_history, events_to_items, make_events
+from service.predictor import Predictor
+from service.schemas import (
+    BatchPredictRequest,
+    BatchPredictResponse,
+    DeleteResponse,
+    ErrorResponse,
+    HealthResponse,
+    HistoryResponse,
+    InteractionIn,
+    InteractionsRequest,
+    InteractionsResponse,
+    ModelResponse,
+    Prediction,
+    PredictRequest,
+    PredictResponse,
+    ReadyResponse,
+    ReloadRequest,
+    ReloadResponse,
+)
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorResponse} for code in (401, 413, 422, 503)
+}
+public = APIRouter()
+api = APIRouter(dependencies=[Depends(require_api_key)], responses=_ERRORS)
+UserPath = Path(min_length=1, max_length=1024, pattern=USER_ID_PATTERN)
+
+
+# -- helpers --------------------------------------------------------------------------------------
+def _to_events(items: list[InteractionIn]) -> np.ndarray:
+    return make_events(
+        timestamp=[i.timestamp for i in items],
+        question_id=[i.question_id for i in items],
+        correct=[i.correct for i in items],
+        elapsed_ms=[i.elapsed_time_ms for i in items],
+        had_explanation=[i.had_explanation for i in items],
+        container_id=[i.container_id for i in items],
+        interaction_id=[i.interaction_id for i in items],
+    )
+
+
+def _check_unknown(
+    state: ServiceState, predictor: Predictor, ids: list[int], loc: list[str | int]
+) -> None:
+    if state.settings.unknown_questions == "map" or not ids:
+        return
+    unknown = sorted(set(predictor.vocab.unknown(np.asarray(ids, dtype=np.int64)).tolist()))
+    if unknown:
+        shown = unknown[:50]
+        more = f" (+{len(unknown) - 50} more)" if len(unknown) > 50 else ""
+        raise ApiError(
+            422,
+            f"unknown question ids: {shown}{more}",
+            loc,
+            "unknown_question",
+            extra={"unknown_question_ids": shown},
+        )
+
+
+def _check_interactions(
+    state: ServiceState, predictor: Predictor, items: list[InteractionIn], loc: list
+) -> None:
+    check_count(
+        len(items),
+        state.settings.max_interactions_per_request,
+        "KT_MAX_INTERACTIONS_PER_REQUEST",
+        "interactions",
+        loc,
+    )
+    _check_unknown(state, predictor, [i.question_id for i in items], loc)
+
+
+def _check_predict(
+    state: ServiceState, predictor: Predictor, req: PredictRequest, loc: list
+) -> int | None:
+    """Validate one predict request; returns the moment (timestamp) of its candidates."""
+    s = state.settings
+    check_user_id(req.user_id, s, [*loc, "user_id"])
+    check_count(
+        len(req.questions), s.max_candidates, "KT_MAX_CANDIDATES", "questions", [*loc, "questions"]
+    )
+    moments = {q.timestamp for q in req.questions if q.timestamp is not None}
+    if len(moments) > 1:
+        raise ApiError(
+            422,
+            "the questions of one request are one moment: their timestamps must be equal",
+            [*loc, "questions"],
+        )
+    _check_unknown(state, predictor, [q.question_id for q in req.questions], [*loc, "questions"])
+    if req.interactions:
+        _check_interactions(state, predictor, req.interactions, [*loc, "interactions"])
+    return moments.pop() if moments else None
+
+
+def _candidate_request(
+    predictor: Predictor, events: np.ndarray, req: PredictRequest, moment: int | None
+) -> CandidateRequest:
+    if moment is not None:  # only strictly earlier events are known at the moment of the prediction
+        events = events[: int(np.searchsorted(events["timestamp"], moment, side="left"))]
+    # No slicing to the window here: `encode` keeps the last window-1 items and uses the one before
+    # them for the first item's lag, exactly as for offline evaluation on a full history.
+    candidates = predictor.vocab.to_index(
+        np.asarray([q.question_id for q in req.questions], dtype=np.int64)
+    )
+    return CandidateRequest(events_to_history(events, predictor.vocab), candidates, moment)
+
+
+async def _score(
+    state: ServiceState, predictor: Predictor, requests: list[CandidateRequest]
+) -> list[np.ndarray]:
+    def run() -> list[np.ndarray]:
+        start = time.perf_counter()
+        out = predictor.score(requests)
+        state.metrics.inference_latency.observe(time.perf_counter() - start)
+        return out
+
+    state.metrics.inference_batch.observe(len(requests))
+    return await asyncio.get_running_loop().run_in_executor(state.executor, run)
+
+
+def _max_len(state: ServiceState, predictor: Predictor) -> int:
+    return predictor.spec.window + state.settings.history_extra
+
+
+def _response(
+    req: PredictRequest, predictor: Predictor, n_events: int, probs: np.ndarray
+) -> PredictResponse:
+    return PredictResponse(
+        user_id=req.user_id,
+        model_version=predictor.version,
+        history_length=n_events,
+        predictions=[
+            Prediction(question_id=q.question_id, p_correct=float(p))
+            for q, p in zip(req.questions, probs.tolist(), strict=True)
+        ],
+    )
+
+
+# -- public probes --------------------------------------------------------------------------------
+@public.get("/healthz", response_model=HealthResponse, tags=["ops"])
+async def healthz() -> HealthResponse:
+    """Liveness: the process serves HTTP."""
+    return HealthResponse(status="ok")
+
+
+@public.get(
+    "/readyz", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}}, tags=["ops"]
+)
+async def readyz(state: State) -> JSONResponse:
+    """Readiness: model loaded, store reachable, requested execution provider active."""
+    report = await lifecycle.readiness(state)
+    return JSONResponse(report.model_dump(), status_code=200 if report.ready else 503)
+
+
+# -- API ------------------------------------------------------------------------------------------
+@api.post("/predict", response_model=PredictResponse, tags=["predict"])
+async def predict(
+    body: PredictRequest, state: State, predictor: CurrentPredictor
+) -> PredictResponse:
+    """K candidate questions at one moment, scored as one virtual bundle in one forward pass."""
+    moment = _check_predict(state, predictor, body, ["body"])
+    if body.interactions:
+        result = await state.store_call(
+            "append",
+            state.store.append(
+                body.user_id, _to_events(body.interactions), _max_len(state, predictor)
+            ),
+        )
+        events = result.events
+    else:
+        events = await state.store_call("get", state.store.get(body.user_id))
+    state.metrics.history_length.observe(len(events))
+    (probs,) = await _score(state, predictor, [_candidate_request(predictor, events, body, moment)])
+    return _response(body, predictor, len(events), probs)
+
+
+@api.post("/predict/batch", response_model=BatchPredictResponse, tags=["predict"])
+async def predict_batch(
+    body: BatchPredictRequest, state: State, predictor: CurrentPredictor
+) -> BatchPredictResponse:
+    """Many learners (each with its own history and candidates) in one ORT call."""
+    check_count(
+        len(body.requests),
+        state.settings.max_batch_learners,
+        "KT_MAX_BATCH_LEARNERS",
+        "learners",
+        ["body", "requests"],
+    )
+    moments = [
+        _check_predict(state, predictor, r, ["body", "requests", i])
+        for i, r in enumerate(body.requests)
+    ]
+    cap = _max_len(state, predictor)
+    writes = [r for r in body.requests if r.interactions]
+    if writes:
+        await state.store_call(
+            "append",
+            asyncio.gather(
+                *(
+                    state.store.append(r.user_id, _to_events(r.interactions or []), cap)
+                    for r in writes
+                )
+            ),
+        )
+    histories = await state.store_call(
+        "get_many", state.store.get_many([r.user_id for r in body.requests])
+    )
+    for events in histories:
+        state.metrics.history_length.observe(len(events))
+    requests = [
+        _candidate_request(predictor, ev, r, m)
+        for ev, r, m in zip(histories, body.requests, moments, strict=True)
+    ]
+    probs = await _score(state, predictor, requests)
+    return BatchPredictResponse(
+        model_version=predictor.version,
+        results=[
+            _response(r, predictor, len(ev), p)
+            for r, ev, p in zip(body.requests, histories, probs, strict=True)
+        ],
+    )
+
+
+@api.post("/interactions", response_model=InteractionsResponse, tags=["history"])
+async def interactions(
+    body: InteractionsRequest, state: State, predictor: CurrentPredictor
+) -> InteractionsResponse:
+    """Record answered questions: atomic, idempotent, sorted, capped, TTL refreshed."""
+    check_user_id(body.user_id, state.settings, ["body", "user_id"])
+    _check_interactions(state, predictor, body.interactions, ["body", "interactions"])
+    result = await state.store_call(
+        "append",
+        state.store.append(body.user_id, _to_events(body.interactions), _max_len(state, predictor)),
+    )
+    return InteractionsResponse(
+        recorded=result.recorded,
+        duplicates=result.duplicates,
+        stale=result.stale,
+        history_length=len(result.events),
+    )
+
+
+@api.get("/users/{user_id}/history", response_model=HistoryResponse, tags=["history"])
+async def history(state: State, user_id: str = UserPath) -> HistoryResponse:
+    """The stored history of one learner, oldest first (canonical order)."""
+    check_user_id(user_id, state.settings, ["path", "user_id"])
+    events = await state.store_call("get", state.store.get(user_id))
+    return HistoryResponse.model_validate(
+        {"user_id": user_id, "history_length": len(events), "interactions": events_to_items(events)}
+    )
+
+
+@api.delete("/users/{user_id}", response_model=DeleteResponse, tags=["history"])
+async def erase(state: State, user_id: str = UserPath) -> DeleteResponse:
+    """Erase everything stored about a learner."""
+    check_user_id(user_id, state.settings, ["path", "user_id"])
+    deleted = await state.store_call("delete", state.store.delete(user_id))
+    return DeleteResponse(user_id=user_id, deleted=deleted)
+
+
+@api.get("/model", response_model=ModelResponse, tags=["ops"])
+async def model_info(predictor: CurrentPredictor) -> ModelResponse:
+    """Version, config and training metrics of the loaded artifact."""
+    manifest = predictor.manifest
+    metrics = manifest.get("metrics")
+    return ModelResponse(
+        version=predictor.version,
+        name=predictor.model_name,
+        artifact_dir=str(predictor.artifact_dir),
+        providers=predictor.active_providers,
+        window=predictor.spec.window,
+        n_questions=predictor.vocab.size,
+        config=predictor.config,
+        metrics=metrics if isinstance(metrics, dict) else {},
+        manifest=manifest,
+    )
+
+
+@api.post("/admin/reload", response_model=ReloadResponse, tags=["ops"])
+async def reload(state: State, body: ReloadRequest | None = None) -> ReloadResponse:
+    """Load an artifact (default: the current directory again) and swap it in atomically.
+
+    A failed load keeps the old model and answers 422 with the reason."""
+    return await lifecycle.reload_model(state, body.model_dir if body else None)
+
+
+@api.get("/metrics", response_class=Response, tags=["ops"])
+async def metrics(state: State) -> Response:
+    """Prometheus exposition."""
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

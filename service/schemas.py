@@ -1,0 +1,171 @@
+"""Request/response models of the HTTP API (pydantic v2; strict: no silent string->int coercion).
+
+Static bounds (id ranges, the user id charset) live here; the configurable limits (KT_MAX_*) are
+checked per request in `service.deps` so they can change without re-declaring the schemas.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.config import USER_ID_PATTERN
+from service.events import MAX_ELAPSED_MS, MAX_SAFE_INT
+
+UserId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=1024,
+        pattern=USER_ID_PATTERN,
+        description="Learner id: letters, digits and . _ : @ - (length limit: KT_USER_ID_MAX_LENGTH).",
+        examples=["learner-42"],
+    ),
+]
+QuestionId = Annotated[int, Field(ge=0, le=MAX_SAFE_INT, description="Raw question id.")]
+TimestampMs = Annotated[
+    int, Field(ge=0, le=MAX_SAFE_INT, description="Milliseconds (client clock).")
+]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class InteractionIn(_In):
+    """One answered question."""
+
+    question_id: QuestionId
+    timestamp: TimestampMs
+    correct: bool
+    elapsed_time_ms: Annotated[int, Field(ge=0, le=MAX_ELAPSED_MS)] | None = None
+    had_explanation: bool | None = None
+    container_id: Annotated[int, Field(ge=0, le=MAX_SAFE_INT)] | None = Field(
+        None, description="Bundle key: items sharing it (and the timestamp) form one bundle."
+    )
+    interaction_id: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(
+        None,
+        description="Idempotency key; when absent, the identity is (timestamp, question_id).",
+    )
+
+
+class InteractionOut(BaseModel):
+    question_id: int
+    timestamp: int
+    correct: bool
+    elapsed_time_ms: int | None = None
+    had_explanation: bool | None = None
+    container_id: int | None = None
+
+
+class InteractionsRequest(_In):
+    user_id: UserId
+    interactions: list[InteractionIn] = Field(min_length=1)
+
+
+class InteractionsResponse(BaseModel):
+    recorded: int = Field(description="New events stored by this call.")
+    duplicates: int = Field(description="Events whose identity was already stored (retries).")
+    stale: int = Field(0, description="New events older than a full history window (not stored).")
+    history_length: int
+
+
+class Candidate(_In):
+    question_id: QuestionId
+    timestamp: TimestampMs | None = Field(
+        None, description="The moment of the prediction; all candidates of a request share it."
+    )
+
+
+class PredictRequest(_In):
+    user_id: UserId
+    questions: list[Candidate] = Field(min_length=1)
+    interactions: list[InteractionIn] | None = Field(
+        None, description="Recorded first (same semantics as POST /interactions)."
+    )
+
+
+class Prediction(BaseModel):
+    question_id: int
+    p_correct: float
+
+
+class PredictResponse(BaseModel):
+    user_id: str
+    model_version: str
+    history_length: int
+    predictions: list[Prediction]
+
+
+class BatchPredictRequest(_In):
+    requests: list[PredictRequest] = Field(min_length=1)
+
+
+class BatchPredictResponse(BaseModel):
+    model_version: str
+    results: list[PredictResponse]
+
+
+class HistoryResponse(BaseModel):
+    user_id: str
+    history_length: int
+    interactions: list[InteractionOut]
+
+
+class DeleteResponse(BaseModel):
+    user_id: str
+    deleted: bool
+
+
+class HealthResponse(BaseModel):
+    status: str
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    model_loaded: bool
+    model_version: str | None = None
+    store: str
+    store_ok: bool
+    providers: list[str] = Field(default_factory=list)
+    reasons: list[str] = Field(default_factory=list)
+
+
+class ModelResponse(BaseModel):
+    version: str
+    name: str
+    artifact_dir: str
+    providers: list[str]
+    window: int
+    n_questions: int
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    manifest: dict[str, Any]
+
+
+class ReloadRequest(_In):
+    model_dir: str | None = Field(
+        None,
+        min_length=1,
+        max_length=4096,
+        description="New artifact dir; default: the current one.",
+    )
+
+
+class ReloadResponse(BaseModel):
+    reloaded: bool
+    version: str
+    previous_version: str | None
+    artifact_dir: str
+
+
+class ErrorItem(BaseModel):
+    loc: list[str | int]
+    field: str
+    msg: str
+    type: str
+
+
+class ErrorResponse(BaseModel):
+    detail: str | list[ErrorItem] | dict[str, Any]

@@ -1,0 +1,587 @@
+"""API tests on the real tiny ONNX artifact with the embedded store (Redis-backed ones: test_api_redis)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from starlette.testclient import TestClient
+
+from models.features import CandidateRequest, History
+from service.app import create_app
+from service.config import Settings
+from tests.service.conftest import QUESTION_IDS, WINDOW
+
+Q = QUESTION_IDS
+
+
+def ia(ts: int, q: int, correct: bool = True, **extra: Any) -> dict[str, Any]:
+    return {"question_id": q, "timestamp": ts, "correct": correct, **extra}
+
+
+def some_history(n: int = 8, start: int = 1_000) -> list[dict[str, Any]]:
+    return [
+        ia(
+            start + 20_000 * i,
+            Q[i % len(Q)],
+            i % 3 != 0,
+            elapsed_time_ms=4_000 + 100 * i,
+            had_explanation=i % 2 == 0,
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def make_client(artifact: Path) -> Iterator[Callable[..., TestClient]]:
+    clients: list[TestClient] = []
+
+    def make(**overrides: Any) -> TestClient:
+        settings = Settings(**({"model_dir": artifact} | overrides))
+        client = TestClient(create_app(settings), raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for c in clients:
+        c.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client: Callable[..., TestClient]) -> TestClient:
+    return make_client()
+
+
+def predict(
+    client: TestClient, user: str, qs: list[int], ts: int | None = None, **body: Any
+) -> dict[str, Any]:
+    questions = [{"question_id": q} | ({"timestamp": ts} if ts is not None else {}) for q in qs]
+    r = client.post("/predict", json={"user_id": user, "questions": questions, **body})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def probs(resp: dict[str, Any]) -> np.ndarray:
+    return np.array([p["p_correct"] for p in resp["predictions"]])
+
+
+# -- flows ------------------------------------------------------------------------------------
+def test_probes_model_and_openapi(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    assert ready.json()["store"] == "memory"
+    model = client.get("/model").json()
+    assert (
+        model["version"] and model["window"] == WINDOW and model["config"]["name"] == "saint_plus"
+    )
+    assert isinstance(model["metrics"], dict)
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in (
+        "/predict",
+        "/predict/batch",
+        "/interactions",
+        "/users/{user_id}/history",
+        "/admin/reload",
+    ):
+        assert path in paths
+    assert "200" in paths["/predict"]["post"]["responses"]
+
+
+def test_ingest_then_predict(client: TestClient) -> None:
+    cold = predict(client, "u1", [Q[0], Q[1]], ts=10**6)
+    assert cold["history_length"] == 0 and cold["user_id"] == "u1"
+    assert all(0.0 < p < 1.0 for p in probs(cold))
+
+    r = client.post("/interactions", json={"user_id": "u1", "interactions": some_history(5)})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"recorded": 5, "duplicates": 0, "stale": 0, "history_length": 5}
+    warm = predict(client, "u1", [Q[0], Q[1]], ts=10**6)
+    assert warm["history_length"] == 5
+    assert not np.allclose(probs(warm), probs(cold))
+    assert [p["question_id"] for p in warm["predictions"]] == [Q[0], Q[1]]
+
+    hist = client.get("/users/u1/history").json()
+    assert hist["history_length"] == 5
+    assert hist["interactions"][0] == {
+        "question_id": Q[0],
+        "timestamp": 1_000,
+        "correct": False,
+        "elapsed_time_ms": 4_000,
+        "had_explanation": True,
+        "container_id": None,
+    }
+
+
+def test_predict_without_interactions_never_mutates(client: TestClient) -> None:
+    client.post("/interactions", json={"user_id": "ro", "interactions": some_history(3)})
+    before = client.get("/users/ro/history").json()
+    for _ in range(3):
+        predict(client, "ro", [Q[5]], ts=10**7)
+    predict(client, "nobody-yet", [Q[5]])
+    assert client.get("/users/ro/history").json() == before
+    assert client.get("/users/nobody-yet/history").json()["history_length"] == 0
+
+
+def test_predict_records_interactions_first(client: TestClient) -> None:
+    hist = some_history(4)
+    first = predict(client, "p", [Q[9]], ts=10**7, interactions=hist)
+    assert first["history_length"] == 4
+    plain = predict(client, "p", [Q[9]], ts=10**7)
+    np.testing.assert_allclose(probs(first), probs(plain), atol=1e-7)
+    again = predict(client, "p", [Q[9]], ts=10**7, interactions=hist)  # retried delivery
+    assert again["history_length"] == 4
+
+
+def test_idempotent_retries_and_out_of_order(client: TestClient) -> None:
+    items = some_history(6)
+    a = client.post("/interactions", json={"user_id": "r", "interactions": items[3:]}).json()
+    b = client.post("/interactions", json={"user_id": "r", "interactions": items[:4]}).json()
+    c = client.post("/interactions", json={"user_id": "r", "interactions": items}).json()
+    assert (a["recorded"], b["recorded"], b["duplicates"]) == (3, 3, 1)
+    assert (c["recorded"], c["duplicates"], c["history_length"]) == (0, 6, 6)
+    stored = client.get("/users/r/history").json()["interactions"]
+    assert [s["timestamp"] for s in stored] == [i["timestamp"] for i in items]
+    # explicit ids: two attempts at the same (timestamp, question) are both kept
+    twice = [ia(5, Q[1], interaction_id="x1"), ia(5, Q[1], False, interaction_id="x2")]
+    assert (
+        client.post("/interactions", json={"user_id": "r2", "interactions": twice}).json()[
+            "recorded"
+        ]
+        == 2
+    )
+
+
+def test_k_candidates_equal_k_single_predictions(client: TestClient) -> None:
+    client.post("/interactions", json={"user_id": "k", "interactions": some_history(9)})
+    ts = 10**7
+    many = probs(predict(client, "k", Q[:20], ts=ts))
+    single = np.array([probs(predict(client, "k", [q], ts=ts))[0] for q in Q[:20]])
+    np.testing.assert_allclose(many, single, atol=1e-5)
+    cold_many = probs(predict(client, "cold", Q[:7]))
+    cold_single = np.array([probs(predict(client, "cold", [q]))[0] for q in Q[:7]])
+    np.testing.assert_allclose(cold_many, cold_single, atol=1e-5)
+
+
+def test_only_strictly_earlier_events_are_used(client: TestClient) -> None:
+    hist = some_history(6)
+    client.post("/interactions", json={"user_id": "t", "interactions": hist})
+    ts = hist[3]["timestamp"]  # predicting at the moment of the 4th event
+    at = probs(predict(client, "t", [Q[2]], ts=ts))
+    client.post("/interactions", json={"user_id": "t3", "interactions": hist[:3]})
+    np.testing.assert_allclose(at, probs(predict(client, "t3", [Q[2]], ts=ts)), atol=1e-7)
+
+
+def test_service_equals_offline_scorers(client: TestClient, artifact: Path) -> None:
+    """torch -> ONNX -> service is one chain: the API equals training.evaluate's scorers."""
+    from training.evaluate import TorchScorer, load_scorer
+
+    items = some_history(15) + [
+        ia(400_000, Q[20], container_id=7),
+        ia(400_000, Q[21], False, container_id=7),
+    ]
+    client.post("/interactions", json={"user_id": "chain", "interactions": items})
+    ts = 500_000
+    served = probs(predict(client, "chain", [Q[3], Q[30], Q[59]], ts=ts))
+
+    onnx = load_scorer(artifact)
+    vocab = onnx.vocab
+    n = len(items)
+    history = History(
+        question=vocab.to_index(np.array([i["question_id"] for i in items])),
+        correct=np.array([i["correct"] for i in items], np.int8),
+        timestamp=np.array([i["timestamp"] for i in items], np.int64),
+        bundle=np.array(list(range(n - 2)) + [n - 2, n - 2], np.int64),
+        elapsed_ms=np.array([i.get("elapsed_time_ms", np.nan) for i in items], np.float32),
+        explanation=np.array(
+            [int(i["had_explanation"]) if "had_explanation" in i else -1 for i in items], np.int8
+        ),
+    )
+    request = CandidateRequest(history, vocab.to_index(np.array([Q[3], Q[30], Q[59]])), ts)
+    np.testing.assert_allclose(served, onnx.score([request])[0], atol=1e-6)
+    torch_model_dir = artifact.parent / artifact.name.replace("artifact", "model")
+    np.testing.assert_allclose(served, TorchScorer(torch_model_dir).score([request])[0], atol=1e-4)
+
+
+def test_batch_equals_single_and_runs_once(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client.post("/interactions", json={"user_id": "b1", "interactions": some_history(4)})
+    client.post("/interactions", json={"user_id": "b2", "interactions": some_history(9, start=50)})
+    reqs = [
+        {"user_id": "b1", "questions": [{"question_id": Q[1], "timestamp": 10**7}]},
+        {"user_id": "b2", "questions": [{"question_id": q, "timestamp": 10**7} for q in Q[:5]]},
+        {"user_id": "b3", "questions": [{"question_id": Q[2]}], "interactions": some_history(2)},
+    ]
+    predictor = client.app.state.kt.predictor
+    calls: list[int] = []
+    original = predictor.score
+    monkeypatch.setattr(predictor, "score", lambda rs: calls.append(len(rs)) or original(rs))
+    r = client.post("/predict/batch", json={"requests": reqs})
+    assert r.status_code == 200, r.text
+    assert calls == [3]
+    results = r.json()["results"]
+    assert [x["history_length"] for x in results] == [4, 9, 2]
+    for req, res in zip(reqs, results, strict=True):
+        single = client.post(
+            "/predict", json={k: v for k, v in req.items() if k != "interactions"}
+        ).json()
+        np.testing.assert_allclose(probs(res), probs(single), atol=1e-5)
+
+
+def test_erasure(client: TestClient) -> None:
+    client.post("/interactions", json={"user_id": "e", "interactions": some_history(3)})
+    r = client.delete("/users/e")
+    assert r.json() == {"user_id": "e", "deleted": True}
+    assert client.get("/users/e/history").json()["history_length"] == 0
+    assert client.delete("/users/e").json()["deleted"] is False
+
+
+def test_history_is_capped_to_the_window(client: TestClient) -> None:
+    r = client.post(
+        "/interactions", json={"user_id": "cap", "interactions": some_history(60)}
+    ).json()
+    cap = WINDOW + Settings().history_extra
+    assert r["history_length"] == cap
+    stored = client.get("/users/cap/history").json()["interactions"]
+    assert stored[0]["timestamp"] == some_history(60)[60 - cap]["timestamp"]
+
+
+def test_metrics(client: TestClient) -> None:
+    client.get("/users/someone/history")
+    predict(client, "m", [Q[0]])
+    text = client.get("/metrics").text
+    assert 'route="/users/{user_id}/history"' in text and "someone" not in text
+    for name in (
+        "kt_http_requests_total",
+        "kt_inference_duration_seconds",
+        "kt_store_duration_seconds",
+    ):
+        assert name in text
+    assert "kt_history_length_bucket" in text
+
+
+# -- bad input ------------------------------------------------------------------------------------
+BAD_INPUTS = [
+    ("/predict", {"questions": [{"question_id": Q[0]}]}, "user_id"),
+    ("/predict", {"user_id": "u", "questions": []}, "questions"),
+    ("/predict", {"user_id": "u"}, "questions"),
+    ("/predict", {"user_id": "a b", "questions": [{"question_id": Q[0]}]}, "user_id"),
+    ("/predict", {"user_id": "ü", "questions": [{"question_id": Q[0]}]}, "user_id"),
+    ("/predict", {"user_id": "{x}", "questions": [{"question_id": Q[0]}]}, "user_id"),
+    (
+        "/predict",
+        {"user_id": "u", "questions": [{"question_id": "1000"}]},
+        "questions[0].question_id",
+    ),
+    ("/predict", {"user_id": "u", "questions": [{"question_id": -1}]}, "questions[0].question_id"),
+    (
+        "/predict",
+        {"user_id": "u", "questions": [{"question_id": 2**63}]},
+        "questions[0].question_id",
+    ),
+    (
+        "/predict",
+        {"user_id": "u", "questions": [{"question_id": 1000.5}]},
+        "questions[0].question_id",
+    ),
+    (
+        "/predict",
+        {"user_id": "u", "questions": [{"question_id": Q[0], "timestamp": -5}]},
+        "questions[0].timestamp",
+    ),
+    (
+        "/predict",
+        {"user_id": "u", "questions": [{"question_id": Q[0], "extra": 1}]},
+        "questions[0].extra",
+    ),
+    (
+        "/predict",
+        {
+            "user_id": "u",
+            "questions": [
+                {"question_id": Q[0], "timestamp": 1},
+                {"question_id": Q[1], "timestamp": 2},
+            ],
+        },
+        "questions",
+    ),  # fmt: skip
+    ("/predict", {"user_id": "u", "questions": [{"question_id": 7}]}, "questions"),
+    (
+        "/predict",
+        {
+            "user_id": "u",
+            "questions": [{"question_id": Q[0]}],
+            "interactions": [{"question_id": Q[0]}],
+        },
+        "interactions[0].timestamp",
+    ),  # fmt: skip
+    (
+        "/interactions",
+        {"user_id": "u", "interactions": [ia(1, Q[0], correct="yes")]},
+        "interactions[0].correct",
+    ),
+    (
+        "/interactions",
+        {"user_id": "u", "interactions": [ia(1.5, Q[0])]},
+        "interactions[0].timestamp",
+    ),
+    (
+        "/interactions",
+        {"user_id": "u", "interactions": [ia(1, Q[0], elapsed_time_ms=-3)]},
+        "interactions[0].elapsed_time_ms",
+    ),  # fmt: skip
+    (
+        "/interactions",
+        {"user_id": "u", "interactions": [ia(1, Q[0], elapsed_time_ms=2**40)]},
+        "interactions[0].elapsed_time_ms",
+    ),  # fmt: skip
+    (
+        "/interactions",
+        {"user_id": "u", "interactions": [ia(1, Q[0], had_explanation=2)]},
+        "interactions[0].had_explanation",
+    ),  # fmt: skip
+    (
+        "/interactions",
+        {"user_id": "u", "interactions": [ia(1, Q[0], container_id=-1)]},
+        "interactions[0].container_id",
+    ),  # fmt: skip
+    (
+        "/interactions",
+        {"user_id": "u", "interactions": [ia(1, Q[0], interaction_id="")]},
+        "interactions[0].interaction_id",
+    ),  # fmt: skip
+    ("/interactions", {"user_id": "u", "interactions": [ia(1, 5)]}, "interactions"),
+    ("/interactions", {"user_id": "u", "interactions": []}, "interactions"),
+    ("/interactions", {"user_id": "u", "interactions": "nope"}, "interactions"),
+    ("/interactions", [1, 2], "body"),
+    ("/predict/batch", {"requests": []}, "requests"),
+    (
+        "/predict/batch",
+        {"requests": [{"user_id": "u", "questions": [{"question_id": 3}]}]},
+        "requests[0].questions",
+    ),
+    ("/admin/reload", {"model_dir": 5}, "model_dir"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "field"), BAD_INPUTS)
+def test_bad_input_is_422_naming_the_field(
+    client: TestClient, path: str, body: Any, field: str
+) -> None:
+    r = client.post(path, json=body)
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert isinstance(detail, list) and detail
+    assert any(d["field"] == field or d["field"].startswith(field) for d in detail), detail
+    assert all(d["msg"] for d in detail)
+    assert "Traceback" not in r.text
+
+
+def test_unknown_questions_are_listed(client: TestClient) -> None:
+    r = client.post(
+        "/predict",
+        json={"user_id": "u", "questions": [{"question_id": q} for q in (7, Q[0], 3, 7)]},
+    )
+    assert r.status_code == 422
+    (item,) = r.json()["detail"]
+    assert (
+        item["unknown_question_ids"] == [3, 7]
+        and "3" in item["msg"]
+        and item["field"] == "questions"
+    )
+    # nothing was recorded by a rejected request
+    body = {"user_id": "u", "questions": [{"question_id": 3}], "interactions": some_history(2)}
+    assert client.post("/predict", json=body).status_code == 422
+    assert client.get("/users/u/history").json()["history_length"] == 0
+
+
+def test_unknown_questions_map_mode(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(unknown_questions="map")
+    r = client.post("/interactions", json={"user_id": "m", "interactions": [ia(1, 5), ia(2, Q[0])]})
+    assert r.status_code == 200 and r.json()["recorded"] == 2
+    p = probs(predict(client, "m", [3, 99_999, Q[0]]))
+    assert p[0] == pytest.approx(p[1], abs=1e-6)  # both unknown -> the unknown token
+    assert (
+        client.get("/users/m/history").json()["interactions"][0]["question_id"] == 5
+    )  # raw id kept
+
+
+def test_malformed_json_and_wrong_content(client: TestClient) -> None:
+    r = client.post("/predict", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["detail"][0]["type"] == "json_invalid"
+    assert client.get("/nope").status_code == 404 and client.get("/nope").json() == {
+        "detail": "Not Found"
+    }
+    assert client.put("/predict").status_code == 405
+    r = client.get("/users/" + "x" * 2000 + "/history")
+    assert r.status_code == 422 and "user_id" in r.json()["detail"][0]["field"]
+
+
+# -- limits ---------------------------------------------------------------------------------------
+def test_limits_are_named(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(
+        max_candidates=3,
+        max_interactions_per_request=2,
+        max_batch_learners=2,
+        user_id_max_length=8,
+        max_body_bytes=2048,
+    )
+
+    def limit_of(r: Any) -> str:
+        assert r.status_code in (413, 422), r.text
+        detail = r.json()["detail"]
+        return detail if isinstance(detail, str) else detail[0]["msg"]
+
+    q4 = [{"question_id": q} for q in Q[:4]]
+    assert "KT_MAX_CANDIDATES=3" in limit_of(
+        client.post("/predict", json={"user_id": "u", "questions": q4})
+    )
+    r = client.post("/interactions", json={"user_id": "u", "interactions": some_history(3)})
+    assert "KT_MAX_INTERACTIONS_PER_REQUEST=2" in limit_of(r)
+    one = {"user_id": "u", "questions": q4[:1]}
+    assert "KT_MAX_BATCH_LEARNERS=2" in limit_of(
+        client.post("/predict/batch", json={"requests": [one] * 3})
+    )
+    r = client.post("/predict", json={"user_id": "u" * 9, "questions": q4[:1]})
+    assert "KT_USER_ID_MAX_LENGTH=8" in limit_of(r)
+    assert client.get("/users/" + "u" * 9 + "/history").status_code == 422
+    big = {"user_id": "u", "questions": q4[:1], "pad": "x" * 4000}
+    r = client.post("/predict", json=big)
+    assert r.status_code == 413 and "KT_MAX_BODY_BYTES=2048" in limit_of(r)
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit applies while streaming
+        yield b'{"user_id": "u", "questions": [{"question_id": 1000}], "pad": "'
+        for _ in range(10):
+            yield b"x" * 500
+        yield b'"}'
+
+    r = client.post("/predict", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "KT_MAX_BODY_BYTES" in limit_of(r)
+    assert client.post("/predict", json=one).status_code == 200  # still serving
+
+
+# -- auth, CORS, errors, logs ---------------------------------------------------------------------
+def test_auth_when_configured(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(api_key="s3cret-key")
+    body = {"user_id": "a", "questions": [{"question_id": Q[0]}]}
+    missing = client.post("/predict", json=body)
+    wrong = client.post("/predict", json=body, headers={"Authorization": "Bearer nope"})
+    scheme = client.post("/predict", json=body, headers={"Authorization": "Basic s3cret-key"})
+    for r in (missing, wrong, scheme):
+        assert r.status_code == 401 and r.json() == {"detail": "missing or invalid credentials"}
+        assert r.headers["www-authenticate"] == "Bearer"
+    ok = client.post("/predict", json=body, headers={"Authorization": "Bearer s3cret-key"})
+    assert ok.status_code == 200
+    for path in ("/users/a/history", "/model", "/metrics"):
+        assert client.get(path).status_code == 401
+    assert client.get("/healthz").status_code == 200 and client.get("/readyz").status_code == 200
+
+
+def test_auth_off_by_default(client: TestClient) -> None:
+    assert (
+        client.post(
+            "/predict", json={"user_id": "a", "questions": [{"question_id": Q[0]}]}
+        ).status_code
+        == 200
+    )
+
+
+def test_cors_off_by_default_and_on_when_configured(make_client: Callable[..., TestClient]) -> None:
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    off = make_client().options("/predict", headers=preflight)
+    assert "access-control-allow-origin" not in off.headers
+    on = make_client(cors_origins="https://app.example").options("/predict", headers=preflight)
+    assert on.headers["access-control-allow-origin"] == "https://app.example"
+
+
+def test_internal_errors_are_generic(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(requests: list[CandidateRequest]) -> list[np.ndarray]:
+        raise RuntimeError("secret internals of learner-x")
+
+    monkeypatch.setattr(client.app.state.kt.predictor, "score", boom)
+    r = client.post("/predict", json={"user_id": "learner-x", "questions": [{"question_id": Q[0]}]})
+    assert r.status_code == 500 and r.json() == {"detail": "internal server error"}
+
+
+def test_logs_carry_no_user_ids_or_histories(
+    make_client: Callable[..., TestClient], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    client = make_client(api_key="k3y-value-123")
+    headers = {"Authorization": "Bearer k3y-value-123"}
+    client.post(
+        "/interactions",
+        json={"user_id": "private-learner", "interactions": some_history(3)},
+        headers=headers,
+    )
+    predict_body = {"user_id": "private-learner", "questions": [{"question_id": 424242}]}
+    client.post("/predict", json=predict_body, headers=headers)
+    client.post("/predict", json=predict_body, headers={"Authorization": "Bearer wrong"})
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "private-learner" not in text and "k3y-value-123" not in text and "424242" not in text
+
+
+# -- model lifecycle ------------------------------------------------------------------------------
+def test_hot_reload_success_and_failure(
+    make_client: Callable[..., TestClient], artifacts: tuple[Path, Path], tmp_path: Path
+) -> None:
+    first, second = artifacts
+    client = make_client(model_dir=first)
+    client.post("/interactions", json={"user_id": "h", "interactions": some_history(5)})
+    before = probs(predict(client, "h", Q[:3], ts=10**7))
+
+    r = client.post("/admin/reload", json={"model_dir": str(second)})
+    assert r.status_code == 200, r.text
+    assert r.json()["reloaded"] is True and r.json()["artifact_dir"] == str(second)
+    after = probs(predict(client, "h", Q[:3], ts=10**7))
+    assert not np.allclose(before, after)
+    assert client.get("/model").json()["artifact_dir"] == str(second)
+    assert (
+        client.get("/users/h/history").json()["history_length"] == 5
+    )  # histories survive a reload
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("config.json", "feature_spec.json", "manifest.json"):
+        (broken / name).write_text((second / name).read_text())
+    (broken / "model.onnx").write_bytes(b"not an onnx graph")
+    for bad, reason in ((tmp_path / "missing", "not found"), (broken, "model.onnx")):
+        r = client.post("/admin/reload", json={"model_dir": str(bad)})
+        assert r.status_code == 422
+        msg = r.json()["detail"][0]["msg"]
+        assert "still serving" in msg and reason in msg and "Traceback" not in msg
+        np.testing.assert_allclose(probs(predict(client, "h", Q[:3], ts=10**7)), after)
+    assert client.post("/admin/reload").status_code == 200  # no body: reload the current dir
+    metrics = client.get("/metrics").text
+    assert 'kt_model_reloads_total{outcome="failed"} 2.0' in metrics
+
+
+def test_no_model_configured(make_client: Callable[..., TestClient], artifact: Path) -> None:
+    client = make_client(model_dir=None)
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["model_loaded"] is False
+    assert "KT_MODEL_DIR" in ready.json()["reasons"][0]
+    r = client.post("/predict", json={"user_id": "u", "questions": [{"question_id": Q[0]}]})
+    assert (
+        r.status_code == 503
+        and "no model loaded" in r.json()["detail"]
+        and r.headers["retry-after"]
+    )
+    assert client.post("/admin/reload", json={"model_dir": str(artifact)}).status_code == 200
+    assert client.get("/readyz").status_code == 200
+
+
+def test_cuda_requested_but_cpu_active_is_not_ready(make_client: Callable[..., TestClient]) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("CUDA is really available here")
+    ready = make_client(providers="cuda").get("/readyz")
+    assert ready.status_code == 503
+    assert "CUDAExecutionProvider" in ready.json()["reasons"][0]
