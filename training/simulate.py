@@ -651,7 +651,7 @@ def simulate(
                 chunks.append((step, chunk))
         _advance_clock(active, duration, lr, params, rng)
         step += 1
-    sim = _assemble(chunks, bank, rng)
+    sim = _assemble(chunks, bank, n_learners, rng)
     sim.meta = {"steps": step, "seconds": round(time.perf_counter() - start, 3)}
     logger.info(
         "simulated %d learners, %d rows in %.2f s",
@@ -663,7 +663,7 @@ def simulate(
 
 
 def _assemble(
-    chunks: list[tuple[int, Chunk]], bank: Bank, rng: np.random.Generator
+    chunks: list[tuple[int, Chunk]], bank: Bank, n_learners: int, rng: np.random.Generator
 ) -> SimulatedData:
     """Concatenate the step chunks and sort rows by learner, then event (= container), then slot."""
 
@@ -676,7 +676,6 @@ def _assemble(
         [np.full(len(c.learner), c.content_type, dtype=np.int64) for _, c in chunks]
     )
     order = np.lexsort((cat("slot"), container, learner))
-    n_learners = int(learner.max()) + 1
     user_ids = 115 + np.cumsum(rng.integers(1, 50_000, n_learners))  # sorted, Riiid-like ids
     train: Table = {
         "row_id": np.arange(len(order), dtype=np.int64),
