@@ -1,0 +1,206 @@
+"""Model directory round trip (training.artifacts) and ONNX export with parity (training.export)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from models.config import ModelConfig
+from models.features import MODEL_INPUTS, collate, encode, load_spec
+from models.registry import MODEL_REGISTRY
+from tests.models.test_models import PARTS, SPEC, VOCAB, random_history, tiny_model, to_torch
+from training import export as export_mod
+from training.artifacts import load_model_dir, save_model_dir
+from training.export import (
+    ExportError,
+    export_artifact,
+    main,
+    ort_session,
+    parity_batches,
+    quantize_artifact,
+    read_manifest,
+    sha256_file,
+)
+
+EXPORTED = ["saint_plus", "dkt"]  # saint shares saint_plus's code; logistic: test_cli_success
+
+
+def _model_dir(root: Path, name: str) -> Path:
+    model = tiny_model(name)
+    metrics = {"auc": 0.71, "logloss": 0.6, "data_fingerprint": "sha256:feedbeef"}
+    return save_model_dir(root / f"model_{name}", model, model.cfg, SPEC, VOCAB, metrics)
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
+    root = tmp_path_factory.mktemp("export")
+    out = {}
+    for name in EXPORTED:
+        model_dir = _model_dir(root, name)
+        out[name] = (model_dir, export_artifact(model_dir, root / f"artifact_{name}"))
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_REGISTRY))
+def test_model_dir_round_trip_identical_logits(tmp_path: Path, name: str) -> None:
+    model = tiny_model(name)
+    save_model_dir(tmp_path, model, model.cfg, SPEC, VOCAB, {"auc": 0.5})
+    loaded, config, spec, vocab = load_model_dir(tmp_path)
+    assert not loaded.training
+    assert config == model.cfg and spec == SPEC
+    np.testing.assert_array_equal(vocab.question_ids, VOCAB.question_ids)
+    rng = np.random.default_rng(0)
+    batch = to_torch(collate([encode(random_history(rng, n), SPEC, PARTS) for n in (20, 4)]))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(batch), model(batch), atol=0, rtol=0)
+    assert json.loads((tmp_path / "metrics.json").read_text())["auc"] == 0.5
+
+
+def test_model_dir_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not found"):
+        load_model_dir(tmp_path / "nope")
+    with pytest.raises(ValueError, match=r"missing config\.json, model\.safetensors"):
+        load_model_dir(tmp_path)
+    model = tiny_model("dkt")
+    save_model_dir(tmp_path, model, model.cfg, SPEC, VOCAB)
+    # weights that do not fit the config -> clear error, not a torch traceback
+    bigger = ModelConfig.from_dict({**model.cfg.to_dict(), "d_model": 32})
+    bigger.to_json(tmp_path / "config.json")
+    with pytest.raises(ValueError, match="cannot load weights|do not match"):
+        load_model_dir(tmp_path)
+    # a config too small for the feature spec
+    small = ModelConfig.from_dict({**model.cfg.to_dict(), "seq_len": 4})
+    with pytest.raises(ValueError, match="seq_len 4 < feature window 16"):
+        save_model_dir(tmp_path / "x", model, small, SPEC, VOCAB)
+
+
+@pytest.mark.parametrize("name", EXPORTED)
+def test_export_parity_on_dynamic_shapes(
+    artifacts: dict[str, tuple[Path, Path]], name: str
+) -> None:
+    model_dir, art = artifacts[name]
+    manifest = read_manifest(art)
+    assert manifest["parity_max_abs_diff"] <= 1e-4
+    shapes = {tuple(c["shape"]) for c in manifest["parity"]["cases"]}
+    assert (1, 1) in shapes and (1, 5) in shapes and (3, SPEC.window) in shapes
+    assert (3, SPEC.window - 1 + export_mod.PARITY_CANDIDATES) in shapes
+    # inputs and output carry symbolic (batch, seq) dims, not baked-in sizes
+    graph = onnx.load(str(art / "model.onnx")).graph
+    assert [i.name for i in graph.input] == list(MODEL_INPUTS)
+    assert [o.name for o in graph.output] == ["logits"]
+    for value in [*graph.input, *graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        assert len(dims) == 2 and all(d.dim_param and not d.dim_value for d in dims), value.name
+    # an unseen shape (B=2, T=7, different padding) still matches torch
+    model, *_ = load_model_dir(model_dir)
+    rng = np.random.default_rng(9)
+    batch = collate([encode(random_history(rng, n), SPEC, PARTS) for n in (7, 2)])
+    got = ort_session(art / "model.onnx").run(["logits"], {k: batch[k] for k in MODEL_INPUTS})[0]
+    with torch.no_grad():
+        expected = model(to_torch(batch)).numpy()
+    assert got.dtype == np.float32 and got.shape == (2, 7)
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
+def test_artifact_round_trip(artifacts: dict[str, tuple[Path, Path]]) -> None:
+    model_dir, art = artifacts["saint_plus"]
+    manifest = read_manifest(art)
+    required = {
+        "version",
+        "model",
+        "created_at",
+        "data_fingerprint",
+        "metrics",
+        "opset",
+        "onnx_sha256",
+        "parity_max_abs_diff",
+        "inputs",
+        "exporter",
+    }
+    assert required <= set(manifest)
+    assert manifest["model"] == "saint_plus"
+    assert (
+        manifest["version"].startswith("saint_plus-")
+        and manifest["onnx_sha256"][:8] in manifest["version"]
+    )
+    assert manifest["onnx_sha256"] == sha256_file(art / "model.onnx")
+    assert manifest["data_fingerprint"] == "sha256:feedbeef"
+    assert manifest["metrics"]["auc"] == 0.71
+    assert manifest["exporter"] == "dynamo" and manifest["opset"] >= 17
+    spec, vocab = load_spec(art / "feature_spec.json")
+    assert spec == SPEC
+    np.testing.assert_array_equal(vocab.parts, VOCAB.parts)
+    assert ModelConfig.from_json(art / "config.json") == ModelConfig.from_json(
+        model_dir / "config.json"
+    )
+    onnx.checker.check_model(str(art / "model.onnx"))
+    assert not [p for p in art.iterdir() if p.name.startswith("tmp")]  # temp dir cleaned up
+
+
+def test_parity_failure_is_reported_and_leaves_no_artifact(
+    tmp_path: Path, artifacts: dict[str, tuple[Path, Path]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A valid graph of the wrong model (DKT's) stands in for a broken export of the logistic model.
+    wrong_graph = artifacts["dkt"][1] / "model.onnx"
+
+    def fake_export(model: object, path: Path, *args: object, **kwargs: object) -> str:
+        Path(path).write_bytes(wrong_graph.read_bytes())
+        return "dynamo"
+
+    monkeypatch.setattr(export_mod, "export_onnx", fake_export)
+    model_dir = _model_dir(tmp_path, "logistic")
+    with pytest.raises(ExportError, match="parity failed.*max abs diff .* > 0.0001"):
+        export_artifact(model_dir, tmp_path / "art")
+    assert sorted(p.name for p in (tmp_path / "art").iterdir()) == []
+
+
+def test_quantize_artifact(artifacts: dict[str, tuple[Path, Path]]) -> None:
+    _, art = artifacts["dkt"]
+    path = quantize_artifact(art, runs=5)
+    assert path == art / "model.int8.onnx" and path.is_file()
+    info = read_manifest(art)["int8"]
+    assert info["size_bytes"] > 0 and info["latency_ms"] > 0 and info["fp32_latency_ms"] > 0
+    # the quantized graph still runs on every parity shape
+    session = ort_session(path)
+    for _, batch in parity_batches(SPEC, VOCAB):
+        out = session.run(["logits"], {k: batch[k] for k in MODEL_INPUTS})[0]
+        assert out.shape == batch["question"].shape and np.isfinite(out).all()
+
+
+def test_cli_success(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model_dir = _model_dir(tmp_path, "logistic")
+    assert main(["--model-dir", str(model_dir), "--output-dir", str(tmp_path / "a")]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["parity_max_abs_diff"] <= 1e-4
+    assert (tmp_path / "a" / "manifest.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model-dir", "/nonexistent/dir", "--output-dir", "OUT"], "model directory not found"),
+        (["--output-dir", "OUT"], "the following arguments are required: --model-dir"),
+        (["--model-dir", "EMPTY", "--output-dir", "OUT"], "missing config.json"),
+        (["--model-dir", "EMPTY", "--output-dir", "OUT", "--opset", "3"], "--opset must be"),
+    ],
+)
+def test_cli_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    (tmp_path / "empty").mkdir()
+    argv = [
+        a.replace("EMPTY", str(tmp_path / "empty")).replace("OUT", str(tmp_path / "o"))
+        for a in argv
+    ]
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse errors
+        code = exc.code  # type: ignore[assignment]
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err

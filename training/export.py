@@ -1,0 +1,496 @@
+"""Torch model directory -> serving artifact (ONNX + config + feature spec + manifest), with parity.
+
+    python -m training.export --model-dir D --output-dir A [--int8] [--opset N]
+
+The artifact directory is the only contract with the service (GUIDE §1):
+    A/model.onnx          inputs = models.features.MODEL_INPUTS, each (batch, seq); output `logits`
+                          (batch, seq) float32. Batch and length are dynamic, so one graph scores a
+                          history + K candidates (one bundle) in a single run.
+    A/config.json         models.config.ModelConfig
+    A/feature_spec.json   models.features.save_spec (window, caps, vocabulary, question -> part)
+    A/manifest.json       version, model, data fingerprint, metrics, created_at, opset, sha256,
+                          parity max abs diff (+ int8 size/latency when --int8)
+    A/model.int8.onnx     optional dynamic INT8 quantization (kept or not by whoever measures AUC)
+
+Exporter: torch.onnx's dynamo exporter (`dynamo=True`, torch.export with symbolic batch/seq dims)
+for every registry model, LSTM included; the legacy TorchScript exporter is only a logged fallback.
+Export is never trusted blindly: onnx.checker, then onnxruntime-vs-torch parity on windows of several
+lengths (empty history + 1 candidate, 5, 37, window - 1 + K candidates; batch 1 and 3; mixed padding).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import Tensor, nn
+
+from models.features import (
+    MODEL_INPUTS,
+    FeatureSpec,
+    History,
+    QuestionVocab,
+    collate,
+    encode,
+    load_spec,
+    save_spec,
+)
+from models.registry import count_parameters
+from training.artifacts import CONFIG_FILE, SPEC_FILE, load_metrics, load_model_dir
+
+logger = logging.getLogger(__name__)
+
+ONNX_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+MANIFEST_FILE = "manifest.json"
+PARITY_TOLERANCE = 1e-4
+PARITY_CANDIDATES = 4  # K in the "window - 1 + K" parity case
+
+
+class ExportError(ValueError):
+    """Export or parity failed (a ValueError, so callers and the CLI treat it as bad input)."""
+
+
+class OnnxWrapper(nn.Module):
+    """The graph's signature: the 10 arrays positionally in MODEL_INPUTS order -> logits (B, T).
+
+    Named parameters (not *args) so torch.export sees 10 inputs and the ONNX inputs get these names.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        question: Tensor,
+        part: Tensor,
+        position: Tensor,
+        bundle: Tensor,
+        lag: Tensor,
+        lag_bucket: Tensor,
+        response: Tensor,
+        elapsed: Tensor,
+        elapsed_bucket: Tensor,
+        explanation: Tensor,
+    ) -> Tensor:
+        batch = {
+            "question": question,
+            "part": part,
+            "position": position,
+            "bundle": bundle,
+            "lag": lag,
+            "lag_bucket": lag_bucket,
+            "response": response,
+            "elapsed": elapsed,
+            "elapsed_bucket": elapsed_bucket,
+            "explanation": explanation,
+        }
+        return self.model(batch)  # (B, T) logits only
+
+
+# The wrapper's parameter order *is* the graph's input order; fail at import if they ever drift.
+if OnnxWrapper.forward.__code__.co_varnames[1 : 1 + len(MODEL_INPUTS)] != MODEL_INPUTS:
+    raise ImportError("OnnxWrapper.forward arguments must follow models.features.MODEL_INPUTS")
+
+
+# --------------------------------------------------------------------------- sample windows
+
+
+def random_history(rng: np.random.Generator, n: int, vocab: QuestionVocab) -> History:
+    """A plausible random history of n items (bundles of 1-3, some unknown questions/times)."""
+    sizes = rng.integers(1, 4, size=max(n, 1))
+    bundle = np.repeat(np.arange(len(sizes)), sizes)[:n].astype(np.int64)
+    gaps = rng.integers(1_000, 2 * 86_400_000, size=max(n, 1))
+    elapsed = rng.uniform(500, 400_000, size=n).astype(np.float32)
+    elapsed[rng.random(n) < 0.1] = np.nan  # unknown elapsed time
+    return History(
+        question=rng.integers(1, vocab.size, size=n).astype(np.int64),  # 1 = unknown question
+        correct=rng.integers(0, 2, size=n).astype(np.int8),
+        timestamp=np.cumsum(gaps)[bundle].astype(np.int64),
+        bundle=bundle,
+        elapsed_ms=elapsed,
+        explanation=rng.integers(-1, 2, size=n).astype(np.int8),
+    )
+
+
+def parity_batches(
+    spec: FeatureSpec, vocab: QuestionVocab, seed: int = 0
+) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """Named (B, T) batches covering the shapes the service and evaluation produce."""
+    rng = np.random.default_rng(seed)
+    parts = vocab.part_of(np.arange(vocab.size))
+    k = PARITY_CANDIDATES
+
+    def cands(n: int) -> np.ndarray:
+        return rng.integers(1, vocab.size, size=n)
+
+    def request(n_hist: int, n_cand: int) -> dict[str, np.ndarray]:
+        history = random_history(rng, n_hist, vocab)
+        ts = int(history.timestamp[-1]) + 60_000 if n_hist else None
+        return encode(history, spec, parts, candidates=cands(n_cand), candidate_timestamp=ts)
+
+    def window(n: int) -> dict[str, np.ndarray]:
+        return encode(random_history(rng, n, vocab), spec, parts)
+
+    full = spec.window - 1  # history items that fit next to candidates
+    cases = [
+        ("T=1 empty history + 1 candidate, B=1", collate([request(0, 1)])),
+        ("T=5 history, B=1", collate([window(5)])),
+        ("T=37 history, B=1", collate([window(37)])),
+        ("T=37/5/1 mixed padding, B=3", collate([window(37), window(5), window(1)])),
+        (f"T=window-1+{k} candidates, B=1", collate([request(full, k)])),
+        (
+            f"T=window-1+{k} candidates, mixed padding, B=3",
+            collate([request(full, k), request(0, 1), request(3, k)]),
+        ),
+    ]
+    return cases
+
+
+# --------------------------------------------------------------------------- export + parity
+
+
+def _example_args(spec: FeatureSpec, vocab: QuestionVocab) -> tuple[Tensor, ...]:
+    # B=3 and T>=2: torch.export specialises dimensions whose example size is 0 or 1.
+    rng = np.random.default_rng(123)
+    parts = vocab.part_of(np.arange(vocab.size))
+    n = min(spec.window, 11)
+    items = [encode(random_history(rng, m, vocab), spec, parts) for m in (n, max(n - 4, 1), 2)]
+    batch = collate(items)
+    return tuple(torch.from_numpy(batch[name]) for name in MODEL_INPUTS)
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    spec: FeatureSpec,
+    vocab: QuestionVocab,
+    opset: int | None = None,
+) -> str:
+    """Write `model` as ONNX with dynamic (batch, seq) axes; returns the exporter used."""
+    path = Path(path)
+    wrapper = OnnxWrapper(model).eval()
+    args = _example_args(spec, vocab)
+    batch_dim = torch.export.Dim("batch")
+    seq_dim = torch.export.Dim("seq")
+    try:
+        torch.onnx.export(
+            wrapper,
+            args,
+            str(path),
+            dynamo=True,
+            input_names=list(MODEL_INPUTS),
+            output_names=["logits"],
+            dynamic_shapes=tuple({0: batch_dim, 1: seq_dim} for _ in MODEL_INPUTS),
+            opset_version=opset,
+            external_data=False,  # one self-contained file in the artifact
+            optimize=True,
+        )
+        return "dynamo"
+    except Exception as exc:  # noqa: BLE001 - any dynamo failure -> documented legacy fallback
+        logger.warning("dynamo export failed (%s); falling back to the legacy exporter", exc)
+    axes = {name: {0: "batch", 1: "seq"} for name in (*MODEL_INPUTS, "logits")}
+    try:
+        torch.onnx.export(
+            wrapper,
+            args,
+            str(path),
+            dynamo=False,
+            input_names=list(MODEL_INPUTS),
+            output_names=["logits"],
+            dynamic_axes=axes,
+            opset_version=opset or 17,
+        )
+    except Exception as exc:  # noqa: BLE001
+        raise ExportError(f"ONNX export failed with both exporters: {exc}") from exc
+    return "legacy"
+
+
+def ort_session(path: str | Path, threads: int = 1) -> ort.InferenceSession:
+    """CPU session with explicit thread count (the default ignores container CPU limits)."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def torch_logits(model: nn.Module, batch: dict[str, np.ndarray]) -> np.ndarray:
+    with torch.no_grad():
+        out = model({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()})
+    return out.numpy()
+
+
+def check_parity(
+    model: nn.Module,
+    onnx_path: str | Path,
+    spec: FeatureSpec,
+    vocab: QuestionVocab,
+    tolerance: float = PARITY_TOLERANCE,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """onnxruntime vs torch logits on `parity_batches`; ExportError if any max abs diff > tolerance."""
+    session = ort_session(onnx_path)
+    model.eval()
+    cases: list[dict[str, Any]] = []
+    diffs: list[float] = []
+    for name, batch in parity_batches(spec, vocab, seed):
+        expected = torch_logits(model, batch)
+        got = session.run(["logits"], {k: batch[k] for k in MODEL_INPUTS})[0]
+        if got.shape != expected.shape:
+            raise ExportError(
+                f"parity: {name}: ONNX output shape {got.shape} != torch {expected.shape}"
+            )
+        diff = float(np.max(np.abs(got - expected)))
+        if not np.isfinite(diff):
+            raise ExportError(f"parity: {name}: non-finite logits")
+        cases.append({"case": name, "shape": list(got.shape), "max_abs_diff": diff})
+        diffs.append(diff)
+    worst = max(diffs)
+    if worst > tolerance:
+        bad = [c for c in cases if c["max_abs_diff"] > tolerance]
+        raise ExportError(
+            f"parity failed: onnxruntime vs torch max abs diff {worst:.3g} > {tolerance:g} in "
+            + "; ".join(f"{c['case']} ({c['max_abs_diff']:.3g})" for c in bad)
+        )
+    return {"max_abs_diff": worst, "tolerance": tolerance, "cases": cases}
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _opset_of(path: Path) -> int:
+    model = onnx.load(str(path), load_external_data=False)
+    return next(int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def export_artifact(
+    model_dir: str | Path,
+    output_dir: str | Path,
+    *,
+    int8: bool = False,
+    opset: int | None = None,
+) -> Path:
+    """Export a torch model directory to a serving artifact directory; returns `output_dir`.
+
+    The graph is written to a temporary directory and only moved into `output_dir` after the checker
+    and the parity check pass, so a failed export never leaves a half-valid artifact behind.
+    """
+    model, config, spec, vocab = load_model_dir(model_dir)
+    metrics = load_metrics(model_dir) or {}
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: output path exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+
+    with tempfile.TemporaryDirectory(dir=out) as tmp:
+        tmp_onnx = Path(tmp) / ONNX_FILE
+        started = time.perf_counter()
+        exporter = export_onnx(model, tmp_onnx, spec, vocab, opset=opset)
+        export_s = time.perf_counter() - started
+        try:
+            onnx.checker.check_model(str(tmp_onnx))
+        except onnx.checker.ValidationError as exc:
+            raise ExportError(f"onnx.checker rejected the graph: {exc}") from exc
+        parity = check_parity(model, tmp_onnx, spec, vocab)
+        shutil.move(str(tmp_onnx), out / ONNX_FILE)
+
+    onnx_path = out / ONNX_FILE
+    config.to_json(out / CONFIG_FILE)
+    save_spec(out / SPEC_FILE, spec, vocab)
+    digest = sha256_file(onnx_path)
+    now = datetime.now(UTC)
+    manifest: dict[str, Any] = {
+        "version": f"{config.name}-{now:%Y%m%dT%H%M%SZ}-{digest[:8]}",
+        "model": config.name,
+        "created_at": now.isoformat(timespec="seconds"),
+        "data_fingerprint": metrics.get("data_fingerprint"),
+        "metrics": metrics,
+        "opset": _opset_of(onnx_path),
+        "exporter": exporter,
+        "torch_version": torch.__version__,
+        "onnx_file": ONNX_FILE,
+        "onnx_sha256": digest,
+        "onnx_size_bytes": onnx_path.stat().st_size,
+        "inputs": list(MODEL_INPUTS),
+        "output": "logits",
+        "params": count_parameters(model),
+        "window": spec.window,
+        "parity_max_abs_diff": parity["max_abs_diff"],
+        "parity": parity,
+        "export_seconds": round(export_s, 2),
+    }
+    write_manifest(out, manifest)
+    logger.info(
+        "exported %s (%s exporter, opset %s) to %s; parity max abs diff %.3g",
+        config.name,
+        exporter,
+        manifest["opset"],
+        onnx_path,
+        parity["max_abs_diff"],
+    )
+    if int8:
+        quantize_artifact(out)
+    return out
+
+
+def write_manifest(artifact_dir: str | Path, manifest: dict[str, Any]) -> None:
+    (Path(artifact_dir) / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def read_manifest(artifact_dir: str | Path) -> dict[str, Any]:
+    path = Path(artifact_dir) / MANIFEST_FILE
+    if not path.is_file():
+        raise ValueError(f"{artifact_dir}: not an artifact directory (no {MANIFEST_FILE})")
+    return json.loads(path.read_text())
+
+
+# --------------------------------------------------------------------------- latency + int8
+
+
+def latency_batch(
+    spec: FeatureSpec, vocab: QuestionVocab, batch_size: int = 1, length: int = 100, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """A (batch_size, length) batch of full windows, for latency measurements."""
+    rng = np.random.default_rng(seed)
+    parts = vocab.part_of(np.arange(vocab.size))
+    length = min(length, spec.window)
+    items = [
+        encode(random_history(rng, length, vocab), spec, parts, start=0) for _ in range(batch_size)
+    ]
+    return collate(items, length=length)
+
+
+def ort_latency_ms(
+    onnx_path: str | Path,
+    batch: dict[str, np.ndarray],
+    threads: int = 1,
+    runs: int = 50,
+    warmup: int = 5,
+) -> float:
+    """Median wall time (ms) of one ORT run on `batch`."""
+    session = ort_session(onnx_path, threads=threads)
+    feed = {k: batch[k] for k in MODEL_INPUTS}
+    for _ in range(warmup):
+        session.run(["logits"], feed)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        session.run(["logits"], feed)
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return float(np.median(times))
+
+
+def quantize_artifact(artifact_dir: str | Path, runs: int = 50) -> Path:
+    """Dynamic INT8 quantization of A/model.onnx -> A/model.int8.onnx; records size, latency
+    (B=1, T=window, 1 thread, median) and max |logit diff| vs fp32 in the manifest's `int8` entry.
+    Whether to serve it is decided from AUC elsewhere (distill report); this only measures."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    art = Path(artifact_dir)
+    fp32 = art / ONNX_FILE
+    if not fp32.is_file():
+        raise ValueError(f"{art}: no {ONNX_FILE} to quantize")
+    spec, vocab = load_spec(art / SPEC_FILE)
+    int8_path = art / INT8_FILE
+    quantize_dynamic(str(fp32), str(int8_path), weight_type=QuantType.QInt8)
+    batch = latency_batch(spec, vocab, batch_size=1, length=spec.window)
+    lat_fp32 = ort_latency_ms(fp32, batch, runs=runs)
+    lat_int8 = ort_latency_ms(int8_path, batch, runs=runs)
+    diffs = []
+    for _, b in parity_batches(spec, vocab):
+        feed = {k: b[k] for k in MODEL_INPUTS}
+        a = ort_session(fp32).run(["logits"], feed)[0]
+        q = ort_session(int8_path).run(["logits"], feed)[0]
+        diffs.append(float(np.max(np.abs(a - q))))
+    info = {
+        "file": INT8_FILE,
+        "sha256": sha256_file(int8_path),
+        "size_bytes": int8_path.stat().st_size,
+        "fp32_size_bytes": fp32.stat().st_size,
+        "latency_ms": round(lat_int8, 4),
+        "fp32_latency_ms": round(lat_fp32, 4),
+        "speedup": round(lat_fp32 / lat_int8, 3) if lat_int8 > 0 else None,
+        "max_abs_logit_diff_vs_fp32": max(diffs),
+        "latency_setup": f"B=1, T={spec.window}, 1 thread, median of {runs}",
+    }
+    logger.info(
+        "int8: %d -> %d bytes, latency %.3f -> %.3f ms, max |logit diff| %.3g",
+        info["fp32_size_bytes"],
+        info["size_bytes"],
+        lat_fp32,
+        lat_int8,
+        info["max_abs_logit_diff_vs_fp32"],
+    )
+    manifest_path = art / MANIFEST_FILE
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        manifest["int8"] = info
+        write_manifest(art, manifest)
+    return int8_path
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # One clear line, exit 2 (argparse's default prints the whole usage block first).
+        sys.stderr.write(f"error: {message}\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m training.export", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model-dir", required=True, type=Path, help="torch model dir (training.train)")
+    p.add_argument("--output-dir", required=True, type=Path, help="serving artifact dir to write")
+    p.add_argument("--int8", action="store_true", help="also write a dynamic INT8 model.int8.onnx")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: exporter default)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.opset is not None and not 7 <= args.opset <= 30:
+        sys.stderr.write(f"error: --opset must be between 7 and 30, got {args.opset}\n")
+        return 2
+    try:
+        out = export_artifact(args.model_dir, args.output_dir, int8=args.int8, opset=args.opset)
+    except (ValueError, OSError) as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    manifest = read_manifest(out)
+    summary = {
+        "artifact": str(out),
+        "version": manifest["version"],
+        "parity_max_abs_diff": manifest["parity_max_abs_diff"],
+    }
+    if "int8" in manifest:
+        summary["int8"] = {
+            k: manifest["int8"][k] for k in ("size_bytes", "latency_ms", "fp32_latency_ms")
+        }
+    sys.stdout.write(json.dumps(summary) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
