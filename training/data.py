@@ -51,8 +51,10 @@ from models.features import FIRST_QUESTION_INDEX, UNKNOWN_QUESTION, History, Que
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1  # bump when the on-disk layout or the loader semantics change
-_BLOCK_SIZE = 16 << 20  # pyarrow read block (bytes): ~300k Riiid rows per batch
-_MAP_CHUNK = 1 << 22  # rows per chunk when mapping ids (bounds temporary memory)
+_BLOCK_SIZE = (
+    1 << 20
+)  # pyarrow read block (bytes), ~20k Riiid rows; larger blocks raise peak RSS (read-ahead)
+_MAP_CHUNK = 1 << 20  # rows per chunk when mapping ids (bounds temporary memory)
 _EDNET_CHUNK_BYTES = 16 << 20  # EdNet: learner files are concatenated into chunks of this size
 _TRUE = frozenset({"1", "True", "TRUE", "true"})  # pyarrow's default boolean spellings
 _FALSE = frozenset({"0", "False", "FALSE", "false"})
@@ -823,10 +825,63 @@ def _check_riiid_batch(path: Path, batch: pa.RecordBatch, start: int) -> None:
         )
 
 
+# numpy dtype of each Riiid column as stored
+_RIIID_DTYPES: dict[str, Any] = {
+    "row_id": np.int64,
+    "timestamp": np.int64,
+    "user_id": np.int64,
+    "content_id": np.int32,
+    "content_type_id": np.bool_,
+    "task_container_id": np.int32,
+    "answered_correctly": np.int8,
+    "prior_question_elapsed_time": np.float32,
+    "prior_question_had_explanation": np.int8,
+}
+
+
+class _Column:
+    """A preallocated output column filled batch by batch (no chunk list + concatenate peak).
+
+    Capacity beyond what is written is never touched, so an over-estimate costs address space,
+    not memory; `finish` shrinks the array in place.
+    """
+
+    def __init__(self, dtype: Any, capacity: int) -> None:
+        self.data = np.empty(capacity, dtype=dtype)
+        self.n = 0
+
+    def append(self, values: np.ndarray) -> None:
+        end = self.n + len(values)
+        if end > len(self.data):
+            grown = np.empty(max(end, int(len(self.data) * 1.25) + 1024), dtype=self.data.dtype)
+            grown[: self.n] = self.data[: self.n]
+            self.data = grown
+        self.data[self.n : end] = values
+        self.n = end
+
+    def finish(self) -> np.ndarray:
+        self.data.resize(self.n, refcheck=False)
+        return self.data
+
+
+def _estimate_rows(path: Path) -> int:
+    """Rows in a CSV from its size and the line lengths at its start, middle and end (+10%)."""
+    size = path.stat().st_size
+    sample_len, lines = 0, 0
+    with open(path, "rb") as f:
+        for pos in (0, size // 2, max(size - (1 << 18), 0)):
+            f.seek(pos)
+            chunk = f.read(1 << 18)
+            sample_len += len(chunk)
+            lines += chunk.count(b"\n")
+    return int(size / max(sample_len / max(lines, 1), 1) * 1.1) + 1024
+
+
 def _read_riiid(path: Path) -> _Raw:
     header = _read_header(path)
     _header_index(path, header, RIIID_REQUIRED)
-    cols: dict[str, list[np.ndarray]] = {name: [] for name in RIIID_TYPES}
+    capacity = _estimate_rows(path)
+    cols = {name: _Column(_RIIID_DTYPES[name], capacity) for name in header if name in RIIID_TYPES}
     n = 0
     for start, batch in _riiid_batches(path, header):
         _check_riiid_batch(path, batch, start)
@@ -835,22 +890,21 @@ def _read_riiid(path: Path) -> _Raw:
             cols[name].append(_riiid_column(batch.column(name), name))
     if n == 0:
         raise DataError(path, 2, None, "no data rows (header only)")
+    out = {name: col.finish() for name, col in cols.items()}
     return _Raw(
-        user=_concat(cols["user_id"], np.int64),
-        timestamp=_concat(cols["timestamp"], np.int64),
-        content_id=_concat(cols["content_id"], np.int32),
-        is_lecture=_concat(cols["content_type_id"], np.bool_),
-        container=_concat(cols["task_container_id"], np.int32),
-        correct=_concat(cols["answered_correctly"], np.int8),
-        elapsed=_concat(cols["prior_question_elapsed_time"], np.float32)
-        if cols["prior_question_elapsed_time"]
+        user=out["user_id"],
+        timestamp=out["timestamp"],
+        content_id=out["content_id"],
+        is_lecture=out["content_type_id"],
+        container=out["task_container_id"],
+        correct=out["answered_correctly"],
+        elapsed=out["prior_question_elapsed_time"]
+        if "prior_question_elapsed_time" in out
         else np.full(n, np.nan, np.float32),
-        explanation=_concat(cols["prior_question_had_explanation"], np.int8)
-        if cols["prior_question_had_explanation"]
+        explanation=out["prior_question_had_explanation"]
+        if "prior_question_had_explanation" in out
         else np.full(n, -1, np.int8),
-        row_id=_concat(cols["row_id"], np.int64)
-        if cols["row_id"]
-        else np.arange(n, dtype=np.int64),
+        row_id=out["row_id"] if "row_id" in out else np.arange(n, dtype=np.int64),
     )
 
 
