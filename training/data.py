@@ -1065,24 +1065,41 @@ def _ednet_chunk_tables(chunk: _EdnetChunk) -> list[tuple[pa.Table, list[Path], 
     return out
 
 
+def _decode_question_ids(values: pa.Array) -> np.ndarray:
+    """Dictionary of 'q123' (or '123') strings -> int64 ids; -2 where not an id."""
+    text = pc.utf8_trim_whitespace(values)
+    body = pc.if_else(pc.starts_with(text, "q"), pc.utf8_slice_codeunits(text, 1), text)
+    try:
+        return pc.cast(body, pa.int64()).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # some bad value: find it in Python
+        out = []
+        for item in values.to_pylist():
+            try:
+                out.append(_parse_id(item, "q"))
+            except ValueError:
+                out.append(-2)
+        return np.asarray(out, dtype=np.int64)
+
+
+def _decode_answers(values: pa.Array) -> np.ndarray:
+    """Dictionary of answers 'a'..'d' -> 0..3; -3 for anything else (counted as wrong)."""
+    letters = pa.array(list(_ANSWER_LETTERS))
+    codes = pc.index_in(pc.utf8_lower(pc.utf8_trim_whitespace(values)), value_set=letters)
+    return _to_numpy(codes, np.int64, -3)
+
+
 def _dictionary_codes(
     column: pa.ChunkedArray,
-    parse: Callable[[str], int],
+    decode: Callable[[pa.Array], np.ndarray],
     name: str,
     locate: Callable[[int], tuple[Path, int]],
 ) -> np.ndarray:
-    """Dictionary-encoded strings -> int64 codes via `parse` on the (few) distinct values; -1 if null."""
+    """Dictionary-encoded strings -> int64 codes, decoding only the distinct values; -1 if null."""
     out = []
     done = 0
     for chunk in column.chunks:
-        values = []
-        for text in chunk.dictionary.to_pylist():
-            try:
-                values.append(parse(text))
-            except ValueError:
-                values.append(-2)  # marker: invalid text
-        table = np.asarray(values + [-1], dtype=np.int64)  # last slot: null
-        codes = _to_numpy(chunk.indices, np.int64, len(values))
+        table = np.append(decode(chunk.dictionary), -1)  # last slot: null
+        codes = _to_numpy(chunk.indices, np.int64, len(table) - 1)
         mapped = table[codes]
         bad = np.flatnonzero(mapped == -2)
         if bad.size:
@@ -1111,20 +1128,15 @@ def _ednet_columns(table: pa.Table, files: list[Path], counts: list[int]) -> dic
     return {
         "timestamp": _to_numpy(table.column("timestamp").combine_chunks(), np.int64, 0),
         "question": _dictionary_codes(
-            table.column("question_id"), lambda s: _parse_id(s, "q"), "question_id", locate
+            table.column("question_id"), _decode_question_ids, "question_id", locate
         ),
         "answer": _dictionary_codes(
-            table.column("user_answer"), _ednet_answer, "user_answer", locate
+            table.column("user_answer"), _decode_answers, "user_answer", locate
         ),
         "elapsed": _to_numpy(elapsed.combine_chunks(), np.float32, np.nan)
         if elapsed is not None
         else np.full(n, np.nan, np.float32),
     }
-
-
-def _ednet_answer(text: str) -> int:
-    text = text.strip().lower()
-    return _ANSWER_LETTERS.index(text) if text in _ANSWER_LETTERS else -3  # -3: not a-d (wrong)
 
 
 def _read_ednet(folder: Path) -> tuple[_Raw, list[Path], list[int]]:

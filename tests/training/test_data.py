@@ -400,3 +400,49 @@ def test_cli_describe_and_errors(tmp_path: Path, qfile: Path, capsys) -> None:
     with pytest.raises(SystemExit) as info:
         data.main([])
     assert info.value.code == 2
+
+
+def test_interleaved_file_equals_grouped_file(tmp_path: Path, qfile: Path) -> None:
+    rng = np.random.default_rng(5)
+    per_user: list[list[str]] = []
+    for user in range(12):
+        rows, ts = [], 0
+        for container in range(int(rng.integers(1, 12))):
+            # an odd container may share its timestamp with the previous one (never a question)
+            ts += 1000 if container % 2 == 0 else int(rng.integers(0, 2)) * 1000
+            qids = [10 + (2 * container + j) % 4 for j in range(int(rng.integers(1, 3)))]
+            rows += [
+                f"{user * 100 + container},{ts},{user},{q},0,{container},0,1,{container},False"
+                for q in qids
+            ]
+        per_user.append(rows)
+    grouped = load_riiid(
+        riiid(tmp_path, [r for rows in per_user for r in rows], name="g.csv"), qfile
+    )
+    queues = [list(rows) for rows in per_user]
+    mixed: list[str] = []
+    while any(queues):  # random interleaving that keeps each learner's own row order
+        k = int(rng.choice([i for i, q in enumerate(queues) if q]))
+        mixed.append(queues[k].pop(0))
+    inter = load_riiid(riiid(tmp_path, mixed, name="m.csv"), qfile)
+    order = [int(np.flatnonzero(inter.user_ids == u)[0]) for u in grouped.user_ids]
+    same = inter.select(np.array(order))
+    for name in (
+        "offsets",
+        "question",
+        "timestamp",
+        "bundle",
+        "elapsed_ms",
+        "explanation",
+        "row_id",
+    ):
+        np.testing.assert_array_equal(getattr(same, name), getattr(grouped, name), err_msg=name)
+
+
+def test_ednet_invalid_answer(tmp_path: Path, caplog) -> None:
+    folder, q = ednet(tmp_path, {"u1.csv": ["100,1,q1,a,3000", "200,2,q2,z,4000"]})
+    msg = error_of(load_ednet, folder, q, strict=True)
+    assert msg.startswith(f"{folder / 'u1.csv'}:3:user_answer: missing or not one of a, b, c, d")
+    with caplog.at_level(logging.WARNING, logger="training.data"):
+        assert load_ednet(folder, q).correct.tolist() == [1, 0]
+    assert "1 rows have a missing or invalid user_answer" in caplog.text
