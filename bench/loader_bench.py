@@ -185,6 +185,10 @@ def render(r: dict) -> str:
             f"generated Riiid-format file. Reproduce: `{COMMAND}` (or `make bench`).",
             f"Machine: {os.cpu_count()} CPUs ({platform.machine()}), shared; 1-min load average "
             f"during the run {r['loadavg_1m']:.1f}.",
+            "Generated data: ~250 rows per learner (lognormal), bundles of 1-4 questions, 2% "
+            "lectures, learner by learner in time order (the no-permutation fast path; a file with "
+            "interleaved learners adds one stable lexsort, not measured here). Peak RSS is the load "
+            "child's `ru_maxrss`; the extrapolation is linear in rows above the import baseline.",
             "",
             "| metric | value | target |",
             "|---|---|---|",
