@@ -244,6 +244,11 @@ def check_parity(
 ) -> dict[str, Any]:
     """onnxruntime vs torch logits on `parity_batches`; ExportError if any max abs diff > tolerance."""
     session = ort_session(onnx_path)
+    names = tuple(i.name for i in session.get_inputs())
+    if names != MODEL_INPUTS:
+        # The service feeds all 10 arrays by name; an exporter that pruned unused inputs (the legacy
+        # one does, for models that ignore lag/elapsed) would break it.
+        raise ExportError(f"graph inputs {list(names)} != MODEL_INPUTS {list(MODEL_INPUTS)}")
     model.eval()
     cases: list[dict[str, Any]] = []
     diffs: list[float] = []
