@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from typing import Any
 
 import uvicorn
 
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             "KT_WORKERS=%d needs KT_REDIS_URL: the embedded store is per process", settings.workers
         )
         return 2
-    common = {
+    common: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,44 +24,44 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="KT_", extra="ignore", frozen=True)
 
-    # Model and inference
-    model_dir: Path | None = (
-        None  # artifact directory (model.onnx, config.json, feature_spec.json, manifest.json)
-    )
-    providers: Literal["cpu", "cuda"] = (
-        "cpu"  # cuda needs onnxruntime-gpu; readiness fails on CPU fallback
-    )
-    ort_threads: int = Field(
-        1, ge=1, le=64
-    )  # ORT intra-op threads per worker (set explicitly, GUIDE §5)
-    inference_workers: int = Field(1, ge=1, le=64)  # threads running ORT off the event loop
-    unknown_questions: Literal["reject", "map"] = (
-        "reject"  # unknown question ids: 422 or unknown token
-    )
+    # -- model and inference
+    # artifact directory (model.onnx, config.json, feature_spec.json, manifest.json)
+    model_dir: Path | None = None
+    # cuda needs onnxruntime-gpu; readiness fails when ORT fell back to CPU
+    providers: Literal["cpu", "cuda"] = "cpu"
+    # ORT intra-op threads per worker, set explicitly (the default ignores container limits)
+    ort_threads: Annotated[int, Field(ge=1, le=64)] = 1
+    # threads that run ORT off the event loop
+    inference_workers: Annotated[int, Field(ge=1, le=64)] = 1
+    # question ids unknown to the model: 422 listing them, or map them to the unknown token
+    unknown_questions: Literal["reject", "map"] = "reject"
 
-    # History store
-    redis_url: str | None = None  # unset -> in-process store (embedded default, single worker only)
-    redis_cluster: bool = False  # use a Redis Cluster client (keys carry hash tags)
-    redis_timeout_s: float = Field(0.5, gt=0, le=60)  # socket/connect timeout and per-call deadline
-    key_prefix: str = Field("kt:", max_length=64)  # prefix of every Redis key
-    history_ttl_s: int = Field(30 * 24 * 3600, ge=1)  # idle learners' histories expire after this
-    history_extra: int = Field(16, ge=0, le=10_000)  # events kept beyond the model window
-    retry_after_s: int = Field(1, ge=1, le=3600)  # Retry-After on 503
+    # -- history store
+    # unset -> in-process store (the embedded default; one worker only, lost on restart)
+    redis_url: str | None = None
+    redis_cluster: bool = False  # Redis Cluster client (keys carry hash tags)
+    # socket/connect timeout and deadline of every store call
+    redis_timeout_s: Annotated[float, Field(gt=0, le=60)] = 0.5
+    key_prefix: Annotated[str, Field(max_length=64)] = "kt:"  # prefix of every Redis key
+    # a learner's history expires this long after its last write
+    history_ttl_s: Annotated[int, Field(ge=1)] = 30 * 24 * 3600
+    history_extra: Annotated[int, Field(ge=0, le=10_000)] = 16  # events kept beyond the window
+    retry_after_s: Annotated[int, Field(ge=1, le=3600)] = 1  # Retry-After header on 503
 
-    # HTTP server
+    # -- HTTP server
     host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
-    workers: int = Field(1, ge=1, le=64)
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    api_key: SecretStr | None = None  # when set: `Authorization: Bearer <key>` required
+    api_key: SecretStr | None = None  # when set, `Authorization: Bearer <key>` is required
     cors_origins: str = ""  # comma-separated allowed origins; empty = CORS off
 
-    # Limits (each over-limit request -> 413/422 naming the limit)
-    max_body_bytes: int = Field(1 << 20, ge=1024)
-    max_candidates: int = Field(512, ge=1)
-    max_interactions_per_request: int = Field(1000, ge=1)
-    max_batch_learners: int = Field(256, ge=1)
-    user_id_max_length: int = Field(128, ge=1, le=1024)
+    # -- limits (over a limit -> 413/422 naming it)
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 1 << 20
+    max_candidates: Annotated[int, Field(ge=1)] = 512
+    max_interactions_per_request: Annotated[int, Field(ge=1)] = 1000
+    max_batch_learners: Annotated[int, Field(ge=1)] = 256
+    user_id_max_length: Annotated[int, Field(ge=1, le=1024)] = 128
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
