@@ -198,6 +198,7 @@ def export_onnx(
             dynamic_shapes=tuple({0: batch_dim, 1: seq_dim} for _ in MODEL_INPUTS),
             opset_version=opset,
             external_data=False,  # one self-contained file in the artifact
+            verbose=False,  # keep stdout for the CLI summary line
             optimize=True,
         )
         return "dynamo"
