@@ -1,0 +1,96 @@
+"""Torch datasets of training windows, built on `models.features` (the encoding the service uses).
+
+A learner's history is cut into overlapping windows of `spec.window` items (`training_windows`);
+each item is scored (has a label) in exactly one window, so every item counts once per epoch.
+Time-based validation scores only a learner's continuation, with its prefix as context.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from models.features import (
+    INT_INPUTS,
+    MODEL_INPUTS,
+    FeatureSpec,
+    History,
+    collate,
+    encode,
+    training_windows,
+)
+from training.data import Interactions
+
+IGNORE_LABEL = -100.0
+
+
+@dataclass(frozen=True)
+class WindowRef:
+    learner: int  # index into the dataset's histories
+    start: int
+    end: int
+    score_from: int  # items [score_from, end) carry labels
+
+
+def learner_histories(inter: Interactions) -> list[History]:
+    """One `History` (question rows only) per learner, in `inter` order."""
+    return [inter.history(i) for i in range(inter.n_learners)]
+
+
+class WindowDataset(Dataset):
+    """Windows over learner histories; `score_from[i]` (default 0) hides labels of learner i's prefix."""
+
+    def __init__(
+        self,
+        histories: list[History],
+        spec: FeatureSpec,
+        vocab_parts: np.ndarray,
+        *,
+        score_from: list[int] | None = None,
+        stride: int | None = None,
+    ) -> None:
+        self.histories = histories
+        self.spec = spec
+        self.vocab_parts = vocab_parts
+        self.windows: list[WindowRef] = []
+        for i, history in enumerate(histories):
+            first_scored = 0 if score_from is None else score_from[i]
+            for start, end, loss_start in training_windows(len(history), spec.window, stride):
+                lo = max(loss_start, first_scored)
+                if lo < end:
+                    self.windows.append(WindowRef(i, start, end, lo))
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, idx: int) -> dict[str, np.ndarray]:
+        ref = self.windows[idx]
+        history = self.histories[ref.learner]
+        item = encode(history, self.spec, self.vocab_parts, start=ref.start, end=ref.end)
+        labels = history.correct[ref.start : ref.end].astype(np.float32)
+        labels[: ref.score_from - ref.start] = IGNORE_LABEL
+        item["labels"] = labels
+        return item
+
+    def n_scored(self) -> int:
+        return sum(w.end - w.score_from for w in self.windows)
+
+
+def collate_windows(items: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+    """Pad a list of encoded windows to a (B, T) batch of tensors; padded labels are IGNORE_LABEL."""
+    batch = collate(items)
+    t = batch["question"].shape[1]
+    labels = np.full((len(items), t), IGNORE_LABEL, dtype=np.float32)
+    for b, it in enumerate(items):
+        labels[b, : len(it["labels"])] = it["labels"]
+    out = {
+        name: torch.from_numpy(batch[name]).long()
+        if name in INT_INPUTS
+        else torch.from_numpy(batch[name]).float()
+        for name in MODEL_INPUTS
+    }
+    out["labels"] = torch.from_numpy(labels)
+    return out

@@ -1,0 +1,240 @@
+"""`python -m training.evaluate`: the live service's protocol, replayed offline and batched.
+
+Each learner's history comes from the history file (may be absent for a learner); then the eval
+file's rows are predicted bundle by bundle in time order, each bundle from everything strictly
+before it (its own answers are revealed only after). Every bundle becomes one
+`models.features.CandidateRequest`; requests of all learners are scored in large batches.
+ONNX artifact dirs are scored by `service.predictor.Predictor` (the exact serving code path);
+torch model dirs by the same encoding + the torch model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from models.features import (
+    UNKNOWN_QUESTION,
+    CandidateRequest,
+    FeatureSpec,
+    History,
+    QuestionVocab,
+    encode_candidate_batch,
+)
+from training.data import DataError, Interactions, load_dataset
+from training.metrics import binary_metrics, calibration_bins
+
+logger = logging.getLogger(__name__)
+
+
+class Scorer(Protocol):
+    spec: FeatureSpec
+    vocab: QuestionVocab
+
+    def score(self, requests: list[CandidateRequest]) -> list[np.ndarray]: ...
+
+
+class TorchScorer:
+    """Scores requests with a torch model dir through the shared encoding."""
+
+    def __init__(self, model_dir: Path) -> None:
+        import torch
+
+        from training.artifacts import load_model_dir
+
+        self._torch = torch
+        self.model, self.config, self.spec, self.vocab = load_model_dir(model_dir)
+        self.model.eval()
+        self._parts = self.vocab.part_of(np.arange(self.vocab.size))
+
+    def score(self, requests: list[CandidateRequest]) -> list[np.ndarray]:
+        torch = self._torch
+        batch, spans = encode_candidate_batch(requests, self.spec, self._parts)
+        tensors = {k: torch.from_numpy(v) for k, v in batch.items()}
+        with torch.no_grad():
+            logits = self.model(tensors).float().numpy()  # (B, T)
+        probs = 1.0 / (1.0 + np.exp(-logits))
+        return [probs[b, s:e] for b, (s, e) in enumerate(spans)]
+
+
+def load_scorer(model_dir: Path, threads: int = 1) -> Scorer:
+    """An ONNX artifact dir (has model.onnx) -> the service's Predictor; else a torch model dir."""
+    if (model_dir / "model.onnx").exists():
+        from service.predictor import Predictor
+
+        return Predictor.load(model_dir, providers="cpu", threads=threads)
+    return TorchScorer(model_dir)
+
+
+def _remap(history: History, source: QuestionVocab, target: QuestionVocab) -> History:
+    """Re-index questions from the data's vocabulary to the model's (unknown ids -> UNKNOWN)."""
+    if np.array_equal(source.question_ids, target.question_ids):
+        return history
+    idx = history.question
+    raw = np.where(idx >= 2, source.question_ids[np.maximum(idx - 2, 0)], -1)
+    mapped = np.where(idx >= 2, target.to_index(raw), UNKNOWN_QUESTION)
+    return History(
+        mapped,
+        history.correct,
+        history.timestamp,
+        history.bundle,
+        history.elapsed_ms,
+        history.explanation,
+    )
+
+
+def _concat(a: History, b: History) -> History:
+    offset = int(a.bundle[-1]) + 1 if len(a) else 0
+    return History(
+        question=np.concatenate([a.question, b.question]),
+        correct=np.concatenate([a.correct, b.correct]),
+        timestamp=np.concatenate([a.timestamp, b.timestamp]),
+        bundle=np.concatenate([a.bundle, b.bundle + offset]),
+        elapsed_ms=np.concatenate([a.elapsed_ms, b.elapsed_ms]),
+        explanation=np.concatenate([a.explanation, b.explanation]),
+    )
+
+
+@dataclass
+class EvalRequests:
+    requests: list[CandidateRequest]
+    labels: list[np.ndarray]
+    users: list[int]  # raw learner id of each request
+
+
+def build_requests(
+    history: Interactions | None, evaluation: Interactions, vocab: QuestionVocab
+) -> EvalRequests:
+    """One request per eval bundle: the learner's history + earlier eval bundles, then the bundle."""
+    history_index = {}
+    if history is not None:
+        history_index = {int(u): i for i, u in enumerate(history.user_ids)}
+    requests: list[CandidateRequest] = []
+    labels: list[np.ndarray] = []
+    users: list[int] = []
+    for i, user in enumerate(evaluation.user_ids):
+        future = _remap(evaluation.history(i), evaluation.vocab, vocab)
+        if len(future) == 0:
+            continue
+        past = History.empty()
+        if history is not None and int(user) in history_index:
+            past = _remap(history.history(history_index[int(user)]), history.vocab, vocab)
+        full = _concat(past, future)
+        starts = np.flatnonzero(np.concatenate([[True], np.diff(future.bundle) != 0])) + len(past)
+        ends = np.concatenate([starts[1:], [len(full)]])
+        for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+            requests.append(
+                CandidateRequest(full.slice(0, s), full.question[s:e], int(full.timestamp[s]))
+            )
+            labels.append(full.correct[s:e])
+            users.append(int(user))
+    return EvalRequests(requests, labels, users)
+
+
+def score_all(
+    scorer: Scorer, requests: list[CandidateRequest], batch_size: int = 512
+) -> np.ndarray:
+    out = []
+    for i in range(0, len(requests), batch_size):
+        out.extend(scorer.score(requests[i : i + batch_size]))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def evaluate(
+    model_dir: Path,
+    eval_file: Path,
+    questions_file: Path,
+    history_file: Path | None = None,
+    *,
+    batch_size: int = 512,
+    threads: int = 1,
+) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """Returns (metrics, labels, probabilities) in eval-bundle order."""
+    scorer = load_scorer(model_dir, threads=threads)
+    evaluation = load_dataset(eval_file, questions_file)
+    history = load_dataset(history_file, questions_file) if history_file is not None else None
+    built = build_requests(history, evaluation, scorer.vocab)
+    if not built.requests:
+        raise ValueError(f"{eval_file}: no answered questions to evaluate")
+    probs = score_all(scorer, built.requests, batch_size)
+    labels = np.concatenate(built.labels).astype(np.float64)
+    return binary_metrics(labels, probs), labels, probs
+
+
+def plot_calibration(labels: np.ndarray, probs: np.ndarray, path: Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bins = calibration_bins(labels, probs, n_bins=10)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect")
+    ax.plot([b["p_mean"] for b in bins], [b["observed"] for b in bins], "o-", label="model")
+    ax.set_xlabel("predicted P(correct)")
+    ax.set_ylabel("observed rate")
+    ax.set_title(title or "calibration")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    parser = argparse.ArgumentParser(
+        prog="python -m training.evaluate",
+        description="Replay the service protocol offline: predict each eval bundle from everything before it.",
+    )
+    parser.add_argument("--model-dir", required=True, help="torch model dir or ONNX artifact dir")
+    parser.add_argument(
+        "--history-file", default=None, help="earlier interactions (Riiid CSV / EdNet folder)"
+    )
+    parser.add_argument("--eval-file", required=True, help="interactions to predict, in time order")
+    parser.add_argument("--questions-file", required=True)
+    parser.add_argument("--plot", default=None, help="write a calibration plot (PNG) here")
+    parser.add_argument(
+        "--batch-size", type=int, default=512, help="requests (bundles) per model call"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    args = parser.parse_args(argv)
+    for flag in ("model_dir", "eval_file", "questions_file", "history_file"):
+        value = getattr(args, flag)
+        if value is not None and not Path(value).exists():
+            parser.error(f"--{flag.replace('_', '-')}: {value} does not exist")
+    if args.batch_size <= 0:
+        parser.error("--batch-size must be positive")
+    try:
+        metrics, labels, probs = evaluate(
+            Path(args.model_dir),
+            Path(args.eval_file),
+            Path(args.questions_file),
+            Path(args.history_file) if args.history_file else None,
+            batch_size=args.batch_size,
+            threads=args.threads,
+        )
+    except (DataError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.plot:
+        plot_calibration(
+            labels,
+            probs,
+            Path(args.plot),
+            title=f"{Path(args.model_dir).name}: AUC {metrics['auc']:.4f}",
+        )
+    print(json.dumps(metrics))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

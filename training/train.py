@@ -1,0 +1,467 @@
+"""`python -m training.train`: train a registry model with `transformers.Trainer`.
+
+Data: a Riiid CSV (or an EdNet-KT1 folder) + its questions table, split by learner or by time
+within learner for validation. Output dir: `config.json`, `model.safetensors`, `feature_spec.json`,
+`metrics.json`, `training_curves.png` (+ Trainer checkpoints under `checkpoints/`).
+Runs under `torchrun --nproc_per_node 2 -m training.train ...` (DDP; gloo on CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.config import ModelConfig
+from models.features import FeatureSpec, QuestionVocab
+from models.registry import MODEL_REGISTRY, build_model, count_parameters
+from training.artifacts import save_model_dir
+from training.data import DataError, Interactions, load_dataset
+from training.dataset import IGNORE_LABEL, WindowDataset, collate_windows, learner_histories
+from training.metrics import binary_metrics
+from training.splits import split_by_learner
+
+logger = logging.getLogger(__name__)
+
+# Scheduler names accepted by --lr-scheduler; "noam" is warmup + inverse square root decay
+# (Vaswani et al.), which transformers calls "inverse_sqrt".
+SCHEDULERS = {
+    "noam": "inverse_sqrt",
+    "linear": "linear",
+    "cosine": "cosine",
+    "constant": "constant",
+    "constant_with_warmup": "constant_with_warmup",
+    "inverse_sqrt": "inverse_sqrt",
+}
+
+
+class KTForTraining(nn.Module):
+    """Wraps a registry model for `transformers.Trainer`: returns {"loss", "logits"}.
+
+    The loss is the mean BCE over labelled positions (labels == IGNORE_LABEL are padding or
+    context-only items).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, labels: torch.Tensor | None = None, **inputs: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        logits = self.model(inputs)  # (B, T)
+        out = {"logits": logits}
+        if labels is not None:
+            out["loss"] = masked_bce(logits, labels)
+        return out
+
+
+def masked_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy over positions whose label is not IGNORE_LABEL."""
+    mask = labels != IGNORE_LABEL  # (B, T)
+    if not mask.any():
+        return logits.sum() * 0.0
+    return nn.functional.binary_cross_entropy_with_logits(
+        logits[mask].float(), labels[mask].float(), reduction="mean"
+    )
+
+
+def compute_metrics(eval_pred: Any) -> dict[str, float]:
+    """AUC/acc/logloss over labelled positions; Trainer pads across batches with -100."""
+    logits, labels = eval_pred.predictions, eval_pred.label_ids
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    logits = np.asarray(logits, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.float64)
+    mask = labels != IGNORE_LABEL
+    probs = 1.0 / (1.0 + np.exp(-logits[mask]))
+    metrics = binary_metrics(labels[mask], probs)
+    return {k: float(v) for k, v in metrics.items()}
+
+
+@dataclass
+class PreparedData:
+    spec: FeatureSpec
+    vocab: QuestionVocab
+    train: WindowDataset
+    valid: WindowDataset | None
+    fingerprint: str
+
+
+def data_fingerprint(path: Path) -> str:
+    st = Path(path).stat()
+    return f"{Path(path).name}:{st.st_size}:{int(st.st_mtime)}"
+
+
+def prepare_data(
+    inter: Interactions,
+    *,
+    seq_len: int,
+    validation: str,
+    valid_fraction: float,
+    seed: int,
+    fingerprint: str = "",
+) -> PreparedData:
+    """Split for validation and build the window datasets (the model sees `seq_len` items)."""
+    vocab = inter.vocab
+    spec = FeatureSpec(window=seq_len, n_questions=vocab.size, n_parts=vocab.n_parts)
+    parts_table = vocab.part_of(np.arange(vocab.size))
+    if validation == "none" or valid_fraction <= 0:
+        return PreparedData(
+            spec,
+            vocab,
+            WindowDataset(learner_histories(inter), spec, parts_table),
+            None,
+            fingerprint,
+        )
+    if validation == "learner":
+        train_inter, valid_inter = split_by_learner(inter, valid_fraction, seed)
+        train = WindowDataset(learner_histories(train_inter), spec, parts_table)
+        valid = WindowDataset(learner_histories(valid_inter), spec, parts_table)
+        return PreparedData(spec, vocab, train, valid, fingerprint)
+    if validation == "time":
+        # Train on each learner's prefix; validate on the continuation with the prefix as context.
+        histories = learner_histories(inter)
+        cuts = [_time_cut(h, valid_fraction) for h in histories]
+        prefixes = [h.slice(0, c) for h, c in zip(histories, cuts, strict=True)]
+        train = WindowDataset(prefixes, spec, parts_table)
+        valid = WindowDataset(histories, spec, parts_table, score_from=cuts)
+        return PreparedData(spec, vocab, train, valid, fingerprint)
+    raise ValueError(f"--validation must be learner, time or none, got {validation!r}")
+
+
+def _time_cut(history: Any, fraction: float) -> int:
+    """First index of the continuation: the last `fraction` of items, cut at a bundle boundary."""
+    n = len(history)
+    cut = int(math.floor(n * (1.0 - fraction)))
+    while 0 < cut < n and history.bundle[cut] == history.bundle[cut - 1]:
+        cut += 1
+    return cut
+
+
+def build_config(args: argparse.Namespace, spec: FeatureSpec) -> ModelConfig:
+    return ModelConfig(
+        name=args.model,
+        n_questions=spec.n_questions,
+        n_parts=spec.n_parts,
+        n_lag_buckets=spec.n_lag_buckets,
+        n_elapsed_buckets=spec.n_elapsed_buckets,
+        seq_len=spec.window,
+        d_model=args.d_model,
+        n_layers=args.layers,
+        n_heads=args.heads,
+        dropout=args.dropout,
+        time_encoding=args.time_encoding,
+    )
+
+
+def training_arguments(args: argparse.Namespace, output_dir: Path, has_eval: bool) -> Any:
+    from transformers import TrainingArguments
+
+    # transformers v5 reads the tensorboard directory from the environment.
+    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(output_dir / "runs"))
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # launched by torchrun
+    strategy = args.eval_strategy if has_eval else "no"
+    save_strategy = args.save_strategy
+    if args.load_best_model_at_end and has_eval:
+        save_strategy = strategy  # Trainer requires matching strategies
+    return TrainingArguments(
+        output_dir=str(output_dir / "checkpoints"),
+        num_train_epochs=args.epochs,
+        max_steps=args.max_steps if args.max_steps is not None else -1,
+        learning_rate=args.learning_rate,
+        warmup_steps=args.warmup_steps if args.warmup_steps >= 1 else float(args.warmup_steps),
+        lr_scheduler_type=SCHEDULERS[args.lr_scheduler],
+        weight_decay=args.weight_decay,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.eval_batch_size or args.batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        max_grad_norm=args.max_grad_norm,
+        eval_strategy=strategy,
+        eval_steps=args.eval_steps,
+        save_strategy=save_strategy,
+        save_steps=args.save_steps,
+        save_total_limit=args.save_total_limit,
+        load_best_model_at_end=bool(args.load_best_model_at_end and has_eval),
+        metric_for_best_model="auc" if has_eval else None,
+        greater_is_better=True,
+        logging_strategy="steps",
+        logging_steps=args.logging_steps,
+        report_to=args.report_to,
+        bf16=args.bf16,
+        seed=args.seed,
+        data_seed=args.seed,
+        use_cpu=not torch.cuda.is_available() or args.use_cpu,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        dataloader_num_workers=args.dataloader_num_workers,
+        ddp_backend="gloo" if distributed and not torch.cuda.is_available() else None,
+        ddp_find_unused_parameters=False,
+        disable_tqdm=args.no_progress,
+    )
+
+
+def plot_training_curves(log_history: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(h["step"], h["loss"]) for h in log_history if "loss" in h and "step" in h]
+    evals = [
+        (h["step"], h["eval_loss"], h.get("eval_auc")) for h in log_history if "eval_loss" in h
+    ]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    if train:
+        axes[0].plot(*zip(*train, strict=True), label="train loss")
+    if evals:
+        axes[0].plot([e[0] for e in evals], [e[1] for e in evals], "o-", label="eval loss")
+        axes[1].plot(
+            [e[0] for e in evals], [e[2] for e in evals], "o-", color="C2", label="eval AUC"
+        )
+    axes[0].set_xlabel("step")
+    axes[0].set_ylabel("BCE")
+    if train or evals:
+        axes[0].legend()
+    axes[1].set_xlabel("step")
+    axes[1].set_ylabel("AUC")
+    if evals:
+        axes[1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run_training(
+    args: argparse.Namespace, trainer_cls: Any = None, trainer_kwargs: dict | None = None
+) -> dict[str, Any]:
+    """Load data, train, and write the model dir. Returns the metrics dict (also metrics.json)."""
+    from transformers import EarlyStoppingCallback, Trainer, set_seed
+
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    set_seed(args.seed)
+    inter = load_dataset(
+        Path(args.train_file),
+        Path(args.questions_file),
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+    )
+    data = prepare_data(
+        inter,
+        seq_len=args.seq_len,
+        validation=args.validation,
+        valid_fraction=args.valid_fraction,
+        seed=args.seed,
+        fingerprint=data_fingerprint(Path(args.train_file)),
+    )
+    if len(data.train) == 0:
+        raise ValueError(f"{args.train_file}: no training windows (no answered questions)")
+    config = build_config(args, data.spec)
+    model = build_model(config)
+    n_params = count_parameters(model)
+    logger.info("model %s: %d parameters, %d train windows", config.name, n_params, len(data.train))
+
+    has_eval = data.valid is not None and len(data.valid) > 0
+    targs = training_arguments(args, output_dir, has_eval)
+    callbacks = []
+    if has_eval and args.early_stopping_patience:
+        callbacks.append(
+            EarlyStoppingCallback(early_stopping_patience=args.early_stopping_patience)
+        )
+    cls = trainer_cls or Trainer
+    trainer = cls(
+        model=KTForTraining(model),
+        args=targs,
+        train_dataset=data.train,
+        eval_dataset=data.valid if has_eval else None,
+        data_collator=collate_windows,
+        compute_metrics=compute_metrics if has_eval else None,
+        callbacks=callbacks,
+        **(trainer_kwargs or {}),
+    )
+    started = time.perf_counter()
+    train_result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    train_seconds = time.perf_counter() - started
+    metrics: dict[str, Any] = {
+        "model": config.name,
+        "params": n_params,
+        "train_windows": len(data.train),
+        "train_seconds": round(train_seconds, 2),
+        "train_sequences_per_s": round(
+            train_result.metrics.get("train_samples_per_second", 0.0), 2
+        ),
+        "train_loss": train_result.training_loss,
+        "data_fingerprint": data.fingerprint,
+        "validation": args.validation,
+    }
+    if has_eval:
+        eval_metrics = trainer.evaluate()
+        metrics.update(
+            {k.removeprefix("eval_"): v for k, v in eval_metrics.items() if k.startswith("eval_")}
+        )
+    if trainer.is_world_process_zero():
+        save_model_dir(output_dir, model, config, data.spec, data.vocab, metrics=metrics)
+        plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png")
+        logger.info("wrote %s", output_dir)
+    return metrics
+
+
+def add_training_flags(parser: argparse.ArgumentParser) -> None:
+    """The Trainer flags shared by training.train and training.distill."""
+    g = parser.add_argument_group("optimisation (transformers.TrainingArguments)")
+    g.add_argument("--epochs", type=float, default=30.0, help="number of epochs (default 30)")
+    g.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="stop after this many optimizer steps (overrides --epochs)",
+    )
+    g.add_argument("--learning-rate", type=float, default=2e-3)
+    g.add_argument(
+        "--warmup-steps",
+        type=float,
+        default=0.05,
+        help="int >= 1: steps; float < 1: ratio of total steps",
+    )
+    g.add_argument("--lr-scheduler", choices=sorted(SCHEDULERS), default="noam")
+    g.add_argument("--weight-decay", type=float, default=0.0)
+    g.add_argument("--batch-size", type=int, default=64)
+    g.add_argument("--eval-batch-size", type=int, default=None)
+    g.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    g.add_argument("--max-grad-norm", type=float, default=1.0)
+    g.add_argument("--eval-strategy", choices=["no", "steps", "epoch"], default="epoch")
+    g.add_argument("--eval-steps", type=int, default=None)
+    g.add_argument("--save-strategy", choices=["no", "steps", "epoch", "best"], default="epoch")
+    g.add_argument("--save-steps", type=int, default=500)
+    g.add_argument("--save-total-limit", type=int, default=2)
+    g.add_argument(
+        "--load-best-model-at-end",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep the checkpoint with the best validation AUC (default on)",
+    )
+    g.add_argument(
+        "--early-stopping-patience",
+        type=int,
+        default=5,
+        help="evaluations without AUC improvement before stopping (0 = off)",
+    )
+    g.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision")
+    g.add_argument("--use-cpu", action="store_true", help="train on CPU even if CUDA is available")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument(
+        "--resume-from-checkpoint",
+        default=None,
+        help="path of a checkpoint-N dir (or 'true' for the latest in the output dir)",
+    )
+    g.add_argument("--report-to", default="tensorboard", help="tensorboard (default), none, ...")
+    g.add_argument("--logging-steps", type=int, default=20)
+    g.add_argument("--dataloader-num-workers", type=int, default=0)
+    g.add_argument("--no-progress", action="store_true", help="disable progress bars")
+
+
+def add_data_flags(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("data")
+    g.add_argument(
+        "--train-file", required=True, help="Riiid train.csv, or an EdNet-KT1 folder of u*.csv"
+    )
+    g.add_argument(
+        "--questions-file", required=True, help="questions.csv (Riiid or EdNet contents/)"
+    )
+    g.add_argument(
+        "--validation",
+        choices=["learner", "time", "none"],
+        default="learner",
+        help="hold out learners, or the end of each learner's history (default learner)",
+    )
+    g.add_argument("--valid-fraction", type=float, default=0.1)
+    g.add_argument(
+        "--cache-dir",
+        default=None,
+        help="cache preprocessed data here (reused when the file is unchanged)",
+    )
+
+
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("model")
+    g.add_argument("--model", choices=sorted(MODEL_REGISTRY), default="saint_plus")
+    g.add_argument("--d-model", type=int, default=128)
+    g.add_argument("--layers", type=int, default=2)
+    g.add_argument("--heads", type=int, default=4)
+    g.add_argument("--seq-len", type=int, default=100, help="history window (interactions)")
+    g.add_argument("--dropout", type=float, default=0.1)
+    g.add_argument("--time-encoding", choices=["bucket", "continuous", "both"], default="both")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.train",
+        description="Train a knowledge-tracing model (saint, saint_plus, dkt, logistic) with transformers.Trainer.",
+    )
+    add_data_flags(parser)
+    add_model_flags(parser)
+    parser.add_argument(
+        "--output-dir",
+        required=True,
+        help="model dir to write (config.json, model.safetensors, ...)",
+    )
+    add_training_flags(parser)
+    return parser
+
+
+def validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    for name in ("train_file", "questions_file"):
+        if not Path(getattr(args, name)).exists():
+            parser.error(f"--{name.replace('_', '-')}: {getattr(args, name)} does not exist")
+    checks = [
+        (args.seq_len >= 2, "--seq-len must be >= 2"),
+        (
+            args.d_model > 0 and args.layers > 0 and args.heads > 0,
+            "--d-model, --layers and --heads must be positive",
+        ),
+        (0.0 <= args.dropout < 1.0, "--dropout must be in [0, 1)"),
+        (0.0 <= args.valid_fraction < 1.0, "--valid-fraction must be in [0, 1)"),
+        (args.batch_size > 0, "--batch-size must be positive"),
+        (args.learning_rate > 0, "--learning-rate must be positive"),
+        (args.max_steps is None or args.max_steps > 0, "--max-steps must be positive"),
+        (args.warmup_steps >= 0, "--warmup-steps must be >= 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            parser.error(message)
+    if args.resume_from_checkpoint == "true":
+        args.resume_from_checkpoint = True
+    if args.report_to == "none":
+        args.report_to = "none"
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    validate_args(parser, args)
+    try:
+        metrics = run_training(args)
+    except (DataError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(metrics, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
