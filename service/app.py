@@ -20,7 +20,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service import lifecycle
+from service import lifecycle, openapi
 from service.config import Settings, get_settings
 from service.deps import ApiError, ServiceState
 from service.metrics import Metrics
@@ -67,6 +67,11 @@ async def _api_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:
+        # FastAPI's only 400: a body it cannot decode (e.g. not UTF-8). Same class as malformed
+        # JSON, so the same answer: 422 json_invalid naming the body (found by schema fuzzing).
+        item = _error_item(["body"], "request body is not valid UTF-8 JSON", "json_invalid")
+        return JSONResponse({"detail": [item]}, status_code=422)
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
@@ -130,6 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(public)
     app.include_router(api)
+    openapi.install(app, settings)  # limits and auth as configured
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from service.config import USER_ID_PATTERN
 from service.events import MAX_ELAPSED_MS, MAX_SAFE_INT
@@ -19,14 +19,29 @@ UserId = Annotated[
         min_length=1,
         max_length=1024,
         pattern=USER_ID_PATTERN,
-        description="Learner id: letters, digits and . _ : @ - (length limit: KT_USER_ID_MAX_LENGTH).",
+        description="Learner id: letters, digits and . _ : @ -.",
         examples=["learner-42"],
     ),
 ]
-QuestionId = Annotated[int, Field(ge=0, le=MAX_SAFE_INT, description="Raw question id.")]
+
+
+def _integral_float_to_int(value: Any) -> Any:
+    """JSON Schema's `integer` includes 413.0; accept it as 413. Fractions, NaN, inf, strings and
+    booleans still fail the strict int check (found by schema fuzzing: 413.0 was rejected)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# The constraints come first: after a BeforeValidator, pydantic no longer turns them into JSON
+# Schema `minimum`/`maximum` (they leak out as unknown `ge`/`le` keys).
+_INTEGRAL = BeforeValidator(_integral_float_to_int)
+QuestionId = Annotated[int, Field(ge=0, le=MAX_SAFE_INT, description="Raw question id."), _INTEGRAL]
 TimestampMs = Annotated[
-    int, Field(ge=0, le=MAX_SAFE_INT, description="Milliseconds (client clock).")
+    int, Field(ge=0, le=MAX_SAFE_INT, description="Milliseconds (client clock)."), _INTEGRAL
 ]
+ElapsedMs = Annotated[int, Field(ge=0, le=MAX_ELAPSED_MS), _INTEGRAL]
+ContainerId = Annotated[int, Field(ge=0, le=MAX_SAFE_INT), _INTEGRAL]
 
 
 class _In(BaseModel):
@@ -39,9 +54,9 @@ class InteractionIn(_In):
     question_id: QuestionId
     timestamp: TimestampMs
     correct: bool
-    elapsed_time_ms: Annotated[int, Field(ge=0, le=MAX_ELAPSED_MS)] | None = None
+    elapsed_time_ms: ElapsedMs | None = None
     had_explanation: bool | None = None
-    container_id: Annotated[int, Field(ge=0, le=MAX_SAFE_INT)] | None = Field(
+    container_id: ContainerId | None = Field(
         None, description="Bundle key: items sharing it (and the timestamp) form one bundle."
     )
     interaction_id: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(

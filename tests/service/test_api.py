@@ -585,3 +585,50 @@ def test_cuda_requested_but_cpu_active_is_not_ready(make_client: Callable[..., T
     ready = make_client(providers="cuda").get("/readyz")
     assert ready.status_code == 503
     assert "CUDAExecutionProvider" in ready.json()["reasons"][0]
+
+
+# -- found by schema fuzzing (tests/reliability/test_fuzz_schema.py) -------------------------------
+def test_integral_json_numbers_are_integers(client: TestClient) -> None:
+    """JSON Schema's integer includes 1000.0; fractions, NaN/Infinity and strings stay 422."""
+    body = {"user_id": "f", "interactions": [ia(5.0, float(Q[0]), elapsed_time_ms=7.0)]}
+    r = client.post("/interactions", json=body)
+    assert r.status_code == 200, r.text
+    item = client.get("/users/f/history").json()["interactions"][0]
+    assert item["timestamp"] == 5 and item["question_id"] == Q[0] and item["elapsed_time_ms"] == 7
+    for bad in ("NaN", "Infinity", "-Infinity", "5.5", '"5"', "true", "1e400"):
+        raw = '{"user_id": "f", "interactions": [{"question_id": %d, "timestamp": 1, "correct": true, "elapsed_time_ms": %s}]}'
+        r = client.post(
+            "/interactions",
+            content=(raw % (Q[0], bad)).encode(),
+            headers={"content-type": "application/json"},
+        )
+        assert r.status_code == 422, (bad, r.text)
+        assert r.json()["detail"][0]["field"] == "interactions[0].elapsed_time_ms", bad
+
+
+def test_undecodable_body_is_422_not_400(client: TestClient) -> None:
+    r = client.post(
+        "/predict", content=b"\xb9i\xe6\xea", headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 422
+    assert (
+        r.json()["detail"][0]["type"] == "json_invalid" and r.json()["detail"][0]["field"] == "body"
+    )
+
+
+def test_openapi_documents_the_configured_limits_and_auth(
+    make_client: Callable[..., TestClient],
+) -> None:
+    doc = make_client(max_candidates=7, user_id_max_length=9).get("/openapi.json").json()
+    predict_schema = doc["components"]["schemas"]["PredictRequest"]["properties"]
+    assert predict_schema["questions"]["maxItems"] == 7
+    assert "KT_MAX_CANDIDATES" in predict_schema["questions"]["description"]
+    assert predict_schema["user_id"]["maxLength"] == 9
+    batch = doc["components"]["schemas"]["BatchPredictRequest"]["properties"]["requests"]
+    assert batch["maxItems"] == Settings().max_batch_learners
+    path_param = doc["paths"]["/users/{user_id}/history"]["get"]["parameters"][0]
+    assert path_param["schema"]["maxLength"] == 9
+    assert "securitySchemes" not in doc.get("components", {})  # no key: no credentials needed
+    keyed = make_client(api_key="k").get("/openapi.json").json()
+    assert "securitySchemes" in keyed["components"]
+    assert keyed["paths"]["/predict"]["post"]["security"]
