@@ -23,19 +23,20 @@ def build_store(settings: Settings) -> HistoryStore:
         )
         return MemoryHistoryStore(ttl_s=settings.history_ttl_s)
     assert settings.redis_url is not None
-    logger.info(
-        "history store: Redis%s (key prefix %r, timeout %.3fs)",
-        " Cluster" if settings.redis_cluster else "",
-        settings.key_prefix,
-        settings.redis_timeout_s,
-    )
-    return RedisHistoryStore(
+    store = RedisHistoryStore(
         settings.redis_url,
         ttl_s=settings.history_ttl_s,
         timeout_s=settings.redis_timeout_s,
         key_prefix=settings.key_prefix,
         cluster=settings.redis_cluster,
     )
+    logger.info(
+        "history store: Redis%s (key prefix %r, timeout %.3fs)",
+        " Cluster" if store.cluster else "",
+        settings.key_prefix,
+        settings.redis_timeout_s,
+    )
+    return store
 
 
 def _load(settings: Settings, model_dir: Path) -> Predictor:
