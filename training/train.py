@@ -272,7 +272,7 @@ def run_training(
     n_params = count_parameters(model)
     logger.info("model %s: %d parameters, %d train windows", config.name, n_params, len(data.train))
 
-    has_eval = data.valid is not None and len(data.valid) > 0
+    has_eval = data.valid is not None and len(data.valid) > 0 and args.eval_strategy != "no"
     targs = training_arguments(args, output_dir, has_eval)
     callbacks = []
     if has_eval and args.early_stopping_patience:

@@ -1,0 +1,262 @@
+"""DistillationTrainer (a swapped compute_loss), exact resume with projections, bad configs, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from models.registry import build_model
+from training.data import load_dataset
+from training.dataset import collate_windows
+from training.distill import DistillationModule, DistillationTrainer, check_matches
+from training.distill_losses import DistillationConfig, IntermediateMatch
+from training.simulate import simulate, write
+from training.train import build_config, prepare_data
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("sim")
+    write(simulate(40, seed=5, mean_length=40), out)
+    inter = load_dataset(out / "train.csv", out / "questions.csv")
+    prepared = prepare_data(inter, seq_len=20, validation="none", valid_fraction=0.0, seed=0)
+    prepared.sim_dir = out  # type: ignore[attr-defined]
+    return prepared
+
+
+def _args(**kw):
+    import argparse
+
+    from training.train import build_parser
+
+    parser = build_parser()
+    base = parser.parse_args(["--train-file", "x", "--questions-file", "y", "--output-dir", "z"])
+    base.report_to = "none"
+    base.no_progress = True
+    base.seq_len = 20
+    for k, v in kw.items():
+        setattr(base, k, v)
+    return argparse.Namespace(**vars(base))
+
+
+def _models(data, seed: int = 0):
+    torch.manual_seed(seed)
+    teacher = build_model(
+        build_config(_args(model="saint_plus", d_model=32, layers=2, heads=4), data.spec)
+    )
+    student = build_model(
+        build_config(_args(model="saint_plus", d_model=16, layers=1, heads=2), data.spec)
+    )
+    return teacher.eval(), student
+
+
+MATCHES = [
+    {
+        "layer_T": 2,
+        "layer_S": 1,
+        "feature": "hidden",
+        "loss": "hidden_mse",
+        "weight": 1.0,
+        "proj": ["linear", 16, 32],
+    },
+    {"layer_T": 1, "layer_S": 0, "feature": "attention", "loss": "attention_kl", "weight": 0.5},
+]
+
+
+def _trainer(
+    data,
+    out: Path,
+    max_steps: int,
+    teacher,
+    student,
+    config: DistillationConfig,
+    save_steps: int = 2,
+):
+    from training.train import training_arguments
+
+    args = _args(
+        max_steps=max_steps,
+        save_strategy="steps",
+        save_steps=save_steps,
+        validation="none",
+        learning_rate=5e-3,
+        warmup_steps=0,
+        save_total_limit=10,
+        batch_size=16,
+        dropout=0.0,
+    )
+    targs = training_arguments(args, out, has_eval=False)
+    module = DistillationModule(student, config.intermediate_matches)
+    return DistillationTrainer(
+        model=module,
+        args=targs,
+        train_dataset=data.train,
+        data_collator=collate_windows,
+        teachers=[teacher],
+        distill_config=config,
+    ), module
+
+
+def test_distillation_steps_lower_the_loss(data, tmp_path: Path) -> None:
+    teacher, student = _models(data)
+    config = DistillationConfig.from_dict({"temperature": 2.0, "intermediate_matches": MATCHES})
+    trainer, module = _trainer(data, tmp_path, 30, teacher, student, config, save_steps=1000)
+    batch = collate_windows([data.train[i] for i in range(32)])
+    module.train()
+    torch.manual_seed(0)
+    before = trainer.compute_loss(module, dict(batch)).item()
+    trainer.train()
+    module.train()
+    after = trainer.compute_loss(module, dict(batch)).item()
+    assert after < before
+    logged = [h for h in trainer.state.log_history if "loss_kd" in h]
+    assert logged and {
+        "loss_hard",
+        "loss_kd",
+        "loss_hidden_0_hidden_mse",
+        "loss_attention_1_attention_kl",
+    } <= set(logged[0])
+
+
+def test_resume_restores_projections_and_optimizer(data, tmp_path: Path) -> None:
+    config = DistillationConfig.from_dict({"intermediate_matches": MATCHES})
+    teacher, student = _models(data)
+    trainer, module = _trainer(data, tmp_path / "full", 6, teacher, student, config, save_steps=3)
+    trainer.train()
+    ckpt = tmp_path / "full" / "checkpoints" / "checkpoint-3"
+    saved = load_file(str(ckpt / "model.safetensors"))
+    assert any(k.startswith("projections.0.") for k in saved), (
+        "projection weights are in the checkpoint"
+    )
+    assert (ckpt / "optimizer.pt").exists() and (ckpt / "scheduler.pt").exists()
+
+    teacher2, student2 = _models(
+        data, seed=123
+    )  # different init: everything must come from the checkpoint
+    teacher2.load_state_dict(teacher.state_dict())
+    resumed_trainer, resumed = _trainer(
+        data, tmp_path / "resumed", 6, teacher2, student2, config, save_steps=3
+    )
+    resumed_trainer.train(resume_from_checkpoint=str(ckpt))
+    full_state, resumed_state = module.state_dict(), resumed.state_dict()
+    assert any(k.startswith("projections.") for k in full_state)
+    for key, value in full_state.items():
+        torch.testing.assert_close(resumed_state[key], value, atol=1e-6, rtol=0, msg=key)
+
+
+def test_bad_matches_are_clear_errors(data) -> None:
+    teacher, student = _models(data)
+    batch = collate_windows([data.train[i] for i in range(2)])
+    batch.pop("labels")
+    bad_layer = IntermediateMatch(
+        layer_T=9, layer_S=0, feature="hidden", loss="hidden_mse", proj=["linear", 16, 32]
+    )
+    with pytest.raises(ValueError, match="layer_T 9 out of range"):
+        check_matches([bad_layer], [teacher], student, batch)
+    no_proj = IntermediateMatch(layer_T=1, layer_S=1, feature="hidden", loss="cos")
+    with pytest.raises(ValueError, match="student dim 16 != teacher dim 32"):
+        check_matches([no_proj], [teacher], student, batch)
+    wrong_proj = IntermediateMatch(
+        layer_T=1, layer_S=1, feature="hidden", loss="cos", proj=["linear", 8, 32]
+    )
+    with pytest.raises(ValueError, match="proj dims"):
+        check_matches([wrong_proj], [teacher], student, batch)
+    with pytest.raises(ValueError, match="unknown key"):
+        DistillationConfig.from_dict(
+            {
+                "intermediate_matches": [
+                    {
+                        "layer_T": 0,
+                        "layer_S": 0,
+                        "feature": "hidden",
+                        "loss": "cos",
+                        "projection": 1,
+                    }
+                ]
+            }
+        )
+
+
+@pytest.mark.slow
+def test_distill_cli_end_to_end(data, tmp_path: Path) -> None:
+    sim = data.sim_dir
+    dconf = tmp_path / "distill.json"
+    dconf.write_text(json.dumps({"temperature": 2.0, "kd_loss_type": "bce"}))
+    out = tmp_path / "out"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training.distill",
+            "--train-file",
+            str(sim / "train.csv"),
+            "--questions-file",
+            str(sim / "questions.csv"),
+            "--output-dir",
+            str(out),
+            "--teacher-preset",
+            "tiny",
+            "--student",
+            "tiny",
+            "--distill-config",
+            str(dconf),
+            "--max-steps",
+            "4",
+            "--seq-len",
+            "20",
+            "--report-to",
+            "none",
+            "--no-progress",
+            "--eval-strategy",
+            "no",
+            "--no-load-best-model-at-end",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    for name in ("teacher", "student", "scratch_student"):
+        assert {"auc", "params", "latency_ms"} <= set(report[name]), name
+    for path in (
+        "teacher/config.json",
+        "student/model.safetensors",
+        "scratch_student/config.json",
+        "artifact/model.onnx",
+        "artifact/manifest.json",
+        "report.md",
+        "report.png",
+    ):
+        assert (out / path).exists(), path
+
+
+def test_distill_cli_bad_input(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training.distill",
+            "--output-dir",
+            str(tmp_path / "o"),
+            "--train-file",
+            str(tmp_path / "nope.csv"),
+            "--questions-file",
+            str(tmp_path / "nope.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert run.returncode == 2
+    assert "nope.csv does not exist" in run.stderr.strip().splitlines()[-1]

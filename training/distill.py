@@ -1,0 +1,592 @@
+"""`python -m training.distill`: distil a large SAINT+ teacher into a small student (TextBrewer-style).
+
+Distillation is a `transformers.Trainer` subclass that swaps `compute_loss` (no second loop). The
+trained module is `DistillationModule` = student + the learned projections of the intermediate
+matches, so Trainer checkpoints hold both and resume restores projections and optimizer exactly.
+The teacher(s) are not submodules: they are moved to the device and put in eval mode by hand.
+
+Output dir: teacher/ (unless --teacher), student/, scratch_student/ (unless --no-baseline),
+artifact/ (the exported serving artifact of the student), onnx/<name>/ (exports used for latency),
+report.json, report.md, report.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import Trainer
+
+from models.config import ModelConfig
+from models.registry import build_model, count_parameters
+from training.artifacts import load_model_dir, save_model_dir
+from training.data import DataError, load_dataset
+from training.dataset import IGNORE_LABEL, WindowDataset, collate_windows
+from training.distill_losses import (
+    INTERMEDIATE_LOSS_FUNCTIONS,
+    DistillationConfig,
+    IntermediateMatch,
+    binary_kd_loss,
+    temperature_at,
+    weight_at,
+)
+from training.metrics import binary_metrics
+from training.train import (
+    add_data_flags,
+    add_training_flags,
+    compute_metrics,
+    data_fingerprint,
+    masked_bce,
+    plot_training_curves,
+    prepare_data,
+    training_arguments,
+)
+
+logger = logging.getLogger(__name__)
+
+# Model sizes by name: (d_model, n_layers, n_heads).
+PRESETS: dict[str, tuple[int, int, int]] = {
+    "tiny": (32, 1, 2),
+    "small": (64, 1, 4),
+    "base": (128, 2, 4),
+    "large": (256, 3, 8),
+}
+
+
+class DistillationModule(nn.Module):
+    """Student + learned projections (student dim -> teacher dim), trained together."""
+
+    def __init__(self, student: nn.Module, matches: list[IntermediateMatch]) -> None:
+        super().__init__()
+        self.student = student
+        self.projections = nn.ModuleDict(
+            {
+                str(i): nn.Linear(m.proj[1], m.proj[2])
+                for i, m in enumerate(matches)
+                if m.proj is not None
+            }
+        )
+
+    def forward(
+        self,
+        labels: torch.Tensor | None = None,
+        return_features: bool = False,
+        **inputs: torch.Tensor,
+    ) -> Any:
+        # One forward (DDP-safe): the student's logits, hidden states and attention maps.
+        out = self.student(
+            inputs, output_hidden_states=return_features, output_attentions=return_features
+        )
+        logits = out["logits"] if return_features else out
+        result: dict[str, Any] = {"logits": logits}
+        if labels is not None:
+            result["loss"] = masked_bce(logits, labels)
+        if return_features:
+            hidden = list(out["hidden_states"])
+            result["hidden_states"] = hidden
+            result["attentions"] = list(out["attentions"])
+            result["projected"] = {int(k): proj for k, proj in self.projections.items()}
+        return result
+
+
+def check_matches(
+    matches: list[IntermediateMatch], teachers: list[nn.Module], student: nn.Module, batch: dict
+) -> None:
+    """Validate layer indices and dims against real forward passes; clear ValueError if wrong."""
+    with torch.no_grad():
+        s_out = student(batch, output_hidden_states=True, output_attentions=True)
+        t_outs = [t(batch, output_hidden_states=True, output_attentions=True) for t in teachers]
+    for i, m in enumerate(matches):
+        if not 0 <= m.teacher < len(teachers):
+            raise ValueError(
+                f"intermediate_matches[{i}]: teacher {m.teacher} out of range (have {len(teachers)})"
+            )
+        key = "hidden_states" if m.feature == "hidden" else "attentions"
+        s_feats, t_feats = s_out[key], t_outs[m.teacher][key]
+        if not -len(t_feats) <= m.layer_T < len(t_feats):
+            raise ValueError(
+                f"intermediate_matches[{i}]: layer_T {m.layer_T} out of range (teacher has {len(t_feats)} layers)"
+            )
+        if not -len(s_feats) <= m.layer_S < len(s_feats):
+            raise ValueError(
+                f"intermediate_matches[{i}]: layer_S {m.layer_S} out of range (student has {len(s_feats)} layers)"
+            )
+        if m.feature == "hidden":
+            d_s, d_t = s_feats[m.layer_S].shape[-1], t_feats[m.layer_T].shape[-1]
+            if m.proj is None and d_s != d_t:
+                raise ValueError(
+                    f'intermediate_matches[{i}]: student dim {d_s} != teacher dim {d_t}; add "proj": ["linear", {d_s}, {d_t}]'
+                )
+            if m.proj is not None and (m.proj[1], m.proj[2]) != (d_s, d_t):
+                raise ValueError(
+                    f"intermediate_matches[{i}]: proj dims {m.proj[1:]} do not match student {d_s} -> teacher {d_t}"
+                )
+
+
+class DistillationTrainer(Trainer):
+    """`Trainer` whose loss is hard-label BCE + soft KD (+ intermediate matches), each logged."""
+
+    def __init__(
+        self,
+        *args: Any,
+        teachers: list[nn.Module],
+        distill_config: DistillationConfig,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.distill_config = distill_config
+        self.teachers = [t.to(self.args.device).eval() for t in teachers]
+        for t in self.teachers:
+            t.requires_grad_(False)
+        self._components: dict[str, list[float]] = defaultdict(list)
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, torch.Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        if (
+            not model.training
+        ):  # evaluation: plain BCE of the student, comparable with training.train
+            out = model(**inputs)
+            return (out["loss"], out) if return_outputs else out["loss"]
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        cfg = self.distill_config
+        step, total = self.state.global_step, max(self.state.max_steps, 1)
+        out = model(return_features=bool(cfg.intermediate_matches), **inputs)
+        logits_S = out["logits"]  # (B, T)
+        with torch.no_grad():
+            t_outs = [
+                t(
+                    inputs,
+                    output_hidden_states=bool(cfg.intermediate_matches),
+                    output_attentions=bool(cfg.intermediate_matches),
+                )
+                for t in self.teachers
+            ]
+        t_logits = [o["logits"] if cfg.intermediate_matches else o for o in t_outs]
+        valid = labels != IGNORE_LABEL  # (B, T) positions with a label
+        real = inputs["question"] != 0  # (B, T) non-padding positions
+
+        components: dict[str, torch.Tensor] = {}
+        hard_w = weight_at(cfg.hard_label_weight, cfg.hard_label_weight_scheduler, step, total)
+        kd_w = weight_at(cfg.kd_loss_weight, cfg.kd_loss_weight_scheduler, step, total)
+        loss = logits_S.sum() * 0.0
+        if hard_w > 0:
+            components["hard"] = masked_bce(logits_S, labels)
+            loss = loss + hard_w * components["hard"]
+        if kd_w > 0:
+            # Soft targets on every real position (context items too: the teacher labels them all).
+            z_S = logits_S[real]
+            z_T = torch.stack([z[real] for z in t_logits]).float()
+            if cfg.kd_loss_type == "mse" or len(t_logits) == 1:
+                z_T_mean = z_T.mean(0)
+            else:  # average the teachers' soft targets, expressed back as a logit at tau
+                tau0 = cfg.temperature
+                p = torch.sigmoid(z_T / tau0).mean(0).clamp(1e-6, 1 - 1e-6)
+                z_T_mean = torch.log(p / (1 - p)) * tau0
+            tau = temperature_at(cfg, step, total, z_S, z_T_mean)
+            components["kd"] = binary_kd_loss(z_S, z_T_mean, tau, cfg.kd_loss_type)
+            components["temperature"] = tau.detach().float().mean()
+            loss = loss + kd_w * components["kd"]
+        for i, m in enumerate(cfg.intermediate_matches):
+            key = "hidden_states" if m.feature == "hidden" else "attentions"
+            f_S = out[key][m.layer_S]
+            f_T = t_outs[m.teacher][key][m.layer_T]
+            if m.proj is not None:
+                f_S = out["projected"][i](f_S)
+            value = INTERMEDIATE_LOSS_FUNCTIONS[m.loss](f_S, f_T, real)
+            components[f"{m.feature}_{i}_{m.loss}"] = value
+            loss = loss + m.weight * value
+        for name, value in components.items():
+            self._components[name].append(float(value.detach()))
+        del valid
+        return (loss, out) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        # Each loss component, averaged since the last log (tensorboard + progress bar).
+        if "loss" in logs and self._components:
+            for name, values in self._components.items():
+                logs[f"loss_{name}"] = round(float(np.mean(values)), 5)
+            self._components.clear()
+        super().log(logs, *args, **kwargs)
+
+
+# ---- evaluation helpers for the report ---------------------------------------------------------
+
+
+def predict_dataset(
+    model: nn.Module, dataset: WindowDataset, batch_size: int = 256
+) -> dict[str, float]:
+    """AUC / acc / logloss of a torch model on the labelled positions of a window dataset."""
+    model.eval()
+    probs, labels = [], []
+    with torch.no_grad():
+        for i in range(0, len(dataset), batch_size):
+            batch = collate_windows(
+                [dataset[j] for j in range(i, min(i + batch_size, len(dataset)))]
+            )
+            y = batch.pop("labels")
+            logits = model(batch)
+            mask = y != IGNORE_LABEL
+            probs.append(torch.sigmoid(logits[mask]).numpy())
+            labels.append(y[mask].numpy())
+    return binary_metrics(np.concatenate(labels), np.concatenate(probs))
+
+
+def artifact_latency_ms(artifact_dir: Path, runs: int = 200) -> float:
+    """Median ORT latency (ms): batch 1, a full window (T = 100 by default), 1 thread."""
+    from models.features import load_spec
+    from training.export import latency_batch, ort_latency_ms
+
+    spec, vocab = load_spec(artifact_dir / "feature_spec.json")
+    batch = latency_batch(spec, vocab, batch_size=1, length=spec.window)
+    return ort_latency_ms(artifact_dir / "model.onnx", batch, threads=1, runs=runs, warmup=20)
+
+
+# ---- CLI ---------------------------------------------------------------------------------------
+
+
+def _size_args(
+    base: argparse.Namespace, preset_or_file: str, model_name: str
+) -> argparse.Namespace:
+    args = copy.copy(base)
+    if preset_or_file in PRESETS:
+        args.d_model, args.layers, args.heads = PRESETS[preset_or_file]
+        args.model = model_name
+    else:
+        path = Path(preset_or_file)
+        if not path.exists():
+            raise ValueError(
+                f"--student: {preset_or_file!r} is neither a preset ({', '.join(PRESETS)}) nor a file"
+            )
+        cfg = ModelConfig.from_json(path)
+        args.model, args.d_model, args.layers, args.heads = (
+            cfg.name,
+            cfg.d_model,
+            cfg.n_layers,
+            cfg.n_heads,
+        )
+        args.dropout = cfg.dropout
+    return args
+
+
+def _train_teacher(args: argparse.Namespace, out: Path) -> Path:
+    from training.train import run_training
+
+    targs = copy.copy(args)
+    targs.model = args.teacher_model
+    targs.d_model, targs.layers, targs.heads = PRESETS[args.teacher_preset]
+    targs.output_dir = str(out / "teacher")
+    targs.resume_from_checkpoint = None
+    targs.time_encoding = "both"
+    logger.info(
+        "training the teacher (%s, preset %s) into %s",
+        targs.model,
+        args.teacher_preset,
+        targs.output_dir,
+    )
+    run_training(targs)
+    return out / "teacher"
+
+
+def _build_distill_config(args: argparse.Namespace) -> DistillationConfig:
+    if args.distill_config:
+        cfg = DistillationConfig.from_json(Path(args.distill_config))
+    else:
+        cfg = DistillationConfig()
+    overrides = {
+        "temperature": args.temperature,
+        "kd_loss_type": args.kd_loss_type,
+        "kd_loss_weight": args.kd_loss_weight,
+        "hard_label_weight": args.hard_label_weight,
+        "temperature_scheduler": args.temperature_scheduler,
+    }
+    data = cfg.to_dict()
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return DistillationConfig.from_dict(data)
+
+
+def train_student(
+    args: argparse.Namespace,
+    student_args: argparse.Namespace,
+    data: Any,
+    teachers: list[nn.Module],
+    distill_config: DistillationConfig | None,
+    output_dir: Path,
+) -> tuple[nn.Module, ModelConfig, float]:
+    """Train a student with distillation (or from scratch when distill_config is None)."""
+    from training.train import build_config
+
+    config = build_config(student_args, data.spec)
+    torch.manual_seed(args.seed)
+    student = build_model(config)
+    matches = distill_config.intermediate_matches if distill_config else []
+    module = DistillationModule(student, matches)
+    if distill_config is not None and matches:
+        sample = collate_windows([data.train[i] for i in range(min(4, len(data.train)))])
+        sample.pop("labels")
+        check_matches(matches, teachers, student, sample)
+    has_eval = data.valid is not None and len(data.valid) > 0 and args.eval_strategy != "no"
+    targs = training_arguments(args, output_dir, has_eval)
+    common = {
+        "model": module,
+        "args": targs,
+        "train_dataset": data.train,
+        "eval_dataset": data.valid if has_eval else None,
+        "data_collator": collate_windows,
+        "compute_metrics": compute_metrics if has_eval else None,
+    }
+    trainer: Trainer
+    if distill_config is not None:
+        trainer = DistillationTrainer(teachers=teachers, distill_config=distill_config, **common)
+    else:
+        trainer = Trainer(**common)
+    started = time.perf_counter()
+    resume = args.resume_from_checkpoint if distill_config is not None else None
+    trainer.train(resume_from_checkpoint=resume)
+    seconds = time.perf_counter() - started
+    output_dir.mkdir(parents=True, exist_ok=True)
+    plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png")
+    return module.student, config, seconds
+
+
+def run_distillation(args: argparse.Namespace) -> dict[str, Any]:
+    from training.export import export_artifact
+
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    teacher_dir = Path(args.teacher) if args.teacher else _train_teacher(args, out)
+    teacher, teacher_cfg, spec, vocab = load_model_dir(teacher_dir)
+    extra = [load_model_dir(Path(p))[0] for p in (args.extra_teacher or [])]
+    inter = load_dataset(
+        Path(args.train_file),
+        Path(args.questions_file),
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+    )
+    data = prepare_data(
+        inter,
+        seq_len=spec.window,
+        validation=args.validation,
+        valid_fraction=args.valid_fraction,
+        seed=args.seed,
+        fingerprint=data_fingerprint(Path(args.train_file)),
+    )
+    if data.spec.n_questions != spec.n_questions:
+        raise ValueError(
+            f"the teacher's vocabulary ({spec.n_questions}) does not match {args.questions_file} ({data.spec.n_questions})"
+        )
+    distill_config = _build_distill_config(args)
+    student_args = _size_args(args, args.student, teacher_cfg.name)
+    (out / "distill_config.json").write_text(json.dumps(distill_config.to_dict(), indent=2))
+
+    results: dict[str, Any] = {}
+    student, s_cfg, s_seconds = train_student(
+        args, student_args, data, [teacher, *extra], distill_config, out / "student_run"
+    )
+    trained: dict[str, tuple[nn.Module, ModelConfig, float | None]] = {
+        "teacher": (teacher, teacher_cfg, None),
+        "student": (student, s_cfg, s_seconds),
+    }
+    if not args.no_baseline:
+        scratch, sc_cfg, sc_seconds = train_student(
+            args, student_args, data, [], None, out / "scratch_run"
+        )
+        trained["scratch_student"] = (scratch, sc_cfg, sc_seconds)
+
+    eval_set = data.valid if data.valid is not None and len(data.valid) else data.train
+    # The student's export is the serving artifact; the others are exported only to time them.
+    export_dirs = {
+        "teacher": out / "onnx" / "teacher",
+        "student": out / "artifact",
+        "scratch_student": out / "onnx" / "scratch_student",
+    }
+    for name, (model, cfg, seconds) in trained.items():
+        metrics = predict_dataset(model, eval_set)
+        model_dir = teacher_dir if name == "teacher" else out / name
+        if name != "teacher":
+            save_model_dir(
+                model_dir,
+                model,
+                cfg,
+                data.spec,
+                data.vocab,
+                metrics={**metrics, "model": name, "data_fingerprint": data.fingerprint},
+            )
+        export_artifact(model_dir, export_dirs[name], int8=args.int8 and name == "student")
+        results[name] = {
+            "auc": metrics["auc"],
+            "logloss": metrics["logloss"],
+            "acc": metrics["acc"],
+            "params": count_parameters(model, trainable_only=False),
+            "onnx_bytes": (export_dirs[name] / "model.onnx").stat().st_size,
+            "latency_ms": artifact_latency_ms(export_dirs[name]),
+            "train_seconds": seconds,
+        }
+        logger.info("%s: %s", name, results[name])
+    report = {
+        **results,
+        "distill_config": distill_config.to_dict(),
+        "eval_n": int(eval_set.n_scored()),
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    write_report_md(report, out)
+    return report
+
+
+def write_report_md(report: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in ("teacher", "scratch_student", "student") if n in report]
+    lines = [
+        "| model | AUC | log loss | params | ONNX bytes | ORT latency ms (B=1, T=100, 1 thread, median) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n in names:
+        r = report[n]
+        lines.append(
+            f"| {n} | {r['auc']:.4f} | {r['logloss']:.4f} | {r['params']:,} | {r['onnx_bytes']:,} | {r['latency_ms']:.3f} |"
+        )
+    if "teacher" in report and "student" in report:
+        t, s = report["teacher"], report["student"]
+        lines.append("")
+        lines.append(
+            f"Student AUC - teacher AUC: {s['auc'] - t['auc']:+.4f}; latency ratio teacher/student: {t['latency_ms'] / s['latency_ms']:.1f}x"
+        )
+    if "scratch_student" in report:
+        lines.append(
+            f"Distilled - scratch student AUC: {report['student']['auc'] - report['scratch_student']['auc']:+.4f}"
+        )
+    (out / "report.md").write_text("# Distillation report\n\n" + "\n".join(lines) + "\n")
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    axes[0].bar(names, [report[n]["auc"] for n in names], color=["C0", "C1", "C2"][: len(names)])
+    axes[0].set_ylim(
+        min(report[n]["auc"] for n in names) - 0.02, max(report[n]["auc"] for n in names) + 0.01
+    )
+    axes[0].set_ylabel("AUC")
+    axes[1].bar(
+        names, [report[n]["latency_ms"] for n in names], color=["C0", "C1", "C2"][: len(names)]
+    )
+    axes[1].set_ylabel("ORT latency ms")
+    fig.tight_layout()
+    fig.savefig(out / "report.png", dpi=100)
+    plt.close(fig)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.distill",
+        description="Distil a SAINT+ teacher into a small student; export the student as the serving artifact.",
+    )
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="simulator data + small budget: teacher -> student -> artifact in a few minutes",
+    )
+    parser.add_argument(
+        "--teacher", default=None, help="trained teacher model dir (else one is trained first)"
+    )
+    parser.add_argument(
+        "--extra-teacher",
+        action="append",
+        default=None,
+        help="more teacher dirs (soft targets averaged)",
+    )
+    parser.add_argument("--teacher-model", default="saint_plus")
+    parser.add_argument("--teacher-preset", choices=sorted(PRESETS), default="large")
+    parser.add_argument(
+        "--student",
+        default="tiny",
+        help=f"preset ({', '.join(PRESETS)}) or a ModelConfig JSON file",
+    )
+    parser.add_argument(
+        "--distill-config", default=None, help="DistillationConfig JSON (TextBrewer-style)"
+    )
+    parser.add_argument("--temperature", type=float, default=None)
+    parser.add_argument(
+        "--temperature-scheduler", choices=["constant", "linear", "flsw", "cwsm"], default=None
+    )
+    parser.add_argument("--kd-loss-type", choices=["bce", "kl", "mse"], default=None)
+    parser.add_argument("--kd-loss-weight", type=float, default=None)
+    parser.add_argument("--hard-label-weight", type=float, default=None)
+    parser.add_argument("--no-baseline", action="store_true", help="skip the scratch student")
+    parser.add_argument(
+        "--int8", action="store_true", help="also write a dynamic-INT8 model in the artifact"
+    )
+    add_data_flags(parser)
+    for action in parser._actions:  # --demo makes the data flags optional
+        if action.dest in ("train_file", "questions_file"):
+            action.required = False
+    parser.add_argument("--seq-len", type=int, default=100)
+    parser.add_argument("--dropout", type=float, default=0.1)
+    parser.add_argument("--time-encoding", choices=["bucket", "continuous", "both"], default="both")
+    add_training_flags(parser)
+    return parser
+
+
+def apply_demo(args: argparse.Namespace) -> None:
+    """Simulator data and a budget that fits a few minutes on 2 CPU cores (no scratch baseline)."""
+    from training.simulate import simulate, write
+
+    data_dir = Path(args.output_dir) / "data"
+    if not (data_dir / "train.csv").exists():
+        logger.info("demo: simulating 500 learners into %s", data_dir)
+        write(simulate(500, seed=args.seed), data_dir)
+    args.train_file = str(data_dir / "train.csv")
+    args.questions_file = str(data_dir / "questions.csv")
+    args.teacher_preset = "base"
+    args.epochs = 5.0
+    args.batch_size = 64
+    args.learning_rate = 2e-3
+    args.early_stopping_patience = 0
+    args.report_to = "none"
+    args.save_total_limit = 1
+    args.no_baseline = True
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.model = args.teacher_model
+    args.d_model, args.layers, args.heads = PRESETS[args.teacher_preset]
+    try:
+        if args.demo:
+            apply_demo(args)
+        if not args.train_file or not args.questions_file:
+            parser.error("--train-file and --questions-file are required (or use --demo)")
+        for flag in ("train_file", "questions_file", "teacher", "distill_config"):
+            value = getattr(args, flag)
+            if value is not None and not Path(value).exists():
+                parser.error(f"--{flag.replace('_', '-')}: {value} does not exist")
+        report = run_distillation(args)
+    except (DataError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        json.dumps({k: report[k] for k in ("teacher", "student", "scratch_student") if k in report})
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
