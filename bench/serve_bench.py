@@ -1,14 +1,15 @@
 """Serving benchmark: open-loop load against a running `python -m service` (Redis-backed).
 
     python -m bench.serve_bench [--artifact DIR] [--rates 50,100,200,300,400] [--duration 10]
-                                [--redis-url redis://127.0.0.1:6379/0] [--no-docs]
+                                [--redis-url URL | --redis-port 7231] [--workers 1] [--no-docs]
 
 What it does, all on loopback:
 1. Picks the model: `--artifact`, else the distilled demo student at artifacts/demo/artifact, else
    it exports an *untrained* saint_plus with the demo student's size (preset "tiny": d_model 32,
    1 layer, 2 heads, window 100, 1000 questions) — latency does not depend on the weights.
-2. Starts `python -m service` as a subprocess (KT_ORT_THREADS=1, one worker, Redis under a fresh
-   key prefix that is deleted at the end) and records a 100-event history for each of 500 learners.
+2. Starts a private `redis-server` (port 7231, AOF everysec like docker-compose.yml; or uses
+   `--redis-url`) and `python -m service` as a subprocess (KT_ORT_THREADS=1, one worker, a fresh
+   key prefix deleted at the end), then records a 100-event history for each of 500 learners.
 3. Model-only latency: `Predictor.score` in this process, batch 1, the same 100-event history,
    1 and 100 candidates (the service is idle meanwhile).
 4. Open-loop load: for each offered rate, requests are *scheduled* at fixed times t0 + i/rate and
@@ -32,6 +33,7 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -39,7 +41,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,7 +108,39 @@ def synthetic_history(rng: np.random.Generator, question_ids: np.ndarray, n: int
     return items
 
 
-# -- service subprocess ---------------------------------------------------------------------------
+# -- Redis and service subprocesses ---------------------------------------------------------------
+@contextmanager
+def own_redis(port: int) -> Iterator[str]:
+    """A private redis-server (AOF everysec, like docker-compose.yml) in a temp dir: clean stats."""
+    import redis
+
+    with tempfile.TemporaryDirectory(prefix="serve-bench-redis-") as tmp:
+        args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", tmp]
+        args += ["--save", "", "--appendonly", "yes", "--appendfsync", "everysec"]
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"redis://127.0.0.1:{port}/0"
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    if redis.Redis.from_url(url, socket_timeout=0.5).ping():
+                        break
+                except redis.RedisError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"redis-server on port {port} did not start") from None
+                    time.sleep(0.1)
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def redis_version() -> str:
+    out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
+    match = [w for w in out.split() if w.startswith("v=")]
+    return match[0][2:] if match else "?"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -418,13 +452,13 @@ def render(r: dict[str, Any]) -> str:
     lines = [
         "## Serving (open loop)",
         "",
-        f"Reproduce: `{COMMAND}` (a running Redis; writes this section and `docs/serve_bench.png`).",
+        f"Reproduce: `{COMMAND}` (writes this section and `docs/serve_bench.png`).",
         f"Machine: {r['machine']}; 1-min load average before/after the run {r['load_before']} / "
         f"{r['load_after']} (other jobs share these cores). The load generator, Redis and the "
         "service all run on the same 2 cores, over loopback.",
         f"Model: {r['model']}.",
-        f"Service: `python -m service`, {r['workers']} uvicorn worker (uvloop + httptools), "
-        "`KT_ORT_THREADS=1`, Redis-backed. Request: `POST /predict`, one learner with a 100-event "
+        f"Service: `python -m service`, {r['workers']} uvicorn worker(s) (uvloop + httptools), "
+        f"`KT_ORT_THREADS=1`, histories on {r['redis']}. Request: `POST /predict`, one learner with a 100-event "
         f"history (one `GET` of {HISTORY} packed events), 1 candidate at a new moment; "
         f"{N_USERS} learners round-robin.",
         "Load: open loop — request i is scheduled at t0 + i/rate and sent then, whatever the "
@@ -486,6 +520,17 @@ def render(r: dict[str, Any]) -> str:
         "active learners at the cap, before Redis' own overhead (replication buffers, "
         "fragmentation, AOF rewrite).",
     ]
+    ops = r.get("redis_ops_us") or {}
+    if ops:
+        lines.append(
+            "Redis CPU per call (`INFO commandstats` of the benchmark's Redis): read (`GET` of a "
+            f"100-event history) {ops.get('get', float('nan')):.1f} µs; append (the dedupe/"
+            f"sort/cap Lua script, `EVALSHA`) of 100 events into an empty history "
+            f"{ops.get('evalsha', float('nan')):.1f} µs, of 1 event onto a 100-event history "
+            f"{ops.get('append_1', float('nan')):.1f} µs — a single Redis core sustains roughly "
+            f"{1e6 / ops.get('append_1', float('nan')):,.0f} such appends/s or "
+            f"{1e6 / ops.get('get', float('nan')):,.0f} history reads/s."
+        )
     if r.get("notes"):
         lines += ["", *r["notes"]]
     return "\n".join(lines)
@@ -549,7 +594,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "duration_s": args.duration,
         "low_rate": args.low_rate,
     }
-    client = redis.Redis.from_url(args.redis_url)
+    stack = ExitStack()
+    if args.redis_url:
+        redis_url, redis_desc = args.redis_url, f"the Redis at `{args.redis_url}`"
+    elif shutil.which("redis-server"):
+        redis_url = stack.enter_context(own_redis(args.redis_port))
+        redis_desc = (
+            f"a private `redis-server` {redis_version()} (AOF `appendfsync everysec`, as in "
+            "docker-compose.yml) started by the benchmark"
+        )
+    else:
+        redis_url, redis_desc = "redis://127.0.0.1:6379/0", "the Redis at 127.0.0.1:6379"
+    result["redis"] = redis_desc
+    client = redis.Redis.from_url(redis_url)
     try:
         # model-only first, while nothing else of ours runs
         result["model_only"] = {
@@ -557,7 +614,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for k in (1, 100)
         }
         print("model-only:", json.dumps(result["model_only"]))
-        with running_service(artifact, args.redis_url, prefix, port, args.workers) as proc:
+        with running_service(artifact, redis_url, prefix, port, args.workers) as proc:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
                 for uid, items in zip(users, histories, strict=True):
                     r = http.post("/interactions", json={"user_id": uid, "interactions": items})
@@ -603,6 +660,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 cand[k] = res.row()
                 print(f"{k} candidates:", json.dumps(cand[k]))
             result["candidates"] = cand
+            stats = client.info("commandstats")
+            result["redis_ops_us"] = {
+                op: float(stats[f"cmdstat_{op}"]["usec_per_call"])
+                for op in ("get", "evalsha")
+                if f"cmdstat_{op}" in stats
+            }
+            # steady state: one new answer appended to a full history (the /interactions path)
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+                for i, (uid, items) in enumerate(zip(users, histories, strict=True)):
+                    new = dict(items[-1], timestamp=moment + i, container_id=10_000)
+                    http.post(
+                        "/interactions", json={"user_id": uid, "interactions": [new]}
+                    ).raise_for_status()
+            after = client.info("commandstats").get("cmdstat_evalsha")
+            before = stats.get("cmdstat_evalsha")
+            if after and before and after["calls"] > before["calls"]:
+                result["redis_ops_us"]["append_1"] = (after["usec"] - before["usec"]) / (
+                    after["calls"] - before["calls"]
+                )
             floor = load_step(port, proc.pid, [http_get("/healthz")], args.low_rate, args.duration)
             result["floor"] = floor.row()
             print("GET /healthz:", json.dumps(result["floor"]))
@@ -611,6 +687,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if keys:
             client.delete(*keys)
         client.close()
+        stack.close()
         tmp.cleanup()
     result["load_before"], result["load_after"] = load_before, _load_avg()
     return result
@@ -619,7 +696,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.split("\n\n")[0])
     parser.add_argument("--artifact", default=None, help="serving artifact dir (default: demo)")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument(
+        "--redis-url",
+        default=None,
+        help="use this Redis (default: start a private redis-server on --redis-port)",
+    )
+    parser.add_argument("--redis-port", type=int, default=7231, help="port of the private Redis")
     parser.add_argument(
         "--rates", default="50,100,200,300,400", help="offered rates, req/s (comma-separated)"
     )
