@@ -88,7 +88,10 @@ async def require_api_key(
     if expected is None:
         return
     given = credentials.credentials if credentials is not None else ""
-    if not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
+    # Header values arrive decoded as latin-1: encoding back gives the raw bytes the client sent,
+    # compared with the key's UTF-8 bytes (so a non-ASCII key sent as UTF-8 matches).
+    raw = given.encode("latin-1", errors="replace")
+    if not hmac.compare_digest(raw, expected.get_secret_value().encode()):
         raise ApiError(
             401,
             "missing or invalid credentials",
