@@ -260,6 +260,10 @@ class LoadResult:
         }
 
 
+class ConnectionLimitError(ConnectionError):
+    """All `max_connections` are busy: the request counts as an error (open loop never waits)."""
+
+
 class OpenLoop:
     """Fixed-schedule HTTP/1.1 load over a pool of keep-alive connections (grows when all are busy)."""
 
@@ -267,8 +271,9 @@ class OpenLoop:
         self.port = port
         self.timeout_s = timeout_s
         self.max_connections = max_connections
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
         self.opened = 0
+        self.idle_s = 3.0  # below uvicorn's 5 s keep-alive timeout
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
@@ -280,20 +285,25 @@ class OpenLoop:
 
     async def warm(self, n: int) -> None:
         while len(self.idle) < n:
-            self.idle.append(await self._connect())
+            self.idle.append((*await self._connect(), time.monotonic()))
 
     async def close(self) -> None:
-        for _, writer in self.idle:
+        for _, writer, _ in self.idle:
             writer.close()
         self.idle.clear()
 
     async def _one(self, payload: bytes) -> int:
+        now = time.monotonic()
+        while self.idle and now - self.idle[-1][2] > self.idle_s:  # the server may have closed it
+            self.idle.pop()[1].close()
+            self.opened -= 1
+        fresh = not self.idle
         if self.idle:
-            reader, writer = self.idle.pop()
+            reader, writer, _ = self.idle.pop()
         elif self.opened < self.max_connections:
             reader, writer = await self._connect()
         else:
-            raise ConnectionError("connection limit")
+            raise ConnectionLimitError(f"{self.max_connections} connections busy")
         try:
             writer.write(payload)
             head = await reader.readuntil(b"\r\n\r\n")
@@ -305,11 +315,17 @@ class OpenLoop:
                     break
             if length:
                 await reader.readexactly(length)
+        except asyncio.IncompleteReadError as exc:
+            writer.close()
+            self.opened -= 1
+            if not fresh and not exc.partial:  # a reused keep-alive connection closed under us:
+                return await self._one(payload)  # retry once on a new one, as HTTP clients do
+            raise
         except BaseException:
             writer.close()
             self.opened -= 1
             raise
-        self.idle.append((reader, writer))
+        self.idle.append((reader, writer, time.monotonic()))
         return status
 
     async def run(self, payloads: list[bytes], rate: float, count: int) -> LoadResult:
@@ -446,6 +462,7 @@ def render(r: dict[str, Any]) -> str:
     m1, m100 = r["model_only"]["1"], r["model_only"]["100"]
     e1, e100 = r["candidates"]["1"], r["candidates"]["100"]
     overhead = e1["p50_ms"] - m1["p50_ms"]
+    overhead_hi = at_target["p50_ms"] - m1["p50_ms"] if at_target else float("nan")
     ratio = e100["p50_ms"] / e1["p50_ms"]
     mem = r["redis_memory"]
     fl = r["floor"]
@@ -498,19 +515,23 @@ def render(r: dict[str, Any]) -> str:
         "|---|---|---|",
     ]
     if at_target:
+        reps = r.get("target_repeats") or [at_target["p99_ms"]]
+        met = sum(p <= TARGET_P99_MS for p in reps)
         lines.append(
             f"| p99 ≤ {TARGET_P99_MS:g} ms at {TARGET_RATE} req/s (history 100, 1 candidate) "
-            f"| {at_target['p99_ms']} ms ({at_target['errors']} errors) "
-            f"| {_yes(at_target['p99_ms'] <= TARGET_P99_MS and at_target['errors'] == 0)} |"
+            f"| {at_target['p99_ms']} ms in the sweep ({at_target['errors']} errors); "
+            f"{len(reps)} runs: {', '.join(f'{p:g}' for p in reps)} ms "
+            f"| {_yes(met == len(reps) and at_target['errors'] == 0)} ({met}/{len(reps)} runs) |"
         )
     lines += [
-        f"| e2e p50 − model-only p50 ≤ {TARGET_OVERHEAD_MS} ms | {e1['p50_ms']} − {m1['p50_ms']} "
-        f"= {overhead:.2f} ms | {_yes(overhead <= TARGET_OVERHEAD_MS)} |",
+        f"| e2e p50 − model-only p50 ≤ {TARGET_OVERHEAD_MS} ms | at {r['low_rate']:g} req/s: "
+        f"{e1['p50_ms']} − {m1['p50_ms']} = {overhead:.2f} ms; at {TARGET_RATE} req/s: "
+        f"{overhead_hi:.2f} ms | {_yes(overhead <= TARGET_OVERHEAD_MS)} |",
         f"| 100 candidates ≤ {TARGET_CAND_RATIO:g}× the latency of 1 (e2e p50) | {ratio:.2f}× "
         f"(model-only {m100['p50_ms'] / m1['p50_ms']:.2f}×) | {_yes(ratio <= TARGET_CAND_RATIO)} |",
         "",
-        f"Capacity: the service process used {cpu:.3f} ms of CPU per request (median over the "
-        f"rates), i.e. ≈ {1000 / cpu:.0f} req/s per fully used core for this request shape "
+        f"Capacity: the service process used {cpu:.3f} ms of CPU per request at {TARGET_RATE} "
+        "req/s (more per request at low rates, where every request wakes idle threads), i.e. ≈ {1000 / cpu:.0f} req/s per fully used core for this request shape "
         "(HTTP + validation + Redis GET + encode + ORT + JSON); the generator cost is reported "
         "separately above and is not included.",
         f"Redis: one learner with a full {HISTORY}-event history is one string key of "
@@ -651,8 +672,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 print("load:", json.dumps(rows[-1]))
                 time.sleep(1.0)
             result["load"] = rows
-            result["server_cpu_ms_per_req"] = float(
-                np.median([x["server_cpu_ms_per_req"] for x in rows])
+            # the target rate again: on a shared machine one run is one sample of the neighbours' load
+            repeats = [x["p99_ms"] for x in rows if x["rate"] == TARGET_RATE]
+            for _ in range(max(args.target_repeats - len(repeats), 0) if repeats else 0):
+                time.sleep(1.0)
+                again = load_step(port, proc.pid, one, TARGET_RATE, args.duration).row()
+                print("load (repeat):", json.dumps(again))
+                repeats.append(again["p99_ms"])
+            result["target_repeats"] = repeats
+            # marginal cost under load (at low rates idle wake-ups inflate the per-request CPU)
+            result["server_cpu_ms_per_req"] = next(
+                (x["server_cpu_ms_per_req"] for x in rows if x["rate"] == TARGET_RATE),
+                float(np.median([x["server_cpu_ms_per_req"] for x in rows])),
             )
             cand = {}
             for k, p in (("1", one), ("100", payloads(100))):
@@ -709,6 +740,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--low-rate", type=float, default=50.0, help="rate of the 1-vs-100 test")
     parser.add_argument("--workers", type=int, default=1, help="KT_WORKERS of the service")
     parser.add_argument("--model-iters", type=int, default=2000)
+    parser.add_argument(
+        "--target-repeats", type=int, default=3, help=f"runs at {TARGET_RATE} req/s (incl. sweep)"
+    )
     parser.add_argument("--note", action="append", default=[], help="extra line for the docs")
     parser.add_argument("--no-docs", action="store_true", help="print only")
     args = parser.parse_args(argv)
