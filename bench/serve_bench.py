@@ -110,7 +110,7 @@ def synthetic_history(rng: np.random.Generator, question_ids: np.ndarray, n: int
 
 # -- Redis and service subprocesses ---------------------------------------------------------------
 @contextmanager
-def own_redis(port: int) -> Iterator[str]:
+def own_redis(port: int) -> Iterator[tuple[str, int]]:
     """A private redis-server (AOF everysec, like docker-compose.yml) in a temp dir: clean stats."""
     import redis
 
@@ -129,7 +129,7 @@ def own_redis(port: int) -> Iterator[str]:
                     if proc.poll() is not None or time.monotonic() > deadline:
                         raise RuntimeError(f"redis-server on port {port} did not start") from None
                     time.sleep(0.1)
-            yield url
+            yield url, proc.pid
         finally:
             proc.terminate()
             proc.wait(timeout=10)
@@ -214,6 +214,13 @@ def cpu_seconds(pid: int) -> float:
     return total / CLK_TCK
 
 
+def machine_busy_s() -> float:
+    """CPU-seconds the whole machine has been busy (all cores; /proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / CLK_TCK
+
+
 # -- open-loop load generator ---------------------------------------------------------------------
 def http_post(path: str, body: dict[str, Any]) -> bytes:
     data = json.dumps(body, separators=(",", ":")).encode()
@@ -239,6 +246,7 @@ class LoadResult:
     server_cpu_s: float
     client_cpu_s: float
     send_lag_ms: np.ndarray  # actual send - scheduled send (generator lateness; < 0: early)
+    other_cores: float = float("nan")  # CPU used by everything else on the machine (cores)
 
     def row(self) -> dict[str, Any]:
         lat = self.latency_ms
@@ -257,6 +265,7 @@ class LoadResult:
             "server_cpu_ms_per_req": round(1000 * self.server_cpu_s / max(self.ok, 1), 3),
             "client_cpu_ms_per_req": round(1000 * self.client_cpu_s / max(self.sent, 1), 3),
             "send_lag_p99_ms": round(float(np.percentile(self.send_lag_ms, 99)), 2),
+            "other_cores": round(self.other_cores, 2),
         }
 
 
@@ -370,7 +379,12 @@ class OpenLoop:
 
 
 def load_step(
-    port: int, server_pid: int, payloads: list[bytes], rate: float, duration_s: float
+    port: int,
+    server_pid: int,
+    payloads: list[bytes],
+    rate: float,
+    duration_s: float,
+    redis_pid: int | None = None,
 ) -> LoadResult:
     import uvloop
 
@@ -383,10 +397,15 @@ def load_step(
         finally:
             await gen.close()
 
+    redis0 = cpu_seconds(redis_pid) if redis_pid else 0.0
+    busy0, wall0 = machine_busy_s(), time.monotonic()
     cpu0, client0 = cpu_seconds(server_pid), time.process_time()
     result = uvloop.run(main())
     result.server_cpu_s = cpu_seconds(server_pid) - cpu0
     result.client_cpu_s = time.process_time() - client0
+    ours = result.server_cpu_s + result.client_cpu_s
+    ours += cpu_seconds(redis_pid) - redis0 if redis_pid else 0.0
+    result.other_cores = (machine_busy_s() - busy0 - ours) / (time.monotonic() - wall0)
     return result
 
 
@@ -481,18 +500,21 @@ def render(r: dict[str, Any]) -> str:
         "Load: open loop — request i is scheduled at t0 + i/rate and sent then, whatever the "
         "earlier ones are doing (extra keep-alive connections are opened when all are busy); "
         "latency is measured from the *scheduled* time, so generator lateness and queueing count. "
-        f"{r['duration_s']:g} s per rate, 2 s timeout (= error).",
+        f'{r["duration_s"]:g} s per rate, 2 s timeout (= error). "Other jobs\' CPU" = the '
+        "machine's busy CPU during the step (/proc/stat) minus the service, the generator and "
+        f"the benchmark's Redis: the neighbours' share of the {os.cpu_count()} cores.",
         "",
         "| offered req/s | sent | ok | errors | achieved req/s | p50 ms | p95 ms | p99 ms | max ms "
-        "| server CPU ms/req | generator CPU ms/req | generator send lag p99 ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| server CPU ms/req | generator CPU ms/req | generator send lag p99 ms "
+        "| other jobs' CPU (cores) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for x in rows:
         err = str(x["errors"]) + (f" {x['error_kinds']}" if x["errors"] else "")
         lines.append(
             f"| {x['rate']:g} | {x['sent']} | {x['ok']} | {err} | {x['achieved_rps']} | "
             f"{x['p50_ms']} | {x['p95_ms']} | {x['p99_ms']} | {x['max_ms']} | "
-            f"{x['server_cpu_ms_per_req']} | {x['client_cpu_ms_per_req']} | {x['send_lag_p99_ms']} |"
+            f"{x['server_cpu_ms_per_req']} | {x['client_cpu_ms_per_req']} | {x['send_lag_p99_ms']} | {x['other_cores']} |"
         )
     cpu = r["server_cpu_ms_per_req"]
     lines += [
@@ -531,7 +553,8 @@ def render(r: dict[str, Any]) -> str:
         f"(model-only {m100['p50_ms'] / m1['p50_ms']:.2f}×) | {_yes(ratio <= TARGET_CAND_RATIO)} |",
         "",
         f"Capacity: the service process used {cpu:.3f} ms of CPU per request at {TARGET_RATE} "
-        "req/s (more per request at low rates, where every request wakes idle threads), i.e. ≈ {1000 / cpu:.0f} req/s per fully used core for this request shape "
+        "req/s (more per request at low rates, where every request wakes idle threads), "
+        f"i.e. ≈ {1000 / cpu:.0f} req/s per fully used core for this request shape "
         "(HTTP + validation + Redis GET + encode + ORT + JSON); the generator cost is reported "
         "separately above and is not included.",
         f"Redis: one learner with a full {HISTORY}-event history is one string key of "
@@ -616,10 +639,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "low_rate": args.low_rate,
     }
     stack = ExitStack()
+    redis_pid: int | None = None
     if args.redis_url:
         redis_url, redis_desc = args.redis_url, f"the Redis at `{args.redis_url}`"
     elif shutil.which("redis-server"):
-        redis_url = stack.enter_context(own_redis(args.redis_port))
+        redis_url, redis_pid = stack.enter_context(own_redis(args.redis_port))
         redis_desc = (
             f"a private `redis-server` {redis_version()} (AOF `appendfsync everysec`, as in "
             "docker-compose.yml) started by the benchmark"
@@ -664,10 +688,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 return [http_post("/predict", {"user_id": u, "questions": cands}) for u in users]
 
             one = payloads(1)
-            load_step(port, proc.pid, one, 100, 2.0)  # warm-up (not reported)
+            load_step(port, proc.pid, one, 100, 2.0, redis_pid)  # warm-up (not reported)
             rows = []
             for rate in args.rates:
-                res = load_step(port, proc.pid, one, rate, args.duration)
+                res = load_step(port, proc.pid, one, rate, args.duration, redis_pid)
                 rows.append(res.row())
                 print("load:", json.dumps(rows[-1]))
                 time.sleep(1.0)
@@ -676,7 +700,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             repeats = [x["p99_ms"] for x in rows if x["rate"] == TARGET_RATE]
             for _ in range(max(args.target_repeats - len(repeats), 0) if repeats else 0):
                 time.sleep(1.0)
-                again = load_step(port, proc.pid, one, TARGET_RATE, args.duration).row()
+                again = load_step(port, proc.pid, one, TARGET_RATE, args.duration, redis_pid).row()
                 print("load (repeat):", json.dumps(again))
                 repeats.append(again["p99_ms"])
             result["target_repeats"] = repeats
@@ -687,7 +711,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             cand = {}
             for k, p in (("1", one), ("100", payloads(100))):
-                res = load_step(port, proc.pid, p, args.low_rate, args.duration)
+                res = load_step(port, proc.pid, p, args.low_rate, args.duration, redis_pid)
                 cand[k] = res.row()
                 print(f"{k} candidates:", json.dumps(cand[k]))
             result["candidates"] = cand
@@ -710,7 +734,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 result["redis_ops_us"]["append_1"] = (after["usec"] - before["usec"]) / (
                     after["calls"] - before["calls"]
                 )
-            floor = load_step(port, proc.pid, [http_get("/healthz")], args.low_rate, args.duration)
+            floor = load_step(
+                port, proc.pid, [http_get("/healthz")], args.low_rate, args.duration, redis_pid
+            )
             result["floor"] = floor.row()
             print("GET /healthz:", json.dumps(result["floor"]))
     finally:
