@@ -117,6 +117,7 @@ class Stats:
     """Per-operation outcomes of the open-loop run."""
 
     latencies: dict[str, list[float]] = field(default_factory=lambda: {"ingest": [], "predict": []})
+    timeline: list[tuple[float, float]] = field(default_factory=list)  # (scheduled t, latency)
     errors: dict[str, int] = field(default_factory=dict)
     sent: int = 0
     shed: int = 0
@@ -205,6 +206,7 @@ async def open_loop(
         try:
             r = await client.post(path, json=body)
             done = time.perf_counter()
+            stats.timeline.append((at, done - at))
             if r.status_code == 200:
                 stats.latencies[kind].append(done - at)
             else:
@@ -304,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         rport = spare_redis_port()
         redis_proc = subprocess.Popen(
             ["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--dir", str(work),
-             "--save", "", "--appendonly", "yes", "--appendfsync", "everysec"],
+             "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
+             "--latency-monitor-threshold", "50"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         r = redis.Redis(port=rport)
@@ -355,6 +358,15 @@ def main(argv: list[str] | None = None) -> int:
         last = rss[-1][1]
         growth = (last - base) / base
         mem_end = int(r.info("memory")["used_memory"])
+        delayed_fsync = int(r.info("persistence").get("aof_delayed_fsync", 0))
+        redis_events = [(str(e[0]), int(e[3])) for e in r.execute_command("LATENCY", "LATEST")]
+        # 5-s windows by scheduled time: where do the tails come from?
+        t_first = stats.timeline[0][0] if stats.timeline else 0.0
+        windows: dict[int, list[float]] = {}
+        for at, lat in stats.timeline:
+            windows.setdefault(int((at - t_first) // 5), []).append(lat)
+        window_p99 = sorted(((pct(v, 99), 5 * k) for k, v in windows.items()), reverse=True)
+        calm = sum(1 for p, _ in window_p99 if p <= 50.0)
         errors = sum(stats.errors.values())
         all_lat = stats.latencies["ingest"] + stats.latencies["predict"]
         cpu_ms = 1000 * ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)) / max(stats.sent, 1)
@@ -406,6 +418,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{last / 2**20:.1f} MiB at the end (**{100 * growth:+.2f}%**; min {min(rss_mib):.1f}, "
             f"max {max(rss_mib):.1f} MiB over {len(rss)} samples). Goal ≤ {100 * RSS_GOAL:.0f}%: {verdict}.",
             f"- Service CPU: {cpu_ms:.2f} ms per request (user + system over the run).",
+            f"- Tail by 5-s window: {calm} of {len(window_p99)} windows have p99 ≤ 50 ms; the worst: "
+            + ", ".join(f"t={t}s p99 {p:,.0f} ms" for p, t in window_p99[:3])
+            + f". Redis: aof_delayed_fsync {delayed_fsync}, latency events (max ms) "
+            + (", ".join(f"{n} {m}" for n, m in redis_events) or "none")
+            + f"; host load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.",
             f"- Redis bytes per learner at the cap ({cap} events x 40 B = {cap * 40:,} B of payload): "
             f"{(mem_after - mem_before) / args.learners:,.0f} B (INFO used_memory growth over the "
             f"prefill / learners); MEMORY USAGE {np.mean(usage):,.0f} B per key (mean of "
