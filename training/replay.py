@@ -19,6 +19,12 @@ collide with real learners, and are erased at the end unless `--keep`.
         --questions-file Q [--concurrency 8] [--api-key K]
 
 The last line printed is one JSON object: auc, acc, logloss, n, p50_ms, p99_ms (+ a few counts).
+
+On the same artifact and files the predictions equal `training.evaluate`'s (tested to 1e-5 each).
+Two places where they can differ slightly on real data: the service orders the items of one
+bundle by question id (the loader keeps file order), which matters only when the model window cuts
+through a bundle; and question ids unknown to the model are rejected by the service (422) unless it
+runs with KT_UNKNOWN_QUESTIONS=map, while `training.evaluate` always maps them.
 """
 
 from __future__ import annotations
