@@ -637,7 +637,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     predictor = Predictor.load(artifact, threads=1)
     cfg = predictor.config
     params = predictor.manifest.get("params")
-    trained = "untrained (latency only)" if artifact.is_relative_to(Path(tmp.name)) else "trained"
+    trained = (
+        "untrained, the size of the distilled demo student (`training.distill` preset `tiny`), "
+        "exported because no demo artifact was there — latency does not depend on the weights"
+        if artifact.is_relative_to(Path(tmp.name))
+        else "trained"
+    )
     model = (
         f"{cfg.get('name')} d_model {cfg.get('d_model')}, {cfg.get('n_layers')} layer(s), "
         f"{cfg.get('n_heads')} heads, window {predictor.spec.window}, {predictor.vocab.size} "
