@@ -43,7 +43,7 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY models ./models
 COPY service ./service
 # onnxruntime-gpu only (never together with onnxruntime): the `gpu` extra.
-RUN pip install ".[gpu]"
+RUN pip install -c constraints.txt ".[gpu]"
 USER kt
 ENV KT_HOST=0.0.0.0 KT_PORT=8000 KT_MODEL_DIR=/models/artifact KT_ORT_THREADS=1 KT_PROVIDERS=cuda
 EXPOSE 8000

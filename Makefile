@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 DEMO_DIR ?= artifacts/demo
 EXTRAS ?= serve,train,dev
 
-.PHONY: setup test lint format serve demo-model bench lock clean
+.PHONY: setup test lint format serve demo-model demo bench lock clean
 
 setup: $(VENV)/.installed
 
@@ -37,9 +37,27 @@ demo-model: setup
 serve: demo-model
 	KT_MODEL_DIR=$${KT_MODEL_DIR:-$(DEMO_DIR)/artifact} $(PY) -m service
 
+# Long: quality trains 4 models on 2 datasets; soak runs 5 minutes. Each writes its docs/benchmarks.md section.
 bench: setup
 	$(PY) -m bench.loader_bench
 	$(PY) -m bench.quality
+	$(PY) -m bench.distill_bench --dataset sim --teacher bench/out/quality/sim/saint_plus
+	$(PY) -m bench.serve_bench
+	$(PY) -m bench.soak
+
+DEMO_URL ?= http://127.0.0.1:8000
+DEMO_LEARNERS ?= 100
+# Replays fresh simulator traffic through the running service (`make serve` in another shell) and
+# prints the online AUC. Seed 0 + default bank = the demo model's question bank (distill --demo, --seed 0).
+demo: setup
+	@if [ ! -f $(DEMO_DIR)/replay/split/eval.csv ]; then \
+	  $(PY) -m training.simulate --learners $(DEMO_LEARNERS) --seed 0 --out $(DEMO_DIR)/replay/sim > /dev/null && \
+	  $(PY) -m training.split_csv --train-file $(DEMO_DIR)/replay/sim/train.csv --eval-fraction 0.2 --out $(DEMO_DIR)/replay/split > /dev/null; fi
+	$(PY) -m training.replay --url $(DEMO_URL) \
+	  --history-file $(DEMO_DIR)/replay/split/history.csv \
+	  --eval-file $(DEMO_DIR)/replay/split/eval.csv \
+	  --questions-file $(DEMO_DIR)/replay/sim/questions.csv \
+	  $(if $(KT_API_KEY),--api-key $(KT_API_KEY),)
 
 lock: setup
 	$(PY) -m pip freeze --exclude-editable | sed 's/+cpu//' > constraints.txt
