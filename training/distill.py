@@ -568,6 +568,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.model = args.teacher_model
+    if args.learning_rate is None:
+        args.learning_rate = 1e-3
     args.d_model, args.layers, args.heads = PRESETS[args.teacher_preset]
     try:
         if args.demo:

@@ -46,6 +46,10 @@ SCHEDULERS = {
 }
 
 
+# The logistic model has ~1 parameter per question and converges slowly at transformer rates.
+DEFAULT_LEARNING_RATES = {"logistic": 1e-2}
+
+
 class KTForTraining(nn.Module):
     """Wraps a registry model for `transformers.Trainer`: returns {"loss", "logits"}.
 
@@ -327,7 +331,12 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="stop after this many optimizer steps (overrides --epochs)",
     )
-    g.add_argument("--learning-rate", type=float, default=2e-3)
+    g.add_argument(
+        "--learning-rate",
+        type=float,
+        default=None,
+        help="peak learning rate (default: 1e-2 for logistic, 1e-3 for the others)",
+    )
     g.add_argument(
         "--warmup-steps",
         type=float,
@@ -335,7 +344,12 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
         help="int >= 1: steps; float < 1: ratio of total steps",
     )
     g.add_argument("--lr-scheduler", choices=sorted(SCHEDULERS), default="noam")
-    g.add_argument("--weight-decay", type=float, default=0.0)
+    g.add_argument(
+        "--weight-decay",
+        type=float,
+        default=0.1,
+        help="AdamW weight decay (not on biases/LayerNorm); also shrinks rare questions' embeddings",
+    )
     g.add_argument("--batch-size", type=int, default=64)
     g.add_argument("--eval-batch-size", type=int, default=None)
     g.add_argument("--gradient-accumulation-steps", type=int, default=1)
@@ -400,7 +414,7 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--layers", type=int, default=2)
     g.add_argument("--heads", type=int, default=4)
     g.add_argument("--seq-len", type=int, default=100, help="history window (interactions)")
-    g.add_argument("--dropout", type=float, default=0.1)
+    g.add_argument("--dropout", type=float, default=0.3)
     g.add_argument("--time-encoding", choices=["bucket", "continuous", "both"], default="both")
 
 
@@ -433,13 +447,15 @@ def validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         (0.0 <= args.dropout < 1.0, "--dropout must be in [0, 1)"),
         (0.0 <= args.valid_fraction < 1.0, "--valid-fraction must be in [0, 1)"),
         (args.batch_size > 0, "--batch-size must be positive"),
-        (args.learning_rate > 0, "--learning-rate must be positive"),
+        (args.learning_rate is None or args.learning_rate > 0, "--learning-rate must be positive"),
         (args.max_steps is None or args.max_steps > 0, "--max-steps must be positive"),
         (args.warmup_steps >= 0, "--warmup-steps must be >= 0"),
     ]
     for ok, message in checks:
         if not ok:
             parser.error(message)
+    if args.learning_rate is None:
+        args.learning_rate = DEFAULT_LEARNING_RATES.get(args.model, 1e-3)
     if args.resume_from_checkpoint == "true":
         args.resume_from_checkpoint = True
     if args.report_to == "none":
