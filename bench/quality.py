@@ -128,6 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", default="sim,riiid")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--learners", type=int, default=2000)
+    parser.add_argument(
+        "--sim-epochs",
+        type=float,
+        default=6.0,
+        help="epochs on the simulator (400k rows; the Riiid sample uses the defaults)",
+    )
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "quality"))
     parser.add_argument(
         "--no-docs", action="store_true", help="print only; do not touch docs/benchmarks.md"
@@ -138,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     sections: list[str] = [
         "Per-learner time split (first 80% of each learner's rows -> training + history, last 20% -> "
         "eval, predicted bundle by bundle with `training.evaluate`). Default `training.train` "
-        f"hyperparameters{(' plus ' + ' '.join(extra)) if extra else ''}. Reproduce: "
+        f"hyperparameters{(' plus ' + ' '.join(extra)) if extra else ''} (simulator: --epochs {args.sim_epochs:g}). Reproduce: "
         f"`python -m bench.quality --datasets {args.datasets}{(' ' + ' '.join(extra)) if extra else ''}`.",
         "",
     ]
@@ -155,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         oracle = oracle_auc(split, truth) if truth is not None else None
         rows = []
         for name in args.models.split(","):
-            row = train_and_evaluate(name, split, questions, out / dataset, extra)
+            flags = [*extra, "--epochs", str(args.sim_epochs)] if dataset == "sim" else extra
+            row = train_and_evaluate(name, split, questions, out / dataset, flags)
             print(
                 json.dumps(
                     {"dataset": dataset, **{k: v for k, v in row.items() if not k.startswith("_")}}

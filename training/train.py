@@ -462,6 +462,14 @@ def validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         args.report_to = "none"
 
 
+def _shutdown_distributed() -> None:
+    """Under torchrun: wait for rank 0 to finish writing, then tear the process group down
+    (a rank that exits while gloo threads still run aborts with 'terminate called')."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -474,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        _shutdown_distributed()
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(metrics, default=float))
     return 0
