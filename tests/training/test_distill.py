@@ -260,3 +260,23 @@ def test_distill_cli_bad_input(tmp_path: Path) -> None:
     )
     assert run.returncode == 2
     assert "nope.csv does not exist" in run.stderr.strip().splitlines()[-1]
+
+
+def test_int8_is_served_only_when_it_passes_the_gate(data, tmp_path: Path) -> None:
+    from training.artifacts import save_model_dir
+    from training.distill import decide_int8
+    from training.export import export_artifact, read_manifest
+
+    _, student = _models(data)
+    config = build_config(_args(model="saint_plus", d_model=16, layers=1, heads=2), data.spec)
+    save_model_dir(tmp_path / "m", student.eval(), config, data.spec, data.vocab)
+    art = export_artifact(tmp_path / "m", tmp_path / "a", int8=True)
+    assert (art / "model.int8.onnx").exists()
+    info = decide_int8(art, data.train, max_auc_loss=0.002)
+    manifest = read_manifest(art)
+    assert manifest["int8"]["kept"] == info["kept"]
+    assert {"fp32_auc", "int8_auc", "auc_loss", "speedup"} <= set(info)
+    assert not (art / "model.int8.onnx").exists()  # either promoted to model.onnx or removed
+    assert (art / "model.fp32.onnx").exists() == info["kept"]
+    expected = info["auc_loss"] <= 0.002 and info["speedup"] > 1.0
+    assert info["kept"] == expected
