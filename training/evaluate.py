@@ -35,8 +35,11 @@ logger = logging.getLogger(__name__)
 
 
 class Scorer(Protocol):
-    spec: FeatureSpec
-    vocab: QuestionVocab
+    @property
+    def spec(self) -> FeatureSpec: ...
+
+    @property
+    def vocab(self) -> QuestionVocab: ...
 
     def score(self, requests: list[CandidateRequest]) -> list[np.ndarray]: ...
 

@@ -278,7 +278,7 @@ def run_training(
 
     has_eval = data.valid is not None and len(data.valid) > 0 and args.eval_strategy != "no"
     targs = training_arguments(args, output_dir, has_eval)
-    callbacks = []
+    callbacks: list[Any] = []
     if has_eval and args.early_stopping_patience:
         callbacks.append(
             EarlyStoppingCallback(early_stopping_patience=args.early_stopping_patience)
