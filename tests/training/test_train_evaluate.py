@@ -283,3 +283,20 @@ def test_evaluate_predicts_each_bundle_from_strictly_earlier_rows(
                 base[offset : offset + k], flipped[offset : offset + k], atol=1e-6
             )
         offset += k
+
+
+def test_compute_metrics_ignores_padding_and_context_labels() -> None:
+    from types import SimpleNamespace
+
+    from training.metrics import roc_auc
+    from training.train import compute_metrics
+
+    logits = np.array([[2.0, -1.0, 5.0, -100.0], [0.5, -3.0, -100.0, -100.0]])
+    labels = np.array([[1.0, 0.0, -100.0, -100.0], [1.0, 0.0, -100.0, -100.0]])
+    metrics = compute_metrics(SimpleNamespace(predictions=logits, label_ids=labels))
+    assert metrics["n"] == 4  # padded / context-only positions are not scored
+    expected = roc_auc(np.array([1, 0, 1, 0]), np.array([2.0, -1.0, 0.5, -3.0]))
+    assert metrics["auc"] == pytest.approx(expected) == pytest.approx(1.0)
+    # a padded logit that would ruin the AUC if it were counted:
+    labels[0, 2] = 0.0
+    assert compute_metrics(SimpleNamespace(predictions=logits, label_ids=labels))["auc"] < 1.0
