@@ -581,7 +581,7 @@ def render(r: dict[str, Any]) -> str:
     lines += [
         "",
         "Reading the numbers:",
-        f"- *Neighbours.* Other jobs used {min(others, default=0):.1f}–{max(others, default=0):.1f} "
+        f"- *Neighbours.* Other jobs used {max(min(others, default=0), 0):.1f}–{max(max(others, default=0), 0):.1f} "
         f"of the {os.cpu_count()} cores during the steps (last column), and the service "
         f"(≈ {cpu * TARGET_RATE / 1000:.2f} core at {TARGET_RATE} req/s), the generator and Redis "
         "had what was left. The tail at the target rate then follows the neighbours' bursts"
@@ -590,11 +590,11 @@ def render(r: dict[str, Any]) -> str:
         f"- *Overhead above the model* ({overhead:.1f} ms at {r['low_rate']:g} req/s, "
         f"{overhead_hi:.1f} ms at {TARGET_RATE}): the HTTP floor (`GET /healthz`, same generator) "
         f"is {fl['p50_ms']} ms; the rest is body validation, the Redis `GET` round trip, the "
-        "hand-off to the inference thread and back, and two more thread hops per request: "
-        "`service.deps.get_state` and `current_predictor` are plain `def` dependencies, which "
-        "FastAPI runs in its threadpool (an A/B on this machine, making them `async def`: p50 "
-        "−0.6 ms, CPU −0.3 ms per request). At low rates every hop wakes a sleeping thread, "
-        "which is why the CPU per request is higher at 50 req/s than at 300.",
+        "hand-off to the inference thread and back (the dependencies `get_state` and "
+        "`current_predictor` are `async def`, so they add no threadpool hop; as plain `def` they "
+        "cost p50 +0.6 ms and +0.3 ms CPU per request in an A/B here). At low rates the "
+        "inference thread sleeps between requests and must be woken, which is why the CPU per "
+        "request is higher at 50 req/s than at 300.",
         "- *100 candidates* are one ORT run over 100 history + 100 candidate positions instead of "
         "100 + 1, so the model time roughly doubles; end to end that stays well under 3×.",
     ]
