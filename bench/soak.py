@@ -47,34 +47,14 @@ import numpy as np
 import psutil
 import redis
 
+from bench.serve_bench import build_untrained_artifact
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- soak:start -->", "<!-- soak:end -->"
 logger = logging.getLogger("bench.soak")
 RSS_GOAL = 0.05
 MAX_IN_FLIGHT = 512  # bound on concurrent requests; beyond it a send counts as an error (shed)
-
-
-def build_untrained_artifact(out: Path, window: int = 100, n_questions: int = 1000) -> Path:
-    """Export an untrained saint_plus of the demo student's size."""
-    import torch
-
-    from models.config import config_for_spec
-    from models.features import FeatureSpec, QuestionVocab
-    from models.registry import build_model
-    from training.artifacts import save_model_dir
-    from training.export import export_artifact
-
-    torch.manual_seed(0)
-    ids = np.arange(n_questions)
-    vocab = QuestionVocab.build(ids, 1 + ids % 7)
-    spec = FeatureSpec(window=window, n_questions=vocab.size, n_parts=vocab.n_parts)
-    config = config_for_spec(
-        "saint_plus", spec, vocab, d_model=32, n_layers=1, n_heads=2, dropout=0.0
-    )
-    model = build_model(config).eval()
-    model_dir = save_model_dir(out / "model", model, config, spec, vocab, metrics={})
-    return Path(export_artifact(model_dir, out / "artifact"))
 
 
 def _free(port: int) -> bool:
