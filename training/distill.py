@@ -30,7 +30,7 @@ from transformers import Trainer
 from models.config import ModelConfig
 from models.registry import build_model, count_parameters
 from training.artifacts import load_model_dir, save_model_dir
-from training.data import DataError, load_dataset
+from training.data import DataError
 from training.dataset import IGNORE_LABEL, WindowDataset, collate_windows
 from training.distill_losses import (
     INTERMEDIATE_LOSS_FUNCTIONS,
@@ -45,10 +45,9 @@ from training.train import (
     add_data_flags,
     add_training_flags,
     compute_metrics,
-    data_fingerprint,
+    load_and_prepare,
     masked_bce,
     plot_training_curves,
-    prepare_data,
     training_arguments,
 )
 
@@ -437,19 +436,7 @@ def run_distillation(args: argparse.Namespace) -> dict[str, Any]:
     teacher_dir = Path(args.teacher) if args.teacher else _train_teacher(args, out)
     teacher, teacher_cfg, spec, vocab = load_model_dir(teacher_dir)
     extra = [load_model_dir(Path(p))[0] for p in (args.extra_teacher or [])]
-    inter = load_dataset(
-        Path(args.train_file),
-        Path(args.questions_file),
-        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
-    )
-    data = prepare_data(
-        inter,
-        seq_len=spec.window,
-        validation=args.validation,
-        valid_fraction=args.valid_fraction,
-        seed=args.seed,
-        fingerprint=data_fingerprint(Path(args.train_file)),
-    )
+    data = load_and_prepare(args, seq_len=spec.window)
     if data.spec.n_questions != spec.n_questions:
         raise ValueError(
             f"the teacher's vocabulary ({spec.n_questions}) does not match {args.questions_file} ({data.spec.n_questions})"

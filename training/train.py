@@ -154,6 +154,23 @@ def _time_cut(history: Any, fraction: float) -> int:
     return cut
 
 
+def load_and_prepare(args: argparse.Namespace, seq_len: int) -> PreparedData:
+    """Load --train-file/--questions-file (cached with --cache-dir) and build the datasets."""
+    inter = load_dataset(
+        Path(args.train_file),
+        Path(args.questions_file),
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+    )
+    return prepare_data(
+        inter,
+        seq_len=seq_len,
+        validation=args.validation,
+        valid_fraction=args.valid_fraction,
+        seed=args.seed,
+        fingerprint=data_fingerprint(Path(args.train_file)),
+    )
+
+
 def build_config(args: argparse.Namespace, spec: FeatureSpec) -> ModelConfig:
     return ModelConfig(
         name=args.model,
@@ -256,19 +273,7 @@ def run_training(
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     set_seed(args.seed)
-    inter = load_dataset(
-        Path(args.train_file),
-        Path(args.questions_file),
-        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
-    )
-    data = prepare_data(
-        inter,
-        seq_len=args.seq_len,
-        validation=args.validation,
-        valid_fraction=args.valid_fraction,
-        seed=args.seed,
-        fingerprint=data_fingerprint(Path(args.train_file)),
-    )
+    data = load_and_prepare(args, seq_len=args.seq_len)
     if len(data.train) == 0:
         raise ValueError(f"{args.train_file}: no training windows (no answered questions)")
     config = build_config(args, data.spec)
