@@ -42,7 +42,9 @@ serve: demo-model
 bench: setup
 	$(PY) -m bench.loader_bench
 	$(PY) -m bench.quality
-	$(PY) -m bench.distill_bench --dataset sim --teacher bench/out/quality/sim/saint_plus
+	$(PY) -m bench.distill_bench --dataset sim --teacher bench/out/quality/sim/saint_plus --epochs 15
+	$(PY) -m bench.distill_bench --dataset riiid --teacher bench/out/quality/riiid/saint_plus
+	$(PY) -m bench.time_encoding
 	$(PY) -m bench.serve_bench
 	$(PY) -m bench.soak
 
