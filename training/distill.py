@@ -627,6 +627,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from training.export import quiet_exporter_logs
+
+    quiet_exporter_logs()
     parser = build_parser()
     args = parser.parse_args(argv)
     args.model = args.teacher_model

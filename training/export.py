@@ -464,6 +464,12 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def quiet_exporter_logs() -> None:
+    """CLI logging: the dynamo exporter's onnx_ir passes log one INFO line per initializer."""
+    for name in ("onnx_ir", "onnxscript", "torch.onnx"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m training.export", description=__doc__.split("\n\n")[0])
     p.add_argument("--model-dir", required=True, type=Path, help="torch model dir (training.train)")
@@ -476,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    quiet_exporter_logs()
     if args.opset is not None and not 7 <= args.opset <= 30:
         sys.stderr.write(f"error: --opset must be between 7 and 30, got {args.opset}\n")
         return 2
