@@ -6,12 +6,15 @@
 # Build: docker build --target runtime -t kt-api .   |   docker build --target trainer -t kt-trainer .
 #        docker build --target runtime-gpu -t kt-api-gpu .
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-ARG CUDA_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
+# onnxruntime-gpu 1.31.1 (pinned in constraints.txt) is built for CUDA 13 + cuDNN 9: keep the base in line.
+ARG CUDA_IMAGE=nvidia/cuda:13.0.0-cudnn-runtime-ubuntu24.04
 
 FROM ${PYTHON_IMAGE} AS base
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
-RUN useradd --create-home --uid 10001 kt
+# /models is where artifacts live (a named volume in compose): owned by kt, so the non-root trainer can
+# write it (an empty named volume takes the image's ownership on first mount).
+RUN useradd --create-home --uid 10001 kt && mkdir -p /models && chown kt:kt /models
 COPY pyproject.toml constraints.txt README.md ./
 COPY models ./models
 COPY service ./service
@@ -36,7 +39,8 @@ CMD ["python", "-m", "training.distill", "--help"]
 FROM ${CUDA_IMAGE} AS runtime-gpu
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 DEBIAN_FRONTEND=noninteractive
 RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv \
-    && rm -rf /var/lib/apt/lists/* && python3 -m venv /opt/venv && useradd --create-home --uid 10001 kt
+    && rm -rf /var/lib/apt/lists/* && python3 -m venv /opt/venv && useradd --create-home --uid 10001 kt \
+    && mkdir -p /models && chown kt:kt /models
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./

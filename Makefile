@@ -8,11 +8,13 @@ EXTRAS ?= serve,train,dev
 
 setup: $(VENV)/.installed
 
-# torch is installed first, pinned to the 2.13.0 CPU wheel: a bare `torch` would pull a CUDA build.
+# torch is installed first, pinned to 2.13.0: a bare `torch` would pull a CUDA build. On the development
+# machine pip finds the CPU wheel on disk; elsewhere run `make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu`.
+TORCH_INDEX ?=
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),) torch==2.13.0
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
 	touch $@
 
@@ -62,8 +64,13 @@ demo: setup
 	  --questions-file $(DEMO_DIR)/replay/sim/questions.csv \
 	  $(if $(KT_API_KEY),--api-key $(KT_API_KEY),)
 
+# onnxruntime-gpu is not installed here (it replaces onnxruntime in the gpu extra), so it is pinned by hand.
+ORT_GPU_VERSION ?= 1.31.1
 lock: setup
-	$(PY) -m pip freeze --exclude-editable | sed 's/+cpu//' > constraints.txt
+	{ echo "# Pinned versions for reproducible installs (pip install -c constraints.txt ...). Regenerate with \`make lock\`."; \
+	  $(PY) -m pip freeze --exclude-editable | sed 's/+cpu//'; \
+	  echo "# not installed here (gpu extra, runtime-gpu image); built for CUDA 13 + cuDNN 9"; \
+	  echo "onnxruntime-gpu==$(ORT_GPU_VERSION)"; } > constraints.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -297,6 +297,118 @@ def test_runtime_images_serve_only_without_torch_and_not_as_root() -> None:
         assert users and users[-1].split(":")[0] not in ("root", "0"), f"{target} runs as root"
 
 
+def _requirement_closure(requirements: list[str]) -> set[str]:
+    """Canonical names of the distributions these requirements pull in (followed through installed
+    metadata, extras and markers included)."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    extras: dict[str, set[str]] = {}
+    todo = [Requirement(r) for r in requirements]
+    while todo:
+        req = todo.pop()
+        name = canonicalize_name(req.name)
+        if name in extras and set(req.extras) <= extras[name]:
+            continue
+        extras.setdefault(name, set()).update(req.extras)
+        try:
+            dist = distribution(name)
+        except PackageNotFoundError:
+            continue
+        for raw in dist.requires or []:
+            sub = Requirement(raw)
+            wanted = extras[name] or {""}
+            if sub.marker is None or any(sub.marker.evaluate({"extra": e}) for e in wanted):
+                todo.append(sub)
+    return set(extras)
+
+
+def _third_party_imports(paths: list[Path]) -> set[str]:
+    from tests.test_architecture import STDLIB, _imports
+
+    tops = {name.split(".")[0] for path in paths for name in _imports(path)}
+    return tops - STDLIB - {"models", "training", "service", "tests", "bench"}
+
+
+@pytest.mark.parametrize(
+    ("target", "extra", "packages"),
+    [
+        ("runtime", "serve", ["service", "models/features.py", "models/config.py"]),
+        ("trainer", "train", ["training", "models", "service/predictor.py"]),
+    ],
+)
+def test_image_extras_provide_every_import_of_the_code_they_run(
+    target: str, extra: str, packages: list[str]
+) -> None:
+    """An image installs base + one extra; every third-party module its code imports (also lazily,
+    inside functions) must come from that set, else e.g. the trainer cannot even answer --help."""
+    from importlib.metadata import packages_distributions
+
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    installs = " ".join(_pip_installs(target))
+    assert f".[{extra}]" in installs, f"{target} installs {installs}"
+    available = _requirement_closure(
+        project["dependencies"] + project["optional-dependencies"][extra]
+    )
+    if target == "trainer":
+        available |= _requirement_closure(["torch==2.13.0"])  # installed first, from the CPU index
+    paths = [
+        p
+        for rel in packages
+        for p in ([ROOT / rel] if rel.endswith(".py") else sorted((ROOT / rel).rglob("*.py")))
+    ]
+    providers = packages_distributions()
+    for module in sorted(_third_party_imports(paths)):
+        dists = {canonicalize_name(d) for d in providers.get(module, [])}
+        assert dists, f"{module} (imported by {target} code) is not installed here"
+        assert dists & available, f"{target}: {module} comes from {dists}, not in base + [{extra}]"
+
+
+def test_images_own_the_model_volume_mount() -> None:
+    """The non-root trainer writes the compose `models` volume: the image must create the mount
+    point owned by its user (an empty named volume copies that ownership on first mount)."""
+    services = compose()["services"]
+    for name in ("model", "api", "api-gpu"):
+        target = services[name]["build"]["target"]
+        user = instructions(target, "USER")[-1].split(":")[0]
+        for volume in services[name]["volumes"]:
+            mount = volume.split(":")[1]
+            runs = " ".join(instructions(target, "RUN"))
+            assert f"mkdir -p {mount}" in runs, f"{target}: {mount} not created"
+            assert re.search(rf"chown {user}(:{user})? {re.escape(mount)}\b", runs), (
+                f"{target}: {mount} not owned by {user}"
+            )
+
+
+def test_gpu_image_matches_the_pinned_onnxruntime_gpu() -> None:
+    pins = dict(
+        line.split("==", 1)
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    assert "onnxruntime-gpu" in pins, "the gpu extra must be pinned too"
+    text = DOCKERFILE.read_text()
+    said = re.search(
+        r"onnxruntime-gpu (\S+) \(pinned in constraints.txt\) is built for CUDA (\d+)", text
+    )
+    assert said and said.group(1) == pins["onnxruntime-gpu"], "Dockerfile comment vs constraints"
+    image = re.search(r"ARG CUDA_IMAGE=nvidia/cuda:(\d+)\.", text)
+    assert image and image.group(1) == said.group(2), "CUDA base image major vs onnxruntime-gpu"
+
+
+def test_compose_publishes_on_loopback_and_passes_the_api_key() -> None:
+    for name in API_SERVICES:
+        svc = compose()["services"][name]
+        for mapping in svc["ports"]:
+            assert str(mapping).startswith("127.0.0.1:"), f"{name}: {mapping} open beyond loopback"
+        raw = (svc.get("environment") or {}).get("KT_API_KEY")
+        assert raw is not None and "${KT_API_KEY" in str(raw), f"{name}: KT_API_KEY not passed"
+
+
 def test_compose_wiring() -> None:
     services = compose()["services"]
     redis_cmd = _as_text(services["redis"]["command"])
