@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import logging
 import sys
@@ -49,6 +50,7 @@ from training.train import (
     masked_bce,
     plot_training_curves,
     training_arguments,
+    validate_args,
 )
 
 logger = logging.getLogger(__name__)
@@ -328,6 +330,7 @@ def _size_args(
     base: argparse.Namespace, preset_or_file: str, model_name: str
 ) -> argparse.Namespace:
     args = copy.copy(base)
+    args.student_file_config = None
     if preset_or_file in PRESETS:
         args.d_model, args.layers, args.heads = PRESETS[preset_or_file]
         args.model = model_name
@@ -345,6 +348,7 @@ def _size_args(
             cfg.n_heads,
         )
         args.dropout = cfg.dropout
+        args.student_file_config = cfg  # every other field (ffn_mult, time_encoding, ...) too
     return args
 
 
@@ -356,7 +360,6 @@ def _train_teacher(args: argparse.Namespace, out: Path) -> Path:
     targs.d_model, targs.layers, targs.heads = PRESETS[args.teacher_preset]
     targs.output_dir = str(out / "teacher")
     targs.resume_from_checkpoint = None
-    targs.time_encoding = "both"
     logger.info(
         "training the teacher (%s, preset %s) into %s",
         targs.model,
@@ -384,6 +387,25 @@ def _build_distill_config(args: argparse.Namespace) -> DistillationConfig:
     return DistillationConfig.from_dict(data)
 
 
+def student_config(student_args: argparse.Namespace, spec: Any) -> ModelConfig:
+    """The student's ModelConfig: from the size flags, or the whole `--student` JSON (its every
+    field kept), with the data-dependent sizes (vocabulary, buckets, window) from the data."""
+    from training.train import build_config
+
+    config = build_config(student_args, spec)
+    file_config = getattr(student_args, "student_file_config", None)
+    if file_config is None:
+        return config
+    return dataclasses.replace(
+        file_config,
+        n_questions=config.n_questions,
+        n_parts=config.n_parts,
+        n_lag_buckets=config.n_lag_buckets,
+        n_elapsed_buckets=config.n_elapsed_buckets,
+        seq_len=config.seq_len,
+    )
+
+
 def train_student(
     args: argparse.Namespace,
     student_args: argparse.Namespace,
@@ -393,9 +415,7 @@ def train_student(
     output_dir: Path,
 ) -> tuple[nn.Module, ModelConfig, float]:
     """Train a student with distillation (or from scratch when distill_config is None)."""
-    from training.train import build_config
-
-    config = build_config(student_args, data.spec)
+    config = student_config(student_args, data.spec)
     torch.manual_seed(args.seed)
     student = build_model(config)
     matches = distill_config.intermediate_matches if distill_config else []
@@ -433,7 +453,13 @@ def run_distillation(args: argparse.Namespace) -> dict[str, Any]:
 
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    teacher_dir = Path(args.teacher) if args.teacher else _train_teacher(args, out)
+    if args.teacher:
+        teacher_dir = Path(args.teacher)
+    elif args.resume_from_checkpoint and (out / "teacher" / "model.safetensors").exists():
+        teacher_dir = out / "teacher"
+        logger.info("resuming: reusing the teacher already trained in %s", teacher_dir)
+    else:
+        teacher_dir = _train_teacher(args, out)
     teacher, teacher_cfg, spec, vocab = load_model_dir(teacher_dir)
     extra = [load_model_dir(Path(p))[0] for p in (args.extra_teacher or [])]
     data = load_and_prepare(args, seq_len=spec.window)
@@ -645,6 +671,7 @@ def main(argv: list[str] | None = None) -> int:
             value = getattr(args, flag)
             if value is not None and not Path(value).exists():
                 parser.error(f"--{flag.replace('_', '-')}: {value} does not exist")
+        validate_args(parser, args)  # the training flags' checks; `--resume-from-checkpoint true`
         report = run_distillation(args)
     except (DataError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -171,6 +171,9 @@ def load_and_prepare(args: argparse.Namespace, seq_len: int) -> PreparedData:
     )
 
 
+_USER_TENSORBOARD_DIR = os.environ.get("TENSORBOARD_LOGGING_DIR")
+
+
 def build_config(args: argparse.Namespace, spec: FeatureSpec) -> ModelConfig:
     return ModelConfig(
         name=args.model,
@@ -190,8 +193,9 @@ def build_config(args: argparse.Namespace, spec: FeatureSpec) -> ModelConfig:
 def training_arguments(args: argparse.Namespace, output_dir: Path, has_eval: bool) -> Any:
     from transformers import TrainingArguments
 
-    # transformers v5 reads the tensorboard directory from the environment.
-    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(output_dir / "runs"))
+    # transformers v5 reads the tensorboard directory from the environment. Set per run (distill
+    # trains several models in one process), unless the user chose one before starting.
+    os.environ["TENSORBOARD_LOGGING_DIR"] = _USER_TENSORBOARD_DIR or str(output_dir / "runs")
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # launched by torchrun
     strategy = args.eval_strategy if has_eval else "no"
     save_strategy = args.save_strategy

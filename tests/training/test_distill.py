@@ -152,6 +152,78 @@ def test_resume_restores_projections_and_optimizer(data, tmp_path: Path) -> None
         torch.testing.assert_close(resumed_state[key], value, atol=1e-6, rtol=0, msg=key)
 
 
+def test_projections_map_student_dim_to_teacher_dim(data) -> None:
+    teacher, student = _models(data)
+    matches = DistillationConfig.from_dict({"intermediate_matches": MATCHES}).intermediate_matches
+    module = DistillationModule(student, matches)
+    assert set(module.projections) == {"0"}  # only the match with a proj gets one
+    proj = module.projections["0"]
+    assert tuple(proj.weight.shape) == (32, 16)  # Linear(dim_S=16 -> dim_T=32)
+    batch = collate_windows([data.train[i] for i in range(3)])
+    labels = batch.pop("labels")
+    out = module(labels=labels, return_features=True, **batch)
+    h_S = out["hidden_states"][1]  # (B, T, 16)
+    h_T = teacher(batch, output_hidden_states=True)["hidden_states"][2]  # (B, T, 32)
+    assert h_S.shape[-1] == 16 and out["projected"][0](h_S).shape == h_T.shape
+
+
+def test_several_teachers_average_their_soft_targets(data, tmp_path: Path) -> None:
+    """KD target with two teachers = mean of their sigmoid(z_T / tau), by hand."""
+    teacher, student = _models(data)
+    other, _ = _models(data, seed=7)
+    config = DistillationConfig.from_dict(
+        {"temperature": 2.0, "kd_loss_type": "bce", "hard_label_weight": 0.0}
+    )
+    trainer, module = _trainer(data, tmp_path, 1, teacher, student, config)
+    trainer.teachers = [teacher, other.eval()]
+    batch = collate_windows([data.train[i] for i in range(8)])
+    module.train()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        loss = trainer.compute_loss(module, dict(batch)).item()
+        features = {k: v for k, v in batch.items() if k != "labels"}
+        real = batch["question"] != 0
+        torch.manual_seed(0)
+        z_S = module.student(features)[real]
+        p = (
+            torch.sigmoid(teacher(features)[real] / 2) + torch.sigmoid(other(features)[real] / 2)
+        ) / 2
+        q = torch.sigmoid(z_S / 2)
+        expected = (-(p * q.log() + (1 - p) * (1 - q).log())).mean().item() * 4.0
+    assert abs(loss - expected) < 1e-4 * max(1.0, abs(expected))
+    # and it is not what either teacher alone would give
+    trainer.teachers = [teacher]
+    torch.manual_seed(0)
+    with torch.no_grad():
+        alone = trainer.compute_loss(module, dict(batch)).item()
+    assert abs(alone - loss) > 1e-6
+
+
+def test_student_json_config_keeps_every_field(data, tmp_path: Path) -> None:
+    from training.distill import _size_args, student_config
+
+    path = tmp_path / "student.json"
+    path.write_text(
+        json.dumps(
+            {
+                "name": "saint_plus",
+                "d_model": 24,
+                "n_layers": 1,
+                "n_heads": 3,
+                "ffn_mult": 2,
+                "dropout": 0.05,
+                "time_encoding": "bucket",
+                "use_explanation": False,
+            }
+        )
+    )
+    student_args = _size_args(_args(time_encoding="both"), str(path), "saint_plus")
+    cfg = student_config(student_args, data.spec)
+    assert (cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.ffn_mult) == (24, 1, 3, 2)
+    assert cfg.time_encoding == "bucket" and cfg.use_explanation is False and cfg.dropout == 0.05
+    assert cfg.n_questions == data.spec.n_questions and cfg.seq_len == data.spec.window
+
+
 def test_bad_matches_are_clear_errors(data) -> None:
     teacher, student = _models(data)
     batch = collate_windows([data.train[i] for i in range(2)])
@@ -218,6 +290,10 @@ def test_distill_cli_end_to_end(data, tmp_path: Path) -> None:
             "--eval-strategy",
             "no",
             "--no-load-best-model-at-end",
+            "--save-strategy",
+            "steps",
+            "--save-steps",
+            "2",
         ],
         capture_output=True,
         text=True,
@@ -225,7 +301,24 @@ def test_distill_cli_end_to_end(data, tmp_path: Path) -> None:
         timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]
+    first_report = json.loads((out / "report.json").read_text())
+    # As if interrupted after step 2: `--resume-from-checkpoint true` reuses the finished teacher,
+    # resumes the student from its last checkpoint and ends on the same student.
+    import shutil
+
+    shutil.rmtree(out / "student_run" / "checkpoints" / "checkpoint-4")
+    resumed = subprocess.run(
+        [*run.args, "--resume-from-checkpoint", "true", "--no-baseline"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "reusing the teacher already trained" in resumed.stderr
     report = json.loads((out / "report.json").read_text())
+    assert report["student"]["auc"] == pytest.approx(first_report["student"]["auc"], abs=1e-9)
+    report = first_report
     for name in ("teacher", "student", "scratch_student"):
         assert {"auc", "params", "latency_ms"} <= set(report[name]), name
     for path in (

@@ -130,6 +130,18 @@ def test_resume_reproduces_uninterrupted_weights(sim_dir: Path, tmp_path: Path) 
     for key in full:
         np.testing.assert_allclose(full[key], resumed[key], atol=1e-6, err_msg=key)
 
+    # Negative control: the same resume from a checkpoint whose weights were altered must end
+    # elsewhere, so the equality above comes from the checkpoint, not from replaying the seed.
+    from safetensors.numpy import save_file
+
+    tampered = tmp_path / "tampered" / "checkpoints" / "checkpoint-4"
+    shutil.copytree(tmp_path / "full" / "checkpoints" / "checkpoint-4", tampered)
+    weights = load_file(str(tampered / "model.safetensors"))
+    save_file({k: v * 0.5 for k, v in weights.items()}, str(tampered / "model.safetensors"))
+    _train(sim_dir, tmp_path / "tampered", *common, "--resume-from-checkpoint", str(tampered))
+    moved = load_file(str(tmp_path / "tampered" / "model.safetensors"))
+    assert max(float(np.abs(moved[k] - full[k]).max()) for k in full) > 1e-3
+
 
 def test_bad_cli_input_is_one_clear_line(sim_dir: Path, tmp_path: Path) -> None:
     run = subprocess.run(
