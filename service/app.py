@@ -24,7 +24,7 @@ from service import lifecycle, openapi
 from service.config import Settings, get_settings
 from service.deps import ApiError, ServiceState
 from service.metrics import Metrics
-from service.middleware import BodyLimitMiddleware, MetricsMiddleware
+from service.middleware import BodyLimitMiddleware, MetricsMiddleware, UnhandledErrorMiddleware
 from service.routes import api, public
 
 logger = logging.getLogger(__name__)
@@ -73,12 +73,6 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
         item = _error_item(["body"], "request body is not valid UTF-8 JSON", "json_invalid")
         return JSONResponse({"detail": [item]}, status_code=422)
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
-
-
-async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
-    # Log the type and route only: messages may contain request data (user ids, histories).
-    logger.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
-    return JSONResponse({"detail": "internal server error"}, status_code=500)
 
 
 def _install_sighup(app: FastAPI, state: ServiceState) -> bool:
@@ -139,7 +133,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unhandled)
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,
@@ -148,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
         )
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(UnhandledErrorMiddleware)  # inside metrics: a 500 is still counted
     app.add_middleware(
         MetricsMiddleware, metrics=metrics
     )  # outermost: sees every status, 413 included

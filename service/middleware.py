@@ -1,14 +1,18 @@
-"""Pure-ASGI middleware: request metrics (by route template, never by raw path) and the body limit."""
+"""Pure-ASGI middleware: request metrics (by route template, never by raw path), the body limit, and
+the last-resort 500 (logged by route template and exception type only)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.metrics import Metrics
+
+logger = logging.getLogger("service.app")
 
 
 def _too_large(limit: int) -> dict[str, Any]:
@@ -65,6 +69,44 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
 
+def route_label(scope: Scope) -> str:
+    """The matched route's template (`/users/{user_id}/history`), never the raw path."""
+    return getattr(scope.get("route"), "path", None) or "unmatched"
+
+
+class UnhandledErrorMiddleware:
+    """Any exception that escapes the app -> 500 `{"detail": "internal server error"}`.
+
+    Logs the exception type and route template only: messages and tracebacks may carry request
+    data (user ids, histories). The exception is not re-raised, so neither Starlette's
+    ServerErrorMiddleware nor uvicorn prints it with its message.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception as exc:  # the last resort: nothing may escape with its message
+            logger.error(
+                "unhandled %s on %s %s", type(exc).__name__, scope["method"], route_label(scope)
+            )
+            if not started:
+                await _send_json(send, 500, {"detail": "internal server error"})
+
+
 class MetricsMiddleware:
     """Counts and times every HTTP request by method, route template and status code."""
 
@@ -88,9 +130,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            label = getattr(route, "path", None) or "unmatched"
-            labels = (scope["method"], label, str(status))
+            labels = (scope["method"], route_label(scope), str(status))
             self.metrics.requests.labels(*labels).inc()
             self.metrics.request_latency.labels(*labels).observe(time.perf_counter() - start)
 

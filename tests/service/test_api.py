@@ -500,13 +500,31 @@ def test_cors_off_by_default_and_on_when_configured(make_client: Callable[..., T
     assert on.headers["access-control-allow-origin"] == "https://app.example"
 
 
-def test_internal_errors_are_generic(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_internal_errors_are_generic(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 500 names neither the exception's message nor the user id (response and logs), and the
+    exception does not escape the app (the server would print it with its message)."""
+
     def boom(requests: list[CandidateRequest]) -> list[np.ndarray]:
         raise RuntimeError("secret internals of learner-x")
 
+    async def history_boom(user_id: str) -> np.ndarray:
+        raise RuntimeError(f"secret internals of {user_id}")
+
+    caplog.set_level(logging.DEBUG)
+    strict = TestClient(client.app, raise_server_exceptions=True)  # raises if anything escapes
     monkeypatch.setattr(client.app.state.kt.predictor, "score", boom)
-    r = client.post("/predict", json={"user_id": "learner-x", "questions": [{"question_id": Q[0]}]})
+    r = strict.post("/predict", json={"user_id": "learner-x", "questions": [{"question_id": Q[0]}]})
     assert r.status_code == 500 and r.json() == {"detail": "internal server error"}
+    monkeypatch.setattr(client.app.state.kt.store, "get", history_boom)
+    r = strict.get("/users/learner-y/history")
+    assert r.status_code == 500 and r.json() == {"detail": "internal server error"}
+    # (httpx is the test client's own logger: it prints the URL it requested)
+    text = "\n".join(rec.getMessage() for rec in caplog.records if not rec.name.startswith("httpx"))
+    assert "learner-x" not in text and "learner-y" not in text and "secret" not in text
+    assert "unhandled RuntimeError on GET /users/{user_id}/history" in text
+    assert 'route="/users/{user_id}/history",status="500"' in client.get("/metrics").text
 
 
 def test_logs_carry_no_user_ids_or_histories(
