@@ -301,11 +301,26 @@ async def model_info(predictor: CurrentPredictor) -> ModelResponse:
     )
 
 
-@api.post("/admin/reload", response_model=ReloadResponse, tags=["ops"])
+@api.post(
+    "/admin/reload",
+    response_model=ReloadResponse,
+    tags=["ops"],
+    responses={409: {"model": ErrorResponse}},
+)
 async def reload(state: State, body: ReloadRequest | None = None) -> ReloadResponse:
     """Load an artifact (default: the current directory again) and swap it in atomically.
 
-    A failed load keeps the old model and answers 422 with the reason."""
+    A failed load keeps the old model and answers 422 with the reason. With KT_WORKERS > 1 a
+    request reaches one worker only, so it is refused (409): send SIGHUP to the main process."""
+    workers = state.settings.workers
+    if workers > 1:
+        raise ApiError(
+            409,
+            f"KT_WORKERS={workers}: a reload request would reach one worker only; send SIGHUP to "
+            "the main process (uvicorn restarts every worker on KT_MODEL_DIR)",
+            ["body"],
+            "reload_needs_sighup",
+        )
     return await lifecycle.reload_model(state, body.model_dir if body else None)
 
 

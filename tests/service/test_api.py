@@ -580,6 +580,17 @@ def test_hot_reload_success_and_failure(
     assert 'kt_model_reloads_total{outcome="failed"} 2.0' in metrics
 
 
+def test_reload_request_is_refused_with_several_workers(
+    make_client: Callable[..., TestClient], artifacts: tuple[Path, Path]
+) -> None:
+    first, second = artifacts
+    client = make_client(model_dir=first, workers=2)
+    r = client.post("/admin/reload", json={"model_dir": str(second)})
+    assert r.status_code == 409
+    assert "SIGHUP" in r.json()["detail"][0]["msg"]
+    assert client.get("/model").json()["artifact_dir"] == str(first)  # nothing swapped
+
+
 def test_no_model_configured(make_client: Callable[..., TestClient], artifact: Path) -> None:
     client = make_client(model_dir=None)
     ready = client.get("/readyz")
