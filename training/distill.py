@@ -258,71 +258,6 @@ def artifact_latency_ms(artifact_dir: Path, runs: int = 200) -> float:
     return ort_latency_ms(artifact_dir / "model.onnx", batch, threads=1, runs=runs, warmup=20)
 
 
-def onnx_metrics(
-    onnx_path: Path, dataset: WindowDataset, batch_size: int = 256
-) -> dict[str, float]:
-    """AUC / acc / logloss of an ONNX graph (ORT, CPU) on a window dataset's labelled positions."""
-    from models.features import MODEL_INPUTS
-    from training.export import ort_session
-
-    session = ort_session(onnx_path, threads=1)
-    probs, labels = [], []
-    for i in range(0, len(dataset), batch_size):
-        batch = collate_windows([dataset[j] for j in range(i, min(i + batch_size, len(dataset)))])
-        y = batch.pop("labels").numpy()
-        logits = session.run(["logits"], {k: batch[k].numpy() for k in MODEL_INPUTS})[0]
-        mask = y != IGNORE_LABEL
-        probs.append(1.0 / (1.0 + np.exp(-logits[mask])))
-        labels.append(y[mask])
-    return binary_metrics(np.concatenate(labels), np.concatenate(probs))
-
-
-def decide_int8(
-    artifact_dir: Path, dataset: WindowDataset, max_auc_loss: float = 0.002
-) -> dict[str, Any]:
-    """Serve the dynamic-INT8 graph only if it loses <= max_auc_loss AUC and is faster here.
-
-    Kept: model.onnx becomes the INT8 graph (the FP32 one is kept as model.fp32.onnx). Not kept:
-    model.int8.onnx is removed. Either way the manifest's `int8` entry records both measurements.
-    """
-    from training.export import read_manifest, sha256_file, write_manifest
-
-    manifest = read_manifest(artifact_dir)
-    info = dict(manifest.get("int8") or {})
-    fp32 = onnx_metrics(artifact_dir / "model.onnx", dataset)
-    int8 = onnx_metrics(artifact_dir / "model.int8.onnx", dataset)
-    auc_loss = fp32["auc"] - int8["auc"]
-    faster = (info.get("speedup") or 0.0) > 1.0
-    kept = auc_loss <= max_auc_loss and faster
-    info.update(
-        {
-            "fp32_auc": fp32["auc"],
-            "int8_auc": int8["auc"],
-            "auc_loss": auc_loss,
-            "kept": kept,
-            "rule": f"kept iff AUC loss <= {max_auc_loss} and faster (speedup > 1)",
-        }
-    )
-    if kept:
-        (artifact_dir / "model.onnx").rename(artifact_dir / "model.fp32.onnx")
-        (artifact_dir / "model.int8.onnx").rename(artifact_dir / "model.onnx")
-        manifest["onnx_sha256"] = sha256_file(artifact_dir / "model.onnx")
-        manifest["quantization"] = "dynamic-int8"
-    else:
-        (artifact_dir / "model.int8.onnx").unlink()
-    manifest["int8"] = info
-    write_manifest(artifact_dir, manifest)
-    logger.info(
-        "int8: AUC %.4f -> %.4f (loss %.4f), speedup %s -> %s",
-        fp32["auc"],
-        int8["auc"],
-        auc_loss,
-        info.get("speedup"),
-        "served" if kept else "not kept",
-    )
-    return info
-
-
 # ---- CLI ---------------------------------------------------------------------------------------
 
 
@@ -516,6 +451,8 @@ def run_distillation(args: argparse.Namespace) -> dict[str, Any]:
         }
         logger.info("%s: %s", name, results[name])
     if args.int8:
+        from training.export import decide_int8
+
         results["student_int8"] = decide_int8(out / "artifact", eval_set)
     report = {
         **results,

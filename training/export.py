@@ -1,6 +1,6 @@
 """Torch model directory -> serving artifact (ONNX + config + feature spec + manifest), with parity.
 
-    python -m training.export --model-dir D --output-dir A [--int8] [--opset N]
+    python -m training.export --model-dir D --output-dir A [--int8 [--int8-data F --questions-file Q]]
 
 The artifact directory is the only contract with the service (GUIDE §1):
     A/model.onnx          inputs = models.features.MODEL_INPUTS, each (batch, seq); output `logits`
@@ -10,7 +10,9 @@ The artifact directory is the only contract with the service (GUIDE §1):
     A/feature_spec.json   models.features.save_spec (window, caps, vocabulary, question -> part)
     A/manifest.json       version, model, data fingerprint, metrics, created_at, opset, sha256,
                           parity max abs diff (+ int8 size/latency when --int8)
-    A/model.int8.onnx     optional dynamic INT8 quantization (kept or not by whoever measures AUC)
+    A/model.int8.onnx     optional dynamic INT8 quantization, only measured; with --int8-data the
+                          AUC gate decides: served as model.onnx (fp32 kept as model.fp32.onnx)
+                          iff AUC loss <= --max-auc-loss and faster, else removed
 
 Exporter: torch.onnx's dynamo exporter (`dynamo=True`, torch.export with symbolic batch/seq dims)
 for every registry model, LSTM included; the legacy TorchScript exporter is only a logged fallback.
@@ -50,6 +52,8 @@ from models.features import (
 )
 from models.registry import count_parameters
 from training.artifacts import CONFIG_FILE, SPEC_FILE, load_metrics, load_model_dir
+from training.dataset import IGNORE_LABEL, WindowDataset, collate_windows, learner_histories
+from training.metrics import binary_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -408,7 +412,7 @@ def ort_latency_ms(
 def quantize_artifact(artifact_dir: str | Path, runs: int = 50) -> Path:
     """Dynamic INT8 quantization of A/model.onnx -> A/model.int8.onnx; records size, latency
     (B=1, T=window, 1 thread, median) and max |logit diff| vs fp32 in the manifest's `int8` entry.
-    Whether to serve it is decided from AUC elsewhere (distill report); this only measures."""
+    Whether to serve it is `decide_int8`'s call (AUC on held-out data); this only measures."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     art = Path(artifact_dir)
@@ -454,6 +458,80 @@ def quantize_artifact(artifact_dir: str | Path, runs: int = 50) -> Path:
     return int8_path
 
 
+def onnx_metrics(
+    onnx_path: Path, dataset: WindowDataset, batch_size: int = 256
+) -> dict[str, float]:
+    """AUC / acc / logloss of an ONNX graph (ORT, CPU) on a window dataset's labelled positions."""
+    session = ort_session(onnx_path, threads=1)
+    probs, labels = [], []
+    for i in range(0, len(dataset), batch_size):
+        batch = collate_windows([dataset[j] for j in range(i, min(i + batch_size, len(dataset)))])
+        y = batch.pop("labels").numpy()
+        logits = session.run(["logits"], {k: batch[k].numpy() for k in MODEL_INPUTS})[0]
+        mask = y != IGNORE_LABEL
+        probs.append(1.0 / (1.0 + np.exp(-logits[mask])))
+        labels.append(y[mask])
+    return binary_metrics(np.concatenate(labels), np.concatenate(probs))
+
+
+def int8_dataset(artifact_dir: Path, data_file: Path, questions_file: Path) -> WindowDataset:
+    """Windows over held-out data, encoded with the artifact's own spec, for the INT8 AUC gate."""
+    from training.data import load_dataset
+
+    spec, vocab = load_spec(Path(artifact_dir) / SPEC_FILE)
+    inter = load_dataset(data_file, questions_file)
+    if inter.vocab.size != vocab.size:
+        raise ValueError(
+            f"--questions-file {questions_file} has {inter.vocab.size - 2} questions, the model "
+            f"{vocab.size - 2}: use the questions file the model was trained with"
+        )
+    return WindowDataset(learner_histories(inter), spec, vocab.part_of(np.arange(vocab.size)))
+
+
+def decide_int8(
+    artifact_dir: Path, dataset: WindowDataset, max_auc_loss: float = 0.002
+) -> dict[str, Any]:
+    """Serve the dynamic-INT8 graph only if it loses <= max_auc_loss AUC and is faster here.
+
+    Kept: model.onnx becomes the INT8 graph (the FP32 one is kept as model.fp32.onnx). Not kept:
+    model.int8.onnx is removed. Either way the manifest's `int8` entry records both measurements.
+    """
+    manifest = read_manifest(artifact_dir)
+    info = dict(manifest.get("int8") or {})
+    fp32 = onnx_metrics(artifact_dir / "model.onnx", dataset)
+    int8 = onnx_metrics(artifact_dir / "model.int8.onnx", dataset)
+    auc_loss = fp32["auc"] - int8["auc"]
+    faster = (info.get("speedup") or 0.0) > 1.0
+    kept = auc_loss <= max_auc_loss and faster
+    info.update(
+        {
+            "fp32_auc": fp32["auc"],
+            "int8_auc": int8["auc"],
+            "auc_loss": auc_loss,
+            "kept": kept,
+            "rule": f"kept iff AUC loss <= {max_auc_loss} and faster (speedup > 1)",
+        }
+    )
+    if kept:
+        (artifact_dir / "model.onnx").rename(artifact_dir / "model.fp32.onnx")
+        (artifact_dir / "model.int8.onnx").rename(artifact_dir / "model.onnx")
+        manifest["onnx_sha256"] = sha256_file(artifact_dir / "model.onnx")
+        manifest["quantization"] = "dynamic-int8"
+    else:
+        (artifact_dir / "model.int8.onnx").unlink()
+    manifest["int8"] = info
+    write_manifest(artifact_dir, manifest)
+    logger.info(
+        "int8: AUC %.4f -> %.4f (loss %.4f), speedup %s -> %s",
+        fp32["auc"],
+        int8["auc"],
+        auc_loss,
+        info.get("speedup"),
+        "served" if kept else "not kept",
+    )
+    return info
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -474,7 +552,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m training.export", description=__doc__.split("\n\n")[0])
     p.add_argument("--model-dir", required=True, type=Path, help="torch model dir (training.train)")
     p.add_argument("--output-dir", required=True, type=Path, help="serving artifact dir to write")
-    p.add_argument("--int8", action="store_true", help="also write a dynamic INT8 model.int8.onnx")
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="try dynamic INT8: with --int8-data it is served (becomes model.onnx) only if it loses "
+        "<= 0.002 AUC on that data and is faster here; without data it is only measured "
+        "(model.int8.onnx, size/latency in the manifest)",
+    )
+    p.add_argument(
+        "--int8-data",
+        type=Path,
+        default=None,
+        help="held-out Riiid/EdNet data (needs --questions-file) on which --int8 measures the AUC loss",
+    )
+    p.add_argument("--questions-file", type=Path, default=None, help="questions of --int8-data")
+    p.add_argument("--max-auc-loss", type=float, default=0.002, help="INT8 gate (default 0.002)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: exporter default)")
     return p
 
@@ -486,8 +578,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.opset is not None and not 7 <= args.opset <= 30:
         sys.stderr.write(f"error: --opset must be between 7 and 30, got {args.opset}\n")
         return 2
+    if args.int8_data is not None and (not args.int8 or args.questions_file is None):
+        sys.stderr.write("error: --int8-data needs --int8 and --questions-file\n")
+        return 2
     try:
         out = export_artifact(args.model_dir, args.output_dir, int8=args.int8, opset=args.opset)
+        if args.int8_data is not None:
+            decide_int8(
+                out, int8_dataset(out, args.int8_data, args.questions_file), args.max_auc_loss
+            )
     except (ValueError, OSError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
@@ -498,9 +597,8 @@ def main(argv: list[str] | None = None) -> int:
         "parity_max_abs_diff": manifest["parity_max_abs_diff"],
     }
     if "int8" in manifest:
-        summary["int8"] = {
-            k: manifest["int8"][k] for k in ("size_bytes", "latency_ms", "fp32_latency_ms")
-        }
+        keys = ("size_bytes", "latency_ms", "fp32_latency_ms", "auc_loss", "kept")
+        summary["int8"] = {k: manifest["int8"][k] for k in keys if k in manifest["int8"]}
     sys.stdout.write(json.dumps(summary) + "\n")
     return 0
 

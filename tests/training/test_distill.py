@@ -357,8 +357,7 @@ def test_distill_cli_bad_input(tmp_path: Path) -> None:
 
 def test_int8_is_served_only_when_it_passes_the_gate(data, tmp_path: Path) -> None:
     from training.artifacts import save_model_dir
-    from training.distill import decide_int8
-    from training.export import export_artifact, read_manifest
+    from training.export import decide_int8, export_artifact, read_manifest
 
     _, student = _models(data)
     config = build_config(_args(model="saint_plus", d_model=16, layers=1, heads=2), data.spec)

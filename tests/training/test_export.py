@@ -204,3 +204,60 @@ def test_cli_bad_input(
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+def test_cli_int8_gate_on_held_out_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--int8 --int8-data`: the AUC gate decides whether INT8 is served, and records both sides."""
+    from models.config import ModelConfig
+    from models.registry import build_model
+    from training.data import load_dataset
+    from training.simulate import simulate, write
+    from training.train import prepare_data
+
+    write(simulate(30, seed=3, n_questions=60, mean_length=30.0), tmp_path / "sim")
+    sim = tmp_path / "sim"
+    inter = load_dataset(sim / "train.csv", sim / "questions.csv")
+    data = prepare_data(inter, seq_len=20, validation="none", valid_fraction=0.0, seed=0)
+    cfg = ModelConfig(
+        name="saint_plus",
+        n_questions=data.spec.n_questions,
+        n_parts=data.spec.n_parts,
+        seq_len=20,
+        d_model=16,
+        n_layers=1,
+        n_heads=2,
+    )
+    torch.manual_seed(0)
+    model_dir = save_model_dir(
+        tmp_path / "m", build_model(cfg).eval(), cfg, data.spec, data.vocab, {"auc": 0.5}
+    )
+    argv = ["--model-dir", str(model_dir), "--output-dir", str(tmp_path / "a"), "--int8"]
+    data_flags = [
+        "--int8-data",
+        str(sim / "train.csv"),
+        "--questions-file",
+        str(sim / "questions.csv"),
+    ]
+    assert main([*argv, *data_flags]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    manifest = read_manifest(tmp_path / "a")
+    info = manifest["int8"]
+    assert {"fp32_auc", "int8_auc", "auc_loss", "kept", "speedup"} <= set(info)
+    assert summary["int8"]["kept"] == info["kept"]
+    assert info["kept"] == (info["auc_loss"] <= 0.002 and info["speedup"] > 1.0)
+    assert not (tmp_path / "a" / "model.int8.onnx").exists()
+    assert (tmp_path / "a" / "model.fp32.onnx").exists() == info["kept"]
+
+    # a questions file that is not the model's -> one clear line
+    other = tmp_path / "other"
+    write(simulate(5, seed=4, n_questions=40, mean_length=10.0), other)
+    bad = [
+        "--int8-data",
+        str(other / "train.csv"),
+        "--questions-file",
+        str(other / "questions.csv"),
+    ]
+    assert main([*argv[:3], str(tmp_path / "b"), "--int8", *bad]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: --questions-file") and "use the questions file" in err[-1]
+    assert main([*argv[:4], *data_flags]) == 2  # --int8-data without --int8
