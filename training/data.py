@@ -274,6 +274,27 @@ def _open_text(path: Path) -> io.TextIOWrapper:
         raise DataError(path, 0, None, "is a directory, expected a CSV file") from None
 
 
+def utf8_error(path: Path) -> DataError:
+    """The DataError for the first byte of `path` that is not UTF-8, naming its line and column.
+
+    Only called once a decode has failed, so a slow line-by-line binary scan is fine (a UTF-8
+    multi-byte sequence never contains a newline byte, so lines can be decoded one by one)."""
+    header: list[str] = []
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                field = raw[: exc.start].count(b",")  # ignores quoting: good enough to point at
+                column = header[field] if number > 1 and field < len(header) else None
+                return DataError(
+                    path, number, column, f"not UTF-8 text (byte {raw[exc.start]:#04x})"
+                )
+            if number == 1:
+                header = [c.strip() for c in text.lstrip("\ufeff").rstrip("\r\n").split(",")]
+    return DataError(path, 0, None, "not a UTF-8 text file")
+
+
 def _header_index(path: Path, header: list[str], required: Sequence[str]) -> dict[str, int]:
     index: dict[str, int] = {}
     for i, name in enumerate(header):
@@ -292,35 +313,27 @@ def read_question_table(path: Path) -> QuestionTable:
     """Riiid questions.csv (question_id, bundle_id, correct_answer 0-3, part, tags) or EdNet
     contents/questions.csv (question_id q123, bundle_id b45, correct_answer a-d, part, ...)."""
     path = Path(path)
-    with _open_text(path) as f:
-        reader = csv.reader(f)
-        header = [c.strip() for c in next(reader, [])]
-        if not any(header):
-            raise DataError(path, 1, None, "empty file (no header line)")
-        col = _header_index(path, header, ("question_id", "part"))
-        ids: list[int] = []
-        parts: list[int] = []
-        bundles: list[int] = []
-        answers: list[int] = []
-        for record in reader:
-            if not record:
-                continue
-            if len(record) != len(header):
-                raise DataError(
-                    path, reader.line_num, None, f"expected {len(header)} fields, got {len(record)}"
-                )
-            ids.append(_table_int(path, reader.line_num, record, col, "question_id", "q"))
-            part = _table_int(path, reader.line_num, record, col, "part", "")
-            if part < 0:
-                raise DataError(path, reader.line_num, "part", f"part must be >= 0, got {part}")
-            parts.append(part)
-            bundles.append(
-                _table_int(path, reader.line_num, record, col, "bundle_id", "b", default=-1)
-            )
-            answers.append(_table_answer(path, reader.line_num, record, col))
+    header = _read_header(path)
+    col = _header_index(path, header, ("question_id", "part"))
+    ids: list[int] = []
+    parts: list[int] = []
+    bundles: list[int] = []
+    answers: list[int] = []
+    lines: list[int] = []  # physical line of each row (blank lines are skipped, not counted)
+    for line, record in _records(path):
+        if len(record) != len(header):
+            raise DataError(path, line, None, f"expected {len(header)} fields, got {len(record)}")
+        ids.append(_table_int(path, line, record, col, "question_id", "q"))
+        part = _table_int(path, line, record, col, "part", "")
+        if part < 0:
+            raise DataError(path, line, "part", f"part must be >= 0, got {part}")
+        parts.append(part)
+        bundles.append(_table_int(path, line, record, col, "bundle_id", "b", default=-1))
+        answers.append(_table_answer(path, line, record, col))
+        lines.append(line)
     if not ids:
         raise DataError(path, 2, None, "no data rows (header only)")
-    return _question_table(path, ids, parts, bundles, answers)
+    return _question_table(path, ids, parts, bundles, answers, lines)
 
 
 def _table_int(
@@ -355,7 +368,12 @@ def _table_answer(path: Path, line: int, record: list[str], col: dict[str, int])
 
 
 def _question_table(
-    path: Path, ids: list[int], parts: list[int], bundles: list[int], answers: list[int]
+    path: Path,
+    ids: list[int],
+    parts: list[int],
+    bundles: list[int],
+    answers: list[int],
+    lines: list[int],
 ) -> QuestionTable:
     raw = np.asarray(ids, dtype=np.int64)
     order = np.argsort(raw, kind="stable")
@@ -364,7 +382,7 @@ def _question_table(
     if dup.size:
         qid = int(sorted_ids[dup[0]])
         raise DataError(
-            path, int(order[dup[0] + 1]) + 2, "question_id", f"duplicate question_id {qid}"
+            path, lines[int(order[dup[0] + 1])], "question_id", f"duplicate question_id {qid}"
         )
     vocab = QuestionVocab(sorted_ids, np.asarray(parts, dtype=np.int64)[order])
     return QuestionTable(
@@ -382,17 +400,14 @@ def load_questions(path: Path) -> QuestionVocab:
 def load_lecture_parts(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Riiid lectures.csv -> (sorted lecture ids, their parts)."""
     path = Path(path)
-    with _open_text(path) as f:
-        reader = csv.reader(f)
-        header = [c.strip() for c in next(reader, [])]
-        if not any(header):
-            raise DataError(path, 1, None, "empty file (no header line)")
-        col = _header_index(path, header, ("lecture_id", "part"))
-        ids, parts = [], []
-        for record in reader:
-            if record:
-                ids.append(_table_int(path, reader.line_num, record, col, "lecture_id", "l"))
-                parts.append(_table_int(path, reader.line_num, record, col, "part", ""))
+    header = _read_header(path)
+    col = _header_index(path, header, ("lecture_id", "part"))
+    ids, parts = [], []
+    for line, record in _records(path):
+        if len(record) != len(header):
+            raise DataError(path, line, None, f"expected {len(header)} fields, got {len(record)}")
+        ids.append(_table_int(path, line, record, col, "lecture_id", "l"))
+        parts.append(_table_int(path, line, record, col, "part", ""))
     order = np.argsort(np.asarray(ids, np.int64), kind="stable")
     return np.asarray(ids, np.int64)[order], np.asarray(parts, np.int64)[order]
 
@@ -437,10 +452,13 @@ def _records(path: Path) -> Iterator[tuple[int, list[str]]]:
     """(line number, fields) of each non-empty data record, header skipped."""
     with _open_text(path) as f:
         reader = csv.reader(f)
-        next(reader, None)
-        for record in reader:
-            if record:
-                yield reader.line_num, record
+        try:
+            next(reader, None)
+            for record in reader:
+                if record:
+                    yield reader.line_num, record
+        except UnicodeDecodeError:
+            raise utf8_error(path) from None
 
 
 def line_of_record(path: Path, index: int) -> int:
@@ -495,7 +513,7 @@ def _read_header(path: Path) -> list[str]:
         try:
             first = f.readline()
         except UnicodeDecodeError:
-            raise DataError(path, 1, None, "not a UTF-8 text file") from None
+            raise utf8_error(path) from None
     if not first.strip():
         raise DataError(path, 1, None, "empty file (no header line)")
     return [c.strip() for c in next(csv.reader([first]))]

@@ -446,3 +446,29 @@ def test_ednet_invalid_answer(tmp_path: Path, caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="training.data"):
         assert load_ednet(folder, q).correct.tolist() == [1, 0]
     assert "1 rows have a missing or invalid user_answer" in caplog.text
+
+
+def test_non_utf8_bytes_are_located_by_line_and_column(tmp_path: Path, qfile: Path) -> None:
+    train = tmp_path / "latin1.csv"
+    train.write_bytes(
+        (HEADER + "\n" + ROWS[0] + "\n" + ROWS[1] + "\n").encode() + b"3,99,7,\xe9,0\n"
+    )
+    msg = error_of(load_riiid, train, qfile)
+    assert msg.startswith(f"{train}:4:content_id: not UTF-8 text (byte 0xe9)"), msg
+    questions = tmp_path / "q_latin1.csv"
+    questions.write_bytes(QUESTIONS.encode() + b"14,14,1,2,caf\xe9\n")
+    msg = error_of(load_questions, questions)
+    assert msg.startswith(f"{questions}:6:tags: not UTF-8 text (byte 0xe9)"), msg
+    lectures = tmp_path / "l.csv"
+    lectures.write_bytes(b"lecture_id,tag,part,type_of\n89,159,5,concept\n100,70,1,\xff\n")
+    msg = error_of(data.load_lecture_parts, lectures)
+    assert msg.startswith(f"{lectures}:3:type_of: not UTF-8 text (byte 0xff)"), msg
+
+
+def test_question_table_line_numbers_skip_blank_lines(tmp_path: Path) -> None:
+    dup = write(tmp_path / "dup.csv", QUESTIONS + "\n\n11,11,2,2,3\n")
+    assert error_of(load_questions, dup).startswith(
+        f"{dup}:8:question_id: duplicate question_id 11"
+    )
+    short = write(tmp_path / "l.csv", "lecture_id,tag,part,type_of\n89,159\n")
+    assert error_of(data.load_lecture_parts, short).startswith(f"{short}:2:-: expected 4 fields")
