@@ -348,7 +348,13 @@ def encode(
     window = history.slice(start, end)
     h = len(window)
 
-    previous_ts = int(history.timestamp[start - 1]) if start > 0 else None
+    # The lag of the window's first bundle is measured from the previous *bundle*: when the window
+    # starts inside a bundle, step back over the part of that bundle it cut off.
+    before = start
+    if 0 < start < end:
+        while before > 0 and history.bundle[before - 1] == history.bundle[start]:
+            before -= 1
+    previous_ts = int(history.timestamp[before - 1]) if before > 0 else None
     ordinals = _bundle_ordinals(window.bundle)
     positions = _bundle_start_positions(ordinals)
     lag = _lag_ms(window.timestamp, ordinals, previous_ts)

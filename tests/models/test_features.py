@@ -106,6 +106,23 @@ def test_bundle_structure(history: History, window: int) -> None:
     assert np.all(enc["response"] >= 1)  # history items always carry their own outcome
 
 
+@settings(max_examples=80, deadline=None)
+@given(histories(), st.data())
+def test_lag_does_not_depend_on_where_the_window_starts(
+    history: History, data: st.DataObject
+) -> None:
+    """A window that starts inside a bundle still measures that bundle's lag from the previous
+    bundle (not from its own cut-off items), exactly as the whole history does (the training
+    windows, `encode(start=...)`, and the service's trailing windows go through this)."""
+    n = len(history)
+    start = data.draw(st.integers(0, n))
+    spec = FeatureSpec(window=max(n, 1) + 1, n_questions=N_QUESTIONS + 2)
+    whole = encode(history, spec, PARTS, start=0)
+    part = encode(history, spec, PARTS, start=start)
+    np.testing.assert_array_equal(part["lag"], whole["lag"][start:])
+    np.testing.assert_array_equal(part["lag_bucket"], whole["lag_bucket"][start:])
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     histories(),
