@@ -6,15 +6,31 @@ import argparse
 import logging
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import uvicorn
+from pydantic import ValidationError
 
 from service.config import Settings, get_settings
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, exit 2 (no usage block)
+        sys.stderr.write(f"error: {message}\n")
+        raise SystemExit(2)
+
+
+def _settings_error(exc: ValidationError) -> str:
+    """One line naming each bad variable: `error: KT_PORT: Input should be a valid integer ('x')`."""
+    problems = [
+        f"KT_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']} ({e.get('input')!r})"
+        for e in exc.errors()
+    ]
+    return "error: " + "; ".join(problems)
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m service",
         description="Knowledge-tracing prediction service. Configuration via KT_* environment variables "
         "(see docs/service.md); the flags below override the matching variables.",
@@ -40,9 +56,13 @@ def main(argv: list[str] | None = None) -> int:
         }.items()
         if v is not None
     }
-    settings = get_settings()
-    if overrides:
-        settings = Settings(**{**settings.model_dump(), **overrides})
+    try:
+        settings = get_settings()
+        if overrides:
+            settings = Settings(**{**settings.model_dump(), **overrides})
+    except ValidationError as exc:
+        sys.stderr.write(_settings_error(exc) + "\n")
+        return 2
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

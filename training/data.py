@@ -25,7 +25,6 @@ CLI: `python -m training.data --describe FILE [--questions Q] [--lectures L]`.
 
 from __future__ import annotations
 
-import argparse
 import bisect
 import csv
 import hashlib
@@ -47,6 +46,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from models.features import FIRST_QUESTION_INDEX, UNKNOWN_QUESTION, History, QuestionVocab
+from training.cli import OneLineArgumentParser
 
 logger = logging.getLogger(__name__)
 
@@ -1348,7 +1348,7 @@ def _default_questions(train: Path) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="python -m training.data", description="Inspect a KT dataset."
     )
     parser.add_argument(

@@ -31,6 +31,7 @@ from transformers import Trainer
 from models.config import ModelConfig
 from models.registry import build_model, count_parameters
 from training.artifacts import load_model_dir, save_model_dir
+from training.cli import OneLineArgumentParser
 from training.data import DataError
 from training.dataset import IGNORE_LABEL, WindowDataset, collate_windows
 from training.distill_losses import (
@@ -513,7 +514,7 @@ def write_report_md(report: dict[str, Any], out: Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="python -m training.distill",
         description="Distil a SAINT+ teacher into a small student; export the student as the serving artifact.",
     )

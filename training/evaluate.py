@@ -10,7 +10,6 @@ torch model dirs by the same encoding + the torch model.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -28,6 +27,7 @@ from models.features import (
     QuestionVocab,
     encode_candidate_batch,
 )
+from training.cli import OneLineArgumentParser
 from training.data import DataError, Interactions, load_dataset
 from training.metrics import binary_metrics, calibration_bins
 
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="python -m training.evaluate",
         description="Replay the service protocol offline: predict each eval bundle from everything before it.",
     )
@@ -216,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{flag.replace('_', '-')}: {value} does not exist")
     if args.batch_size <= 0:
         parser.error("--batch-size must be positive")
+    if args.threads <= 0:
+        parser.error("--threads must be positive")
     try:
         metrics, labels, probs = evaluate(
             Path(args.model_dir),

@@ -52,6 +52,7 @@ from models.features import (
 )
 from models.registry import count_parameters
 from training.artifacts import CONFIG_FILE, SPEC_FILE, load_metrics, load_model_dir
+from training.cli import OneLineArgumentParser
 from training.dataset import IGNORE_LABEL, WindowDataset, collate_windows, learner_histories
 from training.metrics import binary_metrics
 
@@ -535,13 +536,6 @@ def decide_int8(
 # --------------------------------------------------------------------------- CLI
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        # One clear line, exit 2 (argparse's default prints the whole usage block first).
-        sys.stderr.write(f"error: {message}\n")
-        raise SystemExit(2)
-
-
 def quiet_exporter_logs() -> None:
     """CLI logging: the dynamo exporter's onnx_ir passes log one INFO line per initializer."""
     for name in ("onnx_ir", "onnxscript", "torch.onnx"):
@@ -549,7 +543,9 @@ def quiet_exporter_logs() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m training.export", description=__doc__.split("\n\n")[0])
+    p = OneLineArgumentParser(
+        prog="python -m training.export", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--model-dir", required=True, type=Path, help="torch model dir (training.train)")
     p.add_argument("--output-dir", required=True, type=Path, help="serving artifact dir to write")
     p.add_argument(

@@ -29,7 +29,6 @@ runs with KT_UNKNOWN_QUESTIONS=map, while `training.evaluate` always maps them.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
@@ -43,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from training.cli import OneLineArgumentParser
 from training.data import DataError, Interactions, load_dataset
 from training.metrics import binary_metrics
 
@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="python -m training.replay",
         description="Replay a log through the running service's HTTP API and report online AUC.",
     )

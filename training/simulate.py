@@ -86,6 +86,7 @@ from pathlib import Path
 
 import numpy as np
 
+from training.cli import OneLineArgumentParser
 from training.metrics import roc_auc
 
 logger = logging.getLogger(__name__)
@@ -778,14 +779,6 @@ def write(sim: SimulatedData, out_dir: str | Path) -> list[Path]:
 # CLI
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse that reports bad input as one ``error: ...`` line (exit 2), without usage."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"error: {message}\n")
-        raise SystemExit(2)
-
-
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -827,7 +820,9 @@ def _mean_length(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _OneLineParser(prog="python -m training.simulate", description=__doc__.splitlines()[0])
+    p = OneLineArgumentParser(
+        prog="python -m training.simulate", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--learners", type=_positive_int, required=True, help="number of learners")
     p.add_argument("--seed", type=_seed, required=True, help="random seed (same seed, same files)")
     p.add_argument("--out", required=True, help="output directory (created)")

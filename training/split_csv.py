@@ -8,11 +8,12 @@ columns keep their meaning: they describe the learner's previous bundle, whereve
 
 from __future__ import annotations
 
-import argparse
 import csv
 import sys
 from collections import defaultdict
 from pathlib import Path
+
+from training.cli import OneLineArgumentParser
 
 
 def split_rows(
@@ -54,7 +55,7 @@ def split_file(train_csv: Path, out_dir: Path, eval_fraction: float) -> tuple[Pa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="python -m training.split_csv", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--train-file", required=True)

@@ -27,6 +27,7 @@ from models.config import ModelConfig
 from models.features import FeatureSpec, QuestionVocab
 from models.registry import MODEL_REGISTRY, build_model, count_parameters
 from training.artifacts import save_model_dir
+from training.cli import OneLineArgumentParser
 from training.data import DataError, Interactions, load_dataset
 from training.dataset import IGNORE_LABEL, WindowDataset, collate_windows, learner_histories
 from training.metrics import binary_metrics
@@ -428,7 +429,7 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="python -m training.train",
         description="Train a knowledge-tracing model (saint, saint_plus, dkt, logistic) with transformers.Trainer.",
     )

@@ -125,6 +125,27 @@ def _perturb_from(
     return out
 
 
+def test_saint_plus_reads_earlier_elapsed_and_explanation() -> None:
+    """The other side of the leak test for the response-side time features: changing an EARLIER
+    bundle's elapsed time or explanation flag moves later predictions (the inputs are wired in)."""
+    rng = np.random.default_rng(3)
+    model = tiny_model("saint_plus")
+    batch = collate([encode(random_history(rng, 30), SPEC, PARTS)])
+    base = logits_of(model, batch)
+    bundles = batch["bundle"][0]
+    last = bundles == bundles.max()
+    earlier = bundles < bundles.max()
+    for name, new_values in (
+        ("elapsed", lambda n: rng.random(n).astype(np.float32)),
+        ("elapsed_bucket", lambda n: rng.integers(1, SPEC.n_elapsed_buckets, n)),
+        ("explanation", lambda n: 3 - batch["explanation"][0, earlier]),
+    ):
+        changed = {k: v.copy() for k, v in batch.items()}
+        changed[name][0, earlier] = new_values(int(earlier.sum()))
+        moved = (logits_of(model, changed)[0, last] - base[0, last]).abs().max().item()
+        assert moved > 1e-5, f"saint_plus ignores earlier {name}"
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_no_leak_from_same_or_later_bundles(name: str) -> None:
     rng = np.random.default_rng(2)

@@ -33,6 +33,29 @@ def test_refuses_many_workers_with_the_embedded_store() -> None:
     assert out.returncode == 2 and "KT_REDIS_URL" in out.stderr
 
 
+@pytest.mark.parametrize(
+    ("env", "argv", "fragment"),
+    [
+        ({"KT_PORT": "abc"}, [], "KT_PORT: Input should be a valid integer"),
+        ({}, ["--workers", "0"], "KT_WORKERS: Input should be greater than or equal to 1"),
+        ({}, ["--port", "x"], "argument --port: invalid int value: 'x'"),
+    ],
+)
+def test_bad_settings_are_one_line(env: dict[str, str], argv: list[str], fragment: str) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("KT_")} | env
+    out = subprocess.run(
+        [sys.executable, "-m", "service", *argv],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=clean,
+        timeout=60,
+    )
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1, out.stderr
+    assert lines[0].startswith("error: ") and fragment in lines[0]
+
+
 @pytest.mark.slow
 def test_serve_reload_on_sighup_and_stop(artifact: Path) -> None:
     port = _free_port()

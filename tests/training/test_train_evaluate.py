@@ -312,3 +312,87 @@ def test_compute_metrics_ignores_padding_and_context_labels() -> None:
     # a padded logit that would ruin the AUC if it were counted:
     labels[0, 2] = 0.0
     assert compute_metrics(SimpleNamespace(predictions=logits, label_ids=labels))["auc"] < 1.0
+
+
+@pytest.mark.parametrize(
+    ("module", "argv", "fragment"),
+    [
+        (
+            "training.evaluate",
+            ["--model-dir", "/nope", "--eval-file", "E", "--questions-file", "Q"],
+            "--model-dir: /nope does not exist",
+        ),
+        (
+            "training.evaluate",
+            ["--model-dir", "M", "--eval-file", "E"],
+            "required: --questions-file",
+        ),
+        (
+            "training.evaluate",
+            ["--model-dir", "M", "--eval-file", "E", "--questions-file", "Q", "--batch-size", "0"],
+            "--batch-size must be positive",
+        ),
+        (
+            "training.evaluate",
+            ["--model-dir", "M", "--eval-file", "E", "--questions-file", "Q", "--threads", "0"],
+            "--threads must be positive",
+        ),
+        (
+            "training.evaluate",
+            ["--model-dir", "M", "--eval-file", "BAD", "--questions-file", "Q"],
+            "not a model directory",
+        ),
+        (
+            "training.train",
+            ["--train-file", "E", "--questions-file", "Q"],
+            "required: --output-dir",
+        ),
+        (
+            "training.train",
+            ["--train-file", "E", "--questions-file", "Q", "--output-dir", "O", "--dropout", "1.5"],
+            "--dropout must be in [0, 1)",
+        ),
+        (
+            "training.distill",
+            [
+                "--output-dir",
+                "O",
+                "--train-file",
+                "E",
+                "--questions-file",
+                "Q",
+                "--batch-size",
+                "0",
+            ],
+            "--batch-size must be positive",
+        ),
+        ("training.split_csv", ["--train-file", "/nope.csv", "--out", "O"], "/nope.csv"),
+        ("training.data", ["--describe", "/nope.csv", "--questions", "Q"], "/nope.csv"),
+        ("training.simulate", ["--learners", "-3", "--out", "O"], "--learners"),
+    ],
+)
+def test_every_cli_reports_bad_input_in_one_line(
+    sim_dir: Path, tmp_path: Path, module: str, argv: list[str], fragment: str
+) -> None:
+    split = sim_dir / "split"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("row_id,timestamp\n1,2\n")
+    names = {
+        "M": str(tmp_path / "model"),
+        "E": str(split / "eval.csv"),
+        "Q": str(sim_dir / "questions.csv"),
+        "O": str(tmp_path / "out"),
+        "BAD": str(bad),
+    }
+    (tmp_path / "model").mkdir()
+    run = subprocess.run(
+        [sys.executable, "-m", module, *[names.get(a, a) for a in argv]],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    errors = [line for line in run.stderr.strip().splitlines() if not line[:4].isdigit()]
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert len(errors) == 1 and errors[0].startswith("error: "), run.stderr[-2000:]
+    assert fragment in errors[0], errors[0]
