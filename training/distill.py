@@ -36,6 +36,7 @@ from training.data import DataError
 from training.dataset import IGNORE_LABEL, WindowDataset, collate_windows
 from training.distill_losses import (
     INTERMEDIATE_LOSS_FUNCTIONS,
+    WEIGHT_SCHEDULERS,
     DistillationConfig,
     IntermediateMatch,
     binary_kd_loss,
@@ -317,7 +318,17 @@ def _build_distill_config(args: argparse.Namespace) -> DistillationConfig:
         "kd_loss_weight": args.kd_loss_weight,
         "hard_label_weight": args.hard_label_weight,
         "temperature_scheduler": args.temperature_scheduler,
+        "temperature_end": args.temperature_end,
+        "scheduler_beta": args.scheduler_beta,
+        "scheduler_gamma": args.scheduler_gamma,
+        "kd_loss_weight_scheduler": args.kd_loss_weight_scheduler,
+        "hard_label_weight_scheduler": args.hard_label_weight_scheduler,
     }
+    if args.intermediate_matches is not None:
+        try:
+            overrides["intermediate_matches"] = json.loads(args.intermediate_matches)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--intermediate-matches is not JSON: {exc}") from None
     data = cfg.to_dict()
     data.update({k: v for k, v in overrides.items() if v is not None})
     return DistillationConfig.from_dict(data)
@@ -550,6 +561,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--kd-loss-type", choices=["bce", "kl", "mse"], default=None)
     parser.add_argument("--kd-loss-weight", type=float, default=None)
     parser.add_argument("--hard-label-weight", type=float, default=None)
+    parser.add_argument("--temperature-end", type=float, default=None, help="linear: last tau")
+    parser.add_argument("--scheduler-beta", type=float, default=None, help="flsw/cwsm strength")
+    parser.add_argument("--scheduler-gamma", type=float, default=None, help="flsw exponent")
+    parser.add_argument("--kd-loss-weight-scheduler", choices=WEIGHT_SCHEDULERS, default=None)
+    parser.add_argument("--hard-label-weight-scheduler", choices=WEIGHT_SCHEDULERS, default=None)
+    parser.add_argument(
+        "--intermediate-matches",
+        default=None,
+        help='JSON list, e.g. \'[{"layer_T": 2, "layer_S": 1, "feature": "hidden", "loss": '
+        '"hidden_mse", "weight": 1, "proj": ["linear", 32, 128]}]\'',
+    )
     parser.add_argument("--no-baseline", action="store_true", help="skip the scratch student")
     parser.add_argument(
         "--int8",

@@ -372,3 +372,26 @@ def test_int8_is_served_only_when_it_passes_the_gate(data, tmp_path: Path) -> No
     assert (art / "model.fp32.onnx").exists() == info["kept"]
     expected = info["auc_loss"] <= 0.002 and info["speedup"] > 1.0
     assert info["kept"] == expected
+
+
+def test_every_distillation_setting_has_a_cli_flag() -> None:
+    """Flags override the JSON file field by field; intermediate matches as a JSON string."""
+    from training.distill import _build_distill_config, build_parser
+
+    argv = [
+        "--output-dir", "o", "--train-file", "t", "--questions-file", "q",
+        "--temperature", "3", "--temperature-scheduler", "linear", "--temperature-end", "1.5",
+        "--scheduler-beta", "0.5", "--scheduler-gamma", "3", "--kd-loss-type", "kl",
+        "--kd-loss-weight", "0.7", "--kd-loss-weight-scheduler", "linear_decay",
+        "--hard-label-weight", "0.2", "--hard-label-weight-scheduler", "linear_growth",
+        "--intermediate-matches", json.dumps(MATCHES),
+    ]  # fmt: skip
+    cfg = _build_distill_config(build_parser().parse_args(argv))
+    assert (cfg.temperature, cfg.temperature_scheduler, cfg.temperature_end) == (3.0, "linear", 1.5)
+    assert (cfg.scheduler_beta, cfg.scheduler_gamma, cfg.kd_loss_type) == (0.5, 3.0, "kl")
+    assert (cfg.kd_loss_weight, cfg.kd_loss_weight_scheduler) == (0.7, "linear_decay")
+    assert (cfg.hard_label_weight, cfg.hard_label_weight_scheduler) == (0.2, "linear_growth")
+    assert [m.proj for m in cfg.intermediate_matches] == [["linear", 16, 32], None]
+    bad = build_parser().parse_args([*argv[:6], "--intermediate-matches", "[{"])
+    with pytest.raises(ValueError, match="--intermediate-matches is not JSON"):
+        _build_distill_config(bad)
