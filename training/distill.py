@@ -408,7 +408,15 @@ def run_distillation(args: argparse.Namespace) -> dict[str, Any]:
     else:
         teacher_dir = _train_teacher(args, out)
     teacher, teacher_cfg, spec, vocab = load_model_dir(teacher_dir)
-    extra = [load_model_dir(Path(p))[0] for p in (args.extra_teacher or [])]
+    extra = []
+    for path in args.extra_teacher or []:
+        model, _, extra_spec, extra_vocab = load_model_dir(Path(path))
+        if extra_spec != spec or not np.array_equal(extra_vocab.question_ids, vocab.question_ids):
+            raise ValueError(
+                f"--extra-teacher {path}: its feature spec or question vocabulary differs from the "
+                f"teacher's ({teacher_dir}); all teachers must encode the data the same way"
+            )
+        extra.append(model)
     data = load_and_prepare(args, seq_len=spec.window)
     if data.spec.n_questions != spec.n_questions:
         raise ValueError(

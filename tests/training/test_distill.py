@@ -395,3 +395,27 @@ def test_every_distillation_setting_has_a_cli_flag() -> None:
     bad = build_parser().parse_args([*argv[:6], "--intermediate-matches", "[{"])
     with pytest.raises(ValueError, match="--intermediate-matches is not JSON"):
         _build_distill_config(bad)
+
+
+def test_extra_teachers_must_encode_like_the_teacher(data, tmp_path: Path, capsys) -> None:
+    import dataclasses
+
+    from training.artifacts import save_model_dir
+    from training.distill import main
+
+    teacher, _ = _models(data)
+    cfg = build_config(_args(model="saint_plus", d_model=32, layers=2, heads=4), data.spec)
+    save_model_dir(tmp_path / "t1", teacher, cfg, data.spec, data.vocab)
+    other_spec = dataclasses.replace(data.spec, window=data.spec.window + 5)
+    other_cfg = dataclasses.replace(cfg, seq_len=other_spec.window)
+    save_model_dir(tmp_path / "t2", build_model(other_cfg), other_cfg, other_spec, data.vocab)
+    code = main(
+        [
+            "--output-dir", str(tmp_path / "o"),
+            "--train-file", str(data.sim_dir / "train.csv"),
+            "--questions-file", str(data.sim_dir / "questions.csv"),
+            "--teacher", str(tmp_path / "t1"), "--extra-teacher", str(tmp_path / "t2"),
+        ]
+    )  # fmt: skip
+    assert code == 2
+    assert "--extra-teacher" in capsys.readouterr().err.strip().splitlines()[-1]
