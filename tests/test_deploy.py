@@ -32,6 +32,7 @@ import pytest
 import yaml
 
 from service.config import Settings
+from tests.redis_required import skip_without_redis
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -459,7 +460,7 @@ def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_api_command_with_compose_environment_serves(tiny_artifact: Path) -> None:
     if not _redis_up():
-        pytest.skip("no Redis at 127.0.0.1:6379")
+        skip_without_redis("no Redis at 127.0.0.1:6379")
     import httpx
     import redis
 

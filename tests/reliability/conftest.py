@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.redis_required import skip_without_redis
 from tests.reliability.procs import RedisServer
 from tests.service.conftest import build_artifact
 
@@ -25,7 +26,7 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _need_redis_server() -> None:
     if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
+        skip_without_redis("redis-server is not installed")
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from starlette.testclient import TestClient
 from service.app import create_app
 from service.config import Settings
 from service.store import HistoryStore, RedisHistoryStore, resolve_redis_url
+from tests.redis_required import skip_without_redis
 from tests.reliability.procs import RedisCluster, redis_cli_has_cluster
 from tests.service.conftest import QUESTION_IDS
 from tests.service.test_store import (  # the shared suite, collected here against the cluster
@@ -55,7 +56,7 @@ Q = QUESTION_IDS
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[RedisCluster]:
     if not redis_cli_has_cluster():
-        pytest.skip("redis-server/redis-cli without cluster support (redis-cli --cluster)")
+        skip_without_redis("redis-server/redis-cli without cluster support (redis-cli --cluster)")
     c = RedisCluster(masters=3)
     try:
         c.start()
@@ -146,7 +147,7 @@ def test_app_on_the_cluster(
 def test_dead_master_gives_503_not_500(artifact: Path) -> None:
     """Own cluster (it is broken on purpose): a learner on the dead master -> 503 at the deadline."""
     if not redis_cli_has_cluster():
-        pytest.skip("redis-server/redis-cli without cluster support")
+        skip_without_redis("redis-server/redis-cli without cluster support")
     own = RedisCluster(masters=3).start()
     try:
         settings = Settings(

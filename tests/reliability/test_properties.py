@@ -40,6 +40,7 @@ from service.events import (
 )
 from service.predictor import Predictor
 from service.store import MemoryHistoryStore, RedisHistoryStore
+from tests.redis_required import skip_without_redis
 from tests.service.conftest import QUESTION_IDS
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -106,7 +107,7 @@ def _redis_up() -> bool:
 def prefix() -> Iterator[str]:
     """A key prefix on the shared Redis (skip without one); every key under it is removed after."""
     if not _redis_up():
-        pytest.skip("no Redis at 127.0.0.1:6379")
+        skip_without_redis("no Redis at 127.0.0.1:6379")
     value = f"kt-prop-{uuid.uuid4().hex[:10]}:"
     yield value
     client = redis.Redis.from_url(REDIS_URL)

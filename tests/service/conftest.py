@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from service.store import HistoryStore, MemoryHistoryStore, RedisHistoryStore
+from tests.redis_required import skip_without_redis
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -32,7 +33,7 @@ def _redis_up() -> bool:
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     if not _redis_up():
-        pytest.skip("no Redis at 127.0.0.1:6379")
+        skip_without_redis("no Redis at 127.0.0.1:6379")
     return REDIS_URL
 
 

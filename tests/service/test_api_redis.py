@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 
 from service.app import create_app
 from service.config import Settings
+from tests.redis_required import skip_without_redis
 from tests.service.conftest import QUESTION_IDS
 from tests.service.test_api import ia, some_history
 from tests.service.test_store import _free_port
@@ -101,7 +102,7 @@ class RedisProcess:
 @pytest.fixture
 def own_redis() -> Iterator[RedisProcess]:
     if shutil.which("redis-server") is None:
-        pytest.skip("redis-server not installed")
+        skip_without_redis("redis-server not installed")
     server = RedisProcess()
     server.start()
     yield server
