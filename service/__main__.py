@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from typing import Any, NoReturn
 
 import uvicorn
 from pydantic import ValidationError
 
 from service.config import Settings, get_settings
+from service.metrics import MULTIPROC_ENV
 
 
 class _Parser(argparse.ArgumentParser):
@@ -85,7 +88,20 @@ def main(argv: list[str] | None = None) -> int:
         # Workers import the factory and read the same KT_* environment (CLI overrides via env).
         for key, value in overrides.items():
             os.environ[f"KT_{key.upper()}"] = str(value)
-        uvicorn.run("service.app:create_app", factory=True, workers=settings.workers, **common)
+        # One metrics directory shared by the workers (prometheus_client multiprocess mode), fresh
+        # for this run unless the operator chose one.
+        own_dir = None
+        if not os.environ.get(MULTIPROC_ENV):
+            own_dir = tempfile.mkdtemp(prefix="kt-metrics-")
+            os.environ[MULTIPROC_ENV] = own_dir
+        log.info(
+            "%d workers; metrics aggregated in %s", settings.workers, os.environ[MULTIPROC_ENV]
+        )
+        try:
+            uvicorn.run("service.app:create_app", factory=True, workers=settings.workers, **common)
+        finally:
+            if own_dir is not None:
+                shutil.rmtree(own_dir, ignore_errors=True)
     else:
         from service.app import create_app
 

@@ -120,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await state.store.close()
             executor.shutdown(wait=False, cancel_futures=True)
+            metrics.process_exited()
 
     app = FastAPI(
         title="Knowledge-tracing prediction service",

@@ -8,7 +8,7 @@ import time
 import numpy as np
 from fastapi import APIRouter, Depends, Path, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from models.features import CandidateRequest
 from service import lifecycle
@@ -326,5 +326,5 @@ async def reload(state: State, body: ReloadRequest | None = None) -> ReloadRespo
 
 @api.get("/metrics", response_class=Response, tags=["ops"])
 async def metrics(state: State) -> Response:
-    """Prometheus exposition."""
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus exposition (summed over all workers when KT_WORKERS > 1)."""
+    return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
