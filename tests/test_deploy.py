@@ -376,9 +376,9 @@ def test_images_own_the_model_volume_mount() -> None:
     for name in ("model", "api", "api-gpu"):
         target = services[name]["build"]["target"]
         user = instructions(target, "USER")[-1].split(":")[0]
+        runs = " ".join(instructions(target, "RUN"))
         for volume in services[name]["volumes"]:
             mount = volume.split(":")[1]
-            runs = " ".join(instructions(target, "RUN"))
             assert f"mkdir -p {mount}" in runs, f"{target}: {mount} not created"
             assert re.search(rf"chown {user}(:{user})? {re.escape(mount)}\b", runs), (
                 f"{target}: {mount} not owned by {user}"

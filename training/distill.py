@@ -635,11 +635,12 @@ def main(argv: list[str] | None = None) -> int:
             apply_demo(args)
         if not args.train_file or not args.questions_file:
             parser.error("--train-file and --questions-file are required (or use --demo)")
-        for flag in ("train_file", "questions_file", "teacher", "distill_config"):
+        # the data files and every training flag are checked as in training.train
+        validate_args(parser, args)
+        for flag in ("teacher", "distill_config"):
             value = getattr(args, flag)
             if value is not None and not Path(value).exists():
                 parser.error(f"--{flag.replace('_', '-')}: {value} does not exist")
-        validate_args(parser, args)  # the training flags' checks; `--resume-from-checkpoint true`
         report = run_distillation(args)
     except (DataError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

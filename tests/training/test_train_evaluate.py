@@ -314,6 +314,10 @@ def test_compute_metrics_ignores_padding_and_context_labels() -> None:
     assert compute_metrics(SimpleNamespace(predictions=logits, label_ids=labels))["auc"] < 1.0
 
 
+# M, E, Q, O: an empty dir, the eval and questions files of the simulator fixture, an output dir
+EVALUATE = ["--model-dir", "M", "--eval-file", "E", "--questions-file", "Q"]
+
+
 @pytest.mark.parametrize(
     ("module", "argv", "fragment"),
     [
@@ -327,21 +331,9 @@ def test_compute_metrics_ignores_padding_and_context_labels() -> None:
             ["--model-dir", "M", "--eval-file", "E"],
             "required: --questions-file",
         ),
-        (
-            "training.evaluate",
-            ["--model-dir", "M", "--eval-file", "E", "--questions-file", "Q", "--batch-size", "0"],
-            "--batch-size must be positive",
-        ),
-        (
-            "training.evaluate",
-            ["--model-dir", "M", "--eval-file", "E", "--questions-file", "Q", "--threads", "0"],
-            "--threads must be positive",
-        ),
-        (
-            "training.evaluate",
-            ["--model-dir", "M", "--eval-file", "BAD", "--questions-file", "Q"],
-            "not a model directory",
-        ),
+        ("training.evaluate", [*EVALUATE, "--batch-size", "0"], "--batch-size must be positive"),
+        ("training.evaluate", [*EVALUATE, "--threads", "0"], "--threads must be positive"),
+        ("training.evaluate", EVALUATE, "not a model directory"),  # M exists, holds no model
         (
             "training.train",
             ["--train-file", "E", "--questions-file", "Q"],
@@ -374,15 +366,11 @@ def test_compute_metrics_ignores_padding_and_context_labels() -> None:
 def test_every_cli_reports_bad_input_in_one_line(
     sim_dir: Path, tmp_path: Path, module: str, argv: list[str], fragment: str
 ) -> None:
-    split = sim_dir / "split"
-    bad = tmp_path / "bad.csv"
-    bad.write_text("row_id,timestamp\n1,2\n")
     names = {
         "M": str(tmp_path / "model"),
-        "E": str(split / "eval.csv"),
+        "E": str(sim_dir / "split" / "eval.csv"),
         "Q": str(sim_dir / "questions.csv"),
         "O": str(tmp_path / "out"),
-        "BAD": str(bad),
     }
     (tmp_path / "model").mkdir()
     run = subprocess.run(
