@@ -25,6 +25,9 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from tests.reliability.procs import RedisServer, ServiceProcess
 from tests.service.conftest import QUESTION_IDS
@@ -33,6 +36,10 @@ pytestmark = pytest.mark.slow
 logger = logging.getLogger(__name__)
 Q = QUESTION_IDS
 CAP_SAFE_EVENTS = 20  # per learner: below the tiny model's window + KT_HISTORY_EXTRA (12 + 16)
+ACKED_BEFORE_FAULT = 200  # events acknowledged before a fault is injected
+# Deadlines for the load's progress (never durations the test waits out): generous, so that a much
+# slower machine only takes longer; a faster one cannot outrun the unbounded load.
+PROGRESS_DEADLINE_S = 60.0
 
 
 def service_env(artifact: Path, redis_url: str, timeout_s: float = 0.3) -> dict[str, str]:
@@ -71,28 +78,50 @@ def event(user_no: int, k: int) -> dict[str, Any]:
 
 @dataclass
 class Ledger:
-    """What the clients sent and what the service acknowledged (thread-safe)."""
+    """What the clients sent and what the service acknowledged (thread-safe).
+
+    `calls` keeps (start, end, status) per request in the order they finished (monotonic clock;
+    status -1 = no answer), so a test can select the requests that started after a fault."""
 
     acked: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     unacked: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)
-    statuses: list[int] = field(default_factory=list)
-    latencies: list[float] = field(default_factory=list)
+    calls: list[tuple[float, float, int]] = field(default_factory=list)
+    acked_events: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(
-        self, user: str, items: list[dict[str, Any]], status: int | None, latency: float
-    ) -> None:
+    def add(self, user: str, items: list[dict[str, Any]], status: int | None, start: float) -> None:
+        end = time.monotonic()
         with self.lock:
-            self.latencies.append(latency)
-            self.statuses.append(status if status is not None else -1)
+            self.calls.append((start, end, status if status is not None else -1))
             if status == 200:
                 self.acked.setdefault(user, []).extend(items)
+                self.acked_events += len(items)
             else:
                 self.unacked.append((user, items))
 
+    @property
+    def statuses(self) -> list[int]:
+        with self.lock:
+            return [status for _, _, status in self.calls]
+
+    @property
+    def latencies(self) -> list[float]:
+        with self.lock:
+            return [end - start for start, end, _ in self.calls]
+
+    def started_after(self, t: float, until: float = float("inf")) -> list[int]:
+        """Statuses of the finished requests sent after `t` that ended before `until`."""
+        with self.lock:
+            return [status for start, end, status in self.calls if start > t and end < until]
+
 
 class IngestLoad:
-    """Writer threads: each learner's events in order, `per_request` per call, until stopped."""
+    """Writer threads posting learners' events in order, `per_request` per call, until stopped.
+
+    The load is unbounded, so a fault can never arrive after it has finished, however fast the
+    machine: each thread keeps `users / threads` learners active and replaces a learner that has
+    sent CAP_SAFE_EVENTS events with a new one. Tests trigger faults from the ledger's progress.
+    """
 
     def __init__(
         self,
@@ -110,36 +139,39 @@ class IngestLoad:
         self.mix_predict = mix_predict
         self.stop = threading.Event()
         self.predict_statuses: list[int] = []
+        self.n_threads = threads
         self.threads = [
-            threading.Thread(target=self._run, args=(t, threads), daemon=True)
-            for t in range(threads)
+            threading.Thread(target=self._run, args=(t,), daemon=True) for t in range(threads)
         ]
 
-    def _run(self, t: int, n_threads: int) -> None:
-        owned = list(range(t, self.users, n_threads))
-        next_k = dict.fromkeys(owned, 0)
+    def _run(self, t: int) -> None:
+        # thread t owns learners t, t + n, t + 2n, ... (n = thread count): never shared
+        active = list(range(t, self.users, self.n_threads))
+        next_new = t + self.n_threads * len(active)
+        next_k = dict.fromkeys(active, 0)
         with httpx.Client(base_url=self.url, timeout=3.0) as http:
             i = 0
             while not self.stop.is_set():
-                u = owned[i % len(owned)]
+                slot = i % len(active)
                 i += 1
+                u = active[slot]
                 k = next_k[u]
-                if k >= CAP_SAFE_EVENTS:
-                    if all(v >= CAP_SAFE_EVENTS for v in next_k.values()):
-                        return
-                    continue
                 items = [event(u, k + j) for j in range(self.per_request)]
                 items = items[: CAP_SAFE_EVENTS - k]
                 next_k[u] = k + len(items)
+                if next_k[u] >= CAP_SAFE_EVENTS:  # retire the learner, start a new one
+                    active[slot] = next_new
+                    next_k[next_new] = 0
+                    next_new += self.n_threads
                 user = f"learner-{u}"
-                start = time.perf_counter()
+                start = time.monotonic()
                 status: int | None
                 try:
                     r = http.post("/interactions", json={"user_id": user, "interactions": items})
                     status = r.status_code
                 except httpx.TransportError:
                     status = None
-                self.ledger.add(user, items, status, time.perf_counter() - start)
+                self.ledger.add(user, items, status, start)
                 if self.mix_predict:
                     with contextlib.suppress(httpx.TransportError):
                         body = {"user_id": user, "questions": [{"question_id": Q[0]}]}
@@ -193,24 +225,25 @@ def test_redis_killed_during_load_gives_503_then_recovers_within_2s(
     ledger = Ledger()
     with httpx.Client(base_url=svc.url, timeout=3.0) as http:
         with IngestLoad(svc.url, ledger, users=400, threads=3, mix_predict=True) as load:
-            time.sleep(1.0)
-            redis_server.kill()
-            # Requests already past their Redis call when it died may still answer 200: count the
-            # outage from one deadline (0.3 s) + margin after the kill.
-            time.sleep(0.5)
-            outage_start = len(ledger.statuses)
-            time.sleep(0.5)
+            wait_for(lambda: ledger.acked_events >= ACKED_BEFORE_FAULT, PROGRESS_DEADLINE_S)
+            redis_server.kill()  # returns once the process is gone
+            killed_at = time.monotonic()
+            # the outage is what the requests sent after the kill saw: wait for several per thread
+            wait_for(
+                lambda: len(ledger.started_after(killed_at)) >= 3 * load.n_threads,
+                PROGRESS_DEADLINE_S,
+            )
             r = http.get("/readyz")
             assert r.status_code == 503 and r.json()["store_ok"] is False, r.text
             r = http.post("/predict", json={"user_id": "x", "questions": [{"question_id": Q[0]}]})
             assert r.status_code == 503 and r.headers["retry-after"] == "1"
             assert http.get("/healthz").status_code == 200  # alive, not ready
-            during = ledger.statuses[outage_start:]
+            during = ledger.started_after(killed_at, until=time.monotonic())
 
             redis_server.start()  # same port, empty; the service is not touched
             recovery = wait_for(lambda: ready(http), timeout_s=2.0)
-            back = len(ledger.statuses)
-            wait_for(lambda: 200 in ledger.statuses[back:], timeout_s=2.0)
+            back = time.monotonic()
+            wait_for(lambda: 200 in ledger.started_after(back), PROGRESS_DEADLINE_S)
             load.stop.set()
         logger.info("recovery after Redis restart: %.3f s", recovery)
     assert svc.proc is not None and svc.proc.pid == pid and svc.proc.poll() is None
@@ -228,16 +261,26 @@ def test_aof_redis_crash_loses_no_acknowledged_interaction(
     svc = service_factory(service_env(artifact, aof_redis_server.url, timeout_s=0.5))
     ledger = Ledger()
     with IngestLoad(svc.url, ledger, users=300, threads=4, per_request=2) as load:
-        time.sleep(1.5)
+        wait_for(lambda: ledger.acked_events >= ACKED_BEFORE_FAULT, PROGRESS_DEADLINE_S)
         aof_redis_server.kill()  # SIGKILL mid-load: no shutdown save
-        time.sleep(0.5)
+        killed_at = time.monotonic()
+        # writes sent while Redis is down are not acknowledged: wait until every thread had some
+        wait_for(
+            lambda: len(ledger.started_after(killed_at)) >= 2 * load.n_threads,
+            PROGRESS_DEADLINE_S,
+        )
         aof_redis_server.start()  # replays the AOF
         with httpx.Client(base_url=svc.url, timeout=3.0) as http:
             wait_for(lambda: ready(http), timeout_s=2.0)
-        time.sleep(0.5)
+        back = time.monotonic()
+        # the load goes on after the restart, on top of the replayed data
+        wait_for(lambda: 200 in ledger.started_after(back), PROGRESS_DEADLINE_S)
         load.stop.set()
-    acked_events = sum(len(v) for v in ledger.acked.values())
-    assert acked_events > 100 and ledger.unacked, (acked_events, len(ledger.unacked))
+    acked_events = ledger.acked_events
+    assert acked_events >= ACKED_BEFORE_FAULT and ledger.unacked, (
+        acked_events,
+        len(ledger.unacked),
+    )
     with httpx.Client(base_url=svc.url, timeout=5.0) as http:
         for user, items in ledger.acked.items():
             stored = set(stored_keys(http, user))
@@ -269,12 +312,20 @@ def test_service_sigkill_during_ingest_loses_nothing_and_retries_do_not_duplicat
     svc = service_factory(env)
     ledger = Ledger()
     with IngestLoad(svc.url, ledger, users=300, threads=4, per_request=3) as load:
-        time.sleep(1.5)
+        wait_for(lambda: ledger.acked_events >= ACKED_BEFORE_FAULT, PROGRESS_DEADLINE_S)
         svc.kill(signal.SIGKILL)  # in-flight requests die unanswered
+        killed_at = time.monotonic()
+        # every thread's next request finds no server: wait until each has seen that
+        wait_for(
+            lambda: len(ledger.started_after(killed_at)) >= load.n_threads, PROGRESS_DEADLINE_S
+        )
         load.stop.set()
-    acked_events = sum(len(v) for v in ledger.acked.values())
-    in_flight = [s for s in ledger.statuses if s == -1]
-    assert acked_events > 100 and in_flight, (acked_events, len(in_flight))
+    acked_events = ledger.acked_events
+    unanswered = [s for s in ledger.statuses if s == -1]
+    in_flight = [
+        status for start, end, status in ledger.calls if status == -1 and start < killed_at
+    ]
+    assert acked_events >= ACKED_BEFORE_FAULT and unanswered, (acked_events, len(unanswered))
 
     svc2 = service_factory(env)  # a fresh process on the same Redis
     duplicates = 0
@@ -294,10 +345,11 @@ def test_service_sigkill_during_ingest_loses_nothing_and_retries_do_not_duplicat
             assert len(stored_list) == len(set(stored_list)), f"{user}: duplicate after retry"
             assert set(stored_list) == ids, user
     logger.info(
-        "service SIGKILL: %d acknowledged events kept; %d unacknowledged requests retried, "
-        "%d of their events had been applied before the kill (counted as duplicates)",
+        "service SIGKILL: %d acknowledged events kept; %d unanswered requests (%d in flight at the "
+        "kill) retried, %d of their events had been applied before the kill (counted as duplicates)",
         acked_events,
-        len(ledger.unacked),
+        len(unanswered),
+        len(in_flight),
         duplicates,
     )
 
@@ -319,10 +371,31 @@ def test_stalled_redis_times_out_at_the_deadline_and_mixes_nothing_up(
                 == 200
             )
 
-        admin = redis_server.client(socket_timeout=10)
-        stall = threading.Thread(target=lambda: admin.execute_command("DEBUG", "SLEEP", "2.5"))
+        # The stall must outlast the probe and every call below at its slowest allowed (deadline +
+        # 0.5 s each): it is checked to still run after the last call.
+        probe_timeout_s = 0.2
+        stall_s = probe_timeout_s + 6 * (deadline_s + 0.5) + 0.5
+        admin = redis_server.client(socket_timeout=stall_s + 10)
+        stall_sent = threading.Event()
+
+        def stall_redis() -> None:
+            stall_sent.set()
+            admin.execute_command("DEBUG", "SLEEP", str(stall_s))
+
+        stall = threading.Thread(target=stall_redis)
         stall.start()
-        time.sleep(0.1)
+        # no retries: redis-py's default retry backs off for seconds on a timeout
+        probe = redis_server.client(socket_timeout=probe_timeout_s, retry=Retry(NoBackoff(), 0))
+
+        def stalled() -> bool:
+            try:
+                probe.ping()
+            except redis.TimeoutError:
+                return stall_sent.is_set()
+            return False
+
+        wait_for(stalled, PROGRESS_DEADLINE_S)
+        probe.close()
         late_write = {"user_id": users[0], "interactions": [event(0, 50)]}
         calls = [
             ("POST", "/interactions", late_write),
@@ -344,6 +417,7 @@ def test_stalled_redis_times_out_at_the_deadline_and_mixes_nothing_up(
             assert deadline_s * 0.8 <= elapsed <= deadline_s + 0.5, (path, elapsed)
             if path != "/readyz":
                 assert r.headers["retry-after"] == "1" and "unavailable" in r.json()["detail"]
+        assert stall.is_alive(), "the stall ended before the last call: the test proved nothing"
         stall.join()
         admin.close()
 

@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
+import threading
 import time
 from collections.abc import Callable
 
 import numpy as np
 import pytest
 
-from service.events import EVENT_DTYPE, canonical_order, make_events, merge_events
-from service.store import HistoryStore, RedisHistoryStore, StoreUnavailable
+from service.events import (
+    EVENT_DTYPE,
+    AppendResult,
+    canonical_order,
+    make_events,
+    merge_events,
+)
+from service.store import (
+    HistoryStore,
+    MemoryHistoryStore,
+    RedisHistoryStore,
+    StoreUnavailable,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -163,6 +176,13 @@ async def test_matches_reference_merge(store_factory: Callable[..., HistoryStore
 
 
 async def test_64_concurrent_writers(store_factory: Callable[..., HistoryStore]) -> None:
+    """64 overlapping appends under `asyncio.gather`: every distinct event once, accounting exact.
+
+    For Redis the writes really interleave (each append awaits the network; the Lua script is what
+    makes each one atomic). The memory store never awaits inside `append`, so here the event loop
+    runs them one after another: for it this checks the merge accounting, and
+    `test_memory_store_threads_interleave` checks its lock with real threads.
+    """
     store = store_factory()
     cap = 50
     # 64 writers, overlapping deliveries: most events are sent by more than one writer
@@ -189,16 +209,65 @@ async def test_64_concurrent_writers(store_factory: Callable[..., HistoryStore])
         await store.close()
 
 
-async def test_ttl_expiry_and_refresh(store_factory: Callable[..., HistoryStore]) -> None:
-    store = store_factory(ttl_s=0.4)
+def test_memory_store_threads_interleave() -> None:
+    """64 OS threads append overlapping batches to one learner at once (the service's worker threads
+    may call the store): without the store's lock, read-merge-write races lose events."""
+    store = MemoryHistoryStore(ttl_s=3600)
+    batches = [events(sorted({(w * 7 + j * 13) % 200 for j in range(6)})) for w in range(64)]
+    union = np.unique(np.concatenate([b["timestamp"] for b in batches]))
+    start = threading.Barrier(len(batches))
+    results: list[AppendResult] = []
+
+    def write(batch: np.ndarray) -> None:
+        start.wait()
+        results.append(asyncio.run(store.append("hot", batch, max_len=1000)))
+
+    old_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: races show up if possible
     try:
-        await store.append("t", events([1]), max_len=10)
-        await asyncio.sleep(0.25)
-        await store.append("t", events([1]), max_len=10)  # a duplicate still refreshes the TTL
-        await asyncio.sleep(0.25)
-        assert len(await store.get("t")) == 1  # 0.5 s after the first write, 0.25 s after refresh
-        await asyncio.sleep(0.3)
-        assert len(await store.get("t")) == 0
+        threads = [threading.Thread(target=write, args=(b,)) for b in batches]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    finally:
+        sys.setswitchinterval(old_interval)
+    stored = asyncio.run(store.get("hot"))
+    assert_canonical(stored)
+    assert stored["timestamp"].tolist() == union.tolist()
+    assert sum(r.recorded for r in results) == len(union)
+
+
+async def test_ttl_expiry_and_refresh(store_factory: Callable[..., HistoryStore]) -> None:
+    """A write sets the TTL and every write, a duplicate too, refreshes it; then it expires.
+
+    The clock is read around every call instead of assuming how long a sleep or a call takes: a
+    trial counts only if the read provably came after the first write's TTL ran out and before the
+    refreshed one did (a stalled machine makes a trial inconclusive and it is run again).
+    """
+    ttl_s = 0.6
+    store = store_factory(ttl_s=ttl_s)
+    try:
+        for trial in range(5):
+            user = f"t{trial}"
+            await store.append(user, events([1]), max_len=10)
+            first_done = time.monotonic()  # the first TTL ends by first_done + ttl_s
+            await asyncio.sleep(ttl_s / 2)
+            refreshed = time.monotonic()  # the refreshed TTL ends at refreshed + ttl_s or later
+            await store.append(user, events([1]), max_len=10)
+            await asyncio.sleep(max(0.0, first_done + ttl_s * 1.1 - time.monotonic()))
+            present = len(await store.get(user))
+            read_done = time.monotonic()
+            if read_done < refreshed + ttl_s:
+                break
+        else:
+            pytest.fail("5 trials stalled past the TTL window: the machine is too loaded to tell")
+        assert present == 1, "a duplicate write did not refresh the TTL"
+        deadline = time.monotonic() + 10
+        while len(await store.get(user)) == 1:
+            assert time.monotonic() < deadline, "the history never expired"
+            await asyncio.sleep(0.02)
+        assert time.monotonic() >= refreshed + ttl_s, "expired before its TTL"
     finally:
         await store.close()
 
