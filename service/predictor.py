@@ -184,11 +184,6 @@ class Predictor:
         """The first requested execution provider is really active (ORT falls back silently)."""
         return self.requested_providers[0] in self.active_providers
 
-    @property
-    def history_window(self) -> int:
-        """History items one prediction looks at (the window minus the candidates' slot)."""
-        return self._spec.window - 1
-
     # -- scoring ------------------------------------------------------------------------------
     def score(self, requests: list[CandidateRequest]) -> list[np.ndarray]:
         """P(correct) per candidate of each request (float64 arrays), from ONE ORT run."""
