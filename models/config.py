@@ -8,6 +8,7 @@ match the encoding of `models.features`.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,11 @@ class ModelConfig:
     use_explanation: bool = (
         True  # SAINT+: add the Riiid explanation-flag embedding to the response side
     )
+    # Platt calibration, fitted on validation learners after training (training.calibration):
+    # served logit = calibration_scale * model logit + calibration_bias, folded into the ONNX graph.
+    # (1, 0) = uncalibrated. Not used in training: the model's own forward returns raw logits.
+    calibration_scale: float = 1.0
+    calibration_bias: float = 0.0
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -86,9 +92,24 @@ class ModelConfig:
             )
         if not isinstance(self.use_explanation, bool):
             problems.append(f"use_explanation must be true or false, got {self.use_explanation!r}")
+        for key in ("calibration_scale", "calibration_bias"):
+            value = getattr(self, key)
+            if (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not math.isfinite(value)
+            ):
+                problems.append(f"{key} must be a finite number, got {value!r}")
+        if isinstance(self.calibration_scale, int | float) and not self.calibration_scale > 0:
+            problems.append(
+                f"calibration_scale must be > 0 (it must not invert the ranking), "
+                f"got {self.calibration_scale!r}"
+            )
         if problems:
             raise ValueError("invalid ModelConfig: " + "; ".join(problems))
         self.dropout = float(self.dropout)
+        self.calibration_scale = float(self.calibration_scale)
+        self.calibration_bias = float(self.calibration_bias)
 
     @property
     def head_dim(self) -> int:

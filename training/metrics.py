@@ -1,4 +1,5 @@
-"""Binary-prediction metrics on numpy arrays: AUC (rank-based, tie-aware), accuracy, log loss."""
+"""Binary-prediction metrics on numpy arrays: AUC (rank-based, tie-aware), accuracy, log loss,
+Brier score and expected calibration error (ECE)."""
 
 from __future__ import annotations
 
@@ -43,13 +44,37 @@ def accuracy(y_true: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> float
     return float(np.mean((q >= threshold) == (y == 1)))
 
 
+def brier(y_true: np.ndarray, p: np.ndarray) -> float:
+    """Mean squared error of the probabilities (0 = perfect; 0.25 = always 0.5)."""
+    y, q = _validate(y_true, p)
+    return float(np.mean((q - y) ** 2))
+
+
+def expected_calibration_error(y_true: np.ndarray, p: np.ndarray, n_bins: int = 15) -> float:
+    """ECE: the count-weighted mean |observed rate - mean prediction| over `n_bins` equal-width
+    probability bins (Guo et al. 2017). 0 = calibrated; a model that is right about its rank order
+    but says 0.9 where 0.7 happens scores ~0.2."""
+    y, q = _validate(y_true, p)
+    if len(y) == 0:
+        return float("nan")
+    idx = np.clip((q * n_bins).astype(np.int64), 0, n_bins - 1)  # (N,) bin of each prediction
+    count = np.bincount(idx, minlength=n_bins).astype(np.float64)
+    gap = np.abs(
+        np.bincount(idx, weights=y, minlength=n_bins)
+        - np.bincount(idx, weights=q, minlength=n_bins)
+    )
+    return float(gap.sum() / count.sum())
+
+
 def binary_metrics(y_true: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    """{"auc", "acc", "logloss", "n"} for labels in {0, 1} and probabilities."""
+    """{"auc", "acc", "logloss", "brier", "ece", "n"} for labels in {0, 1} and probabilities."""
     y, q = _validate(y_true, p)
     return {
         "auc": roc_auc(y, q),
         "acc": accuracy(y, q),
         "logloss": log_loss(y, q),
+        "brier": brier(y, q),
+        "ece": expected_calibration_error(y, q),
         "n": int(len(y)),
     }
 

@@ -1,0 +1,105 @@
+"""Platt calibration (training.calibration) and the calibration metrics (ECE, Brier)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.config import ModelConfig
+from training.calibration import Platt, fit_platt
+from training.metrics import binary_metrics, brier, expected_calibration_error
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def overconfident(n: int = 20_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Logits 3x too large and shifted: the truth is sigmoid(logit / 3 + 0.7)."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0.0, 2.0, n)
+    y = (rng.random(n) < sigmoid(0.5 * z + 0.7)).astype(np.float64)
+    return 3.0 * z, y
+
+
+def test_fit_recovers_the_generating_scale_and_bias() -> None:
+    logits, y = overconfident()
+    platt = fit_platt(logits, y)
+    assert platt.scale == pytest.approx(1 / 6, rel=0.05)
+    assert platt.bias == pytest.approx(0.7, abs=0.05)
+
+
+def test_calibration_fixes_ece_and_log_loss_and_keeps_auc() -> None:
+    logits, y = overconfident()
+    before = binary_metrics(y, sigmoid(logits))
+    after = binary_metrics(y, sigmoid(fit_platt(logits, y).apply(logits)))
+    assert before["ece"] > 0.2 and after["ece"] < 0.02
+    assert after["logloss"] < before["logloss"] - 0.5
+    assert after["brier"] < before["brier"]
+    assert after["auc"] == before["auc"]  # a monotone map never changes the ranking
+
+
+def test_fit_on_one_split_helps_another() -> None:
+    """Fitted on validation learners, it must carry over to unseen ones (no fitting on eval rows)."""
+    valid_logits, valid_y = overconfident(seed=1)
+    eval_logits, eval_y = overconfident(seed=2)
+    platt = fit_platt(valid_logits, valid_y)
+    assert expected_calibration_error(eval_y, sigmoid(platt.apply(eval_logits))) < 0.02
+
+
+def test_already_calibrated_logits_stay_put() -> None:
+    rng = np.random.default_rng(3)
+    z = rng.normal(0.0, 1.5, 50_000)
+    y = (rng.random(len(z)) < sigmoid(z)).astype(np.float64)
+    platt = fit_platt(z, y)
+    assert platt.scale == pytest.approx(1.0, abs=0.05)
+    assert platt.bias == pytest.approx(0.0, abs=0.05)
+
+
+def test_separable_data_gives_a_finite_positive_scale() -> None:
+    z = np.linspace(-3, 3, 100)
+    y = (z > 0).astype(np.float64)
+    platt = fit_platt(z, y)
+    assert np.isfinite(platt.scale) and platt.scale > 0 and np.isfinite(platt.bias)
+
+
+def test_anti_correlated_logits_never_invert_the_ranking() -> None:
+    logits, y = overconfident()
+    platt = fit_platt(-logits, y)
+    assert platt.scale > 0
+
+
+@pytest.mark.parametrize(
+    ("logits", "labels", "message"),
+    [
+        (np.zeros(0), np.zeros(0), "at least one"),
+        (np.zeros(3), np.ones(3), "both right and wrong"),
+        (np.array([0.0, np.inf]), np.array([0.0, 1.0]), "finite"),
+        (np.zeros(3), np.zeros(2), "equally many"),
+    ],
+)
+def test_bad_input_is_a_clear_error(logits: np.ndarray, labels: np.ndarray, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        fit_platt(logits, labels)
+
+
+def test_ece_and_brier_known_values() -> None:
+    y = np.array([1.0, 0.0, 1.0, 0.0])
+    # always 0.5 on a 50% base rate: calibrated, Brier 0.25
+    assert expected_calibration_error(y, np.full(4, 0.5)) == pytest.approx(0.0)
+    assert brier(y, np.full(4, 0.5)) == pytest.approx(0.25)
+    # always 0.9 where half are right: ECE 0.4
+    assert expected_calibration_error(y, np.full(4, 0.9)) == pytest.approx(0.4)
+    # perfect and confident
+    assert expected_calibration_error(y, y) == pytest.approx(0.0)
+    assert brier(y, y) == 0.0
+
+
+def test_model_config_carries_the_calibration() -> None:
+    cfg = ModelConfig(calibration_scale=0.5, calibration_bias=-0.25)
+    again = ModelConfig.from_dict(cfg.to_dict())
+    assert (again.calibration_scale, again.calibration_bias) == (0.5, -0.25)
+    assert Platt(again.calibration_scale, again.calibration_bias).apply(np.array([2.0]))[0] == 0.75
+    for bad in ({"calibration_scale": 0.0}, {"calibration_scale": -1.0}, {"calibration_bias": "x"}):
+        with pytest.raises(ValueError, match="calibration"):
+            ModelConfig(**bad)
