@@ -84,16 +84,19 @@ class DistillationModule(nn.Module):
         self,
         labels: torch.Tensor | None = None,
         return_features: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
         **inputs: torch.Tensor,
     ) -> Any:
         # One forward (DDP-safe): the student's logits, hidden states and attention maps.
+        # num_items_in_batch: a plain Trainer (the scratch student) passes the step's labelled
+        # count, as for training.train.KTForTraining (see there why the loss must use it).
         out = self.student(
             inputs, output_hidden_states=return_features, output_attentions=return_features
         )
         logits = out["logits"] if return_features else out
         result: dict[str, Any] = {"logits": logits}
         if labels is not None:
-            result["loss"] = masked_bce(logits, labels)
+            result["loss"] = masked_bce(logits, labels, num_items_in_batch)
         if return_features:
             hidden = list(out["hidden_states"])
             result["hidden_states"] = hidden
@@ -147,6 +150,9 @@ class DistillationTrainer(Trainer):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        # compute_loss below returns per-batch means and ignores num_items_in_batch: tell Trainer,
+        # so it divides by the accumulation steps itself and does not count labels for us.
+        self.model_accepts_loss_kwargs = False
         self.distill_config = distill_config
         self.teachers = [t.to(self.args.device).eval() for t in teachers]
         for t in self.teachers:
@@ -181,7 +187,6 @@ class DistillationTrainer(Trainer):
                 for t in self.teachers
             ]
         t_logits = [o["logits"] if cfg.intermediate_matches else o for o in t_outs]
-        valid = labels != IGNORE_LABEL  # (B, T) positions with a label
         real = inputs["question"] != 0  # (B, T) non-padding positions
 
         components: dict[str, torch.Tensor] = {}
@@ -216,7 +221,6 @@ class DistillationTrainer(Trainer):
             loss = loss + m.weight * value
         for name, value in components.items():
             self._components[name].append(float(value.detach()))
-        del valid
         return (loss, out) if return_outputs else loss
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:

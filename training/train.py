@@ -54,8 +54,8 @@ DEFAULT_LEARNING_RATES = {"logistic": 1e-2}
 class KTForTraining(nn.Module):
     """Wraps a registry model for `transformers.Trainer`: returns {"loss", "logits"}.
 
-    The loss is the mean BCE over labelled positions (labels == IGNORE_LABEL are padding or
-    context-only items).
+    The loss is the BCE over labelled positions (labels == IGNORE_LABEL are padding or
+    context-only items), averaged over every labelled position of the optimizer step.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -63,23 +63,41 @@ class KTForTraining(nn.Module):
         self.model = model
 
     def forward(
-        self, labels: torch.Tensor | None = None, **inputs: torch.Tensor
+        self,
+        labels: torch.Tensor | None = None,
+        num_items_in_batch: torch.Tensor | int | None = None,
+        **inputs: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
+        # The `**inputs` signature makes Trainer treat this model as taking loss kwargs: it passes
+        # the labelled-position count of the whole step (all accumulation batches, all DDP ranks),
+        # multiplies the loss by the world size and skips its own division by the accumulation
+        # steps. So the loss must be sum / that count: a per-batch mean here would double the
+        # loss (and the gradient) under 2-process DDP.
         logits = self.model(inputs)  # (B, T)
         out = {"logits": logits}
         if labels is not None:
-            out["loss"] = masked_bce(logits, labels)
+            out["loss"] = masked_bce(logits, labels, num_items_in_batch)
         return out
 
 
-def masked_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean binary cross-entropy over positions whose label is not IGNORE_LABEL."""
+def masked_bce(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    num_items_in_batch: torch.Tensor | int | None = None,
+) -> torch.Tensor:
+    """Binary cross-entropy over positions whose label is not IGNORE_LABEL: their mean, or
+    their sum / `num_items_in_batch` (Trainer's count of labelled positions across the step)."""
     mask = labels != IGNORE_LABEL  # (B, T)
     if not mask.any():
         return logits.sum() * 0.0
-    return nn.functional.binary_cross_entropy_with_logits(
-        logits[mask].float(), labels[mask].float(), reduction="mean"
+    if num_items_in_batch is None:
+        return nn.functional.binary_cross_entropy_with_logits(
+            logits[mask].float(), labels[mask].float(), reduction="mean"
+        )
+    total = nn.functional.binary_cross_entropy_with_logits(
+        logits[mask].float(), labels[mask].float(), reduction="sum"
     )
+    return total / num_items_in_batch
 
 
 def compute_metrics(eval_pred: Any) -> dict[str, float]:
@@ -468,8 +486,6 @@ def validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         args.learning_rate = DEFAULT_LEARNING_RATES.get(args.model, 1e-3)
     if args.resume_from_checkpoint == "true":
         args.resume_from_checkpoint = True
-    if args.report_to == "none":
-        args.report_to = "none"
 
 
 def _shutdown_distributed() -> None:
