@@ -306,6 +306,30 @@ def test_torchrun_two_processes_match_one_process_with_the_same_global_batch(
     assert abs(alone["train_loss"] - single["train_loss"]) > 1e-4
 
 
+def test_gradient_accumulation_matches_the_larger_batch(sim_dir: Path, tmp_path: Path) -> None:
+    """2 accumulated batches of 16 == one batch of 32: the loss is divided by the labelled count
+    of the whole step, not averaged per batch (windows hold different numbers of labels)."""
+    common = [
+        "--model", "saint_plus", "--max-steps", "4", "--dropout", "0", "--learning-rate", "3e-3",
+        "--warmup-steps", "0", "--validation", "none", "--save-strategy", "no",
+        "--logging-steps", "1",
+    ]  # fmt: skip
+    big = _train(sim_dir, tmp_path / "big", *common, "--batch-size", "32")
+    accumulated = _train(
+        sim_dir,
+        tmp_path / "acc",
+        *common,
+        "--batch-size",
+        "16",
+        "--gradient-accumulation-steps",
+        "2",
+    )
+    a = load_file(str(tmp_path / "big" / "model.safetensors"))
+    b = load_file(str(tmp_path / "acc" / "model.safetensors"))
+    assert max(float(np.abs(a[k] - b[k]).max()) for k in a) < 2e-5
+    assert accumulated["train_loss"] == pytest.approx(big["train_loss"], rel=1e-5)
+
+
 def test_early_stopping_stops_a_run_that_cannot_improve(sim_dir: Path, tmp_path: Path) -> None:
     """Learning rate 0: the weights, hence the validation AUC, never change, so patience 2
     ends an 8-epoch run after exactly 3 evaluations (the first sets the best)."""
