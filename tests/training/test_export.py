@@ -19,6 +19,7 @@ from training.artifacts import load_model_dir, save_model_dir
 from training.export import (
     ExportError,
     export_artifact,
+    int8_gate,
     main,
     ort_session,
     parity_batches,
@@ -206,8 +207,39 @@ def test_cli_bad_input(
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
 
 
+@pytest.mark.parametrize(
+    ("fp32_auc", "int8_auc", "speedup", "max_auc_loss", "kept", "reason"),
+    [
+        (0.75, 0.7495, 1.5, 0.002, True, "<= max"),  # small loss, faster
+        (0.75, 0.76, 1.1, 0.002, True, "<= max"),  # INT8 better (negative loss), faster
+        (0.75, 0.748, 1.5, 0.002, True, "<= max"),  # loss == max (0.0020000000000000018 in floats)
+        (0.75, 0.5, 1.5, 0.25, True, "<= max"),  # loss == max, exactly representable
+        (0.75, 0.745, 1.5, 0.002, False, "AUC loss 0.005 > max"),  # too much AUC lost
+        (0.75, 0.7479, 3.0, 0.002, False, "> max"),  # just over the limit, however fast
+        (0.75, 0.75, 0.8, 0.002, False, "not faster"),  # no AUC lost, but slower
+        (0.75, 0.75, 1.0, 0.002, False, "not faster"),  # exactly as fast: not worth it
+        (0.75, 0.75, None, 0.002, False, "not faster"),  # speed not measured
+        (0.75, float("nan"), 2.0, 0.002, False, "> max"),  # AUC undefined (one class)
+    ],
+)
+def test_int8_gate_decides_from_its_measurements(
+    fp32_auc: float,
+    int8_auc: float,
+    speedup: float | None,
+    max_auc_loss: float,
+    kept: bool,
+    reason: str,
+) -> None:
+    decision, why = int8_gate(fp32_auc, int8_auc, speedup, max_auc_loss)
+    assert decision is kept
+    assert reason in why, why
+
+
 def test_cli_int8_gate_on_held_out_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`--int8 --int8-data`: the AUC gate decides whether INT8 is served, and records both sides."""
+    """`--int8 --int8-data`: the gate's rejection end to end through the CLI, forced with
+    `--max-auc-loss -1` (no AUC loss is <= -1): INT8 removed, model.onnx and the manifest's
+    graph fields untouched, both AUCs and the reason recorded. (The served branch, which needs
+    an injected speedup, is test_distill's test_int8_is_served_only_when_it_passes_the_gate.)"""
     from models.config import ModelConfig
     from models.registry import build_model
     from training.data import load_dataset
@@ -238,15 +270,22 @@ def test_cli_int8_gate_on_held_out_data(tmp_path: Path, capsys: pytest.CaptureFi
         "--questions-file",
         str(sim / "questions.csv"),
     ]
-    assert main([*argv, *data_flags]) == 0
+    assert main([*argv, *data_flags, "--max-auc-loss", "-1"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     manifest = read_manifest(tmp_path / "a")
     info = manifest["int8"]
-    assert {"fp32_auc", "int8_auc", "auc_loss", "kept", "speedup"} <= set(info)
-    assert summary["int8"]["kept"] == info["kept"]
-    assert info["kept"] == (info["auc_loss"] <= 0.002 and info["speedup"] > 1.0)
+    assert {"fp32_auc", "int8_auc", "auc_loss", "kept", "speedup", "reason"} <= set(info)
+    assert info["kept"] is False and summary["int8"]["kept"] is False
+    assert "> max -1" in info["reason"]
+    assert 0.3 < info["fp32_auc"] < 0.7 and abs(info["auc_loss"]) < 0.05  # untrained, both ~0.5
     assert not (tmp_path / "a" / "model.int8.onnx").exists()
-    assert (tmp_path / "a" / "model.fp32.onnx").exists() == info["kept"]
+    assert not (tmp_path / "a" / "model.fp32.onnx").exists()
+    # model.onnx is still the fp32 export the manifest (and its version) describes
+    assert manifest["onnx_sha256"] == sha256_file(tmp_path / "a" / "model.onnx") != info["sha256"]
+    assert manifest["onnx_sha256"][:8] in manifest["version"] == summary["version"]
+    assert not manifest["version"].endswith("-int8") and "quantization" not in manifest
+    assert manifest["parity_max_abs_diff"] <= 1e-4
+    assert manifest["held_out_metrics"]["auc"] == info["fp32_auc"]
 
     # a questions file that is not the model's -> one clear line
     other = tmp_path / "other"
