@@ -11,7 +11,8 @@ scale > 0 enforced).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -72,3 +73,72 @@ def fit_platt(
         if converged:
             break
     return Platt(scale=float(theta[0]), bias=float(theta[1]))
+
+
+def model_calibration(model: Any) -> Platt:
+    """The calibration a registry model's config carries ((1, 0) for a model without one)."""
+    cfg = getattr(model, "cfg", None)
+    if cfg is None:
+        return Platt()
+    return Platt(float(cfg.calibration_scale), float(cfg.calibration_bias))
+
+
+def raw_logits_and_labels(
+    model: Any, dataset: Any, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """The model's own (uncalibrated) logits and the labels of every labelled position of a
+    `WindowDataset`, as flat float64 arrays."""
+    import torch
+
+    from training.dataset import IGNORE_LABEL, collate_windows
+
+    was_training = model.training
+    model.eval()
+    logits: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    with torch.no_grad():
+        for start in range(0, len(dataset), batch_size):
+            batch = collate_windows(
+                [dataset[j] for j in range(start, min(start + batch_size, len(dataset)))]
+            )
+            y = batch.pop("labels")  # (B, T), IGNORE_LABEL at padding / context-only items
+            out = model(batch)  # (B, T)
+            mask = y != IGNORE_LABEL
+            logits.append(out[mask].double().numpy())
+            labels.append(y[mask].double().numpy())
+    model.train(was_training)
+    if not logits:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(logits), np.concatenate(labels)
+
+
+def calibrate_model(model: Any, config: Any, valid_dataset: Any) -> tuple[Any, dict[str, Any]]:
+    """Fit Platt scaling on `valid_dataset` (validation learners, never evaluation rows) and return
+    (the config carrying it, a report). The model's weights are untouched; `model.cfg` is updated
+    so that everything that serves or scores this model in-process applies the same calibration."""
+    from training.metrics import binary_metrics
+
+    logits, labels = raw_logits_and_labels(model, valid_dataset)
+    platt = fit_platt(logits, labels)
+    calibrated = replace(config, calibration_scale=platt.scale, calibration_bias=platt.bias)
+    if getattr(model, "cfg", None) is not None:
+        model.cfg = calibrated
+    raw = binary_metrics(labels, _sigmoid(logits))
+    fitted = binary_metrics(labels, _sigmoid(platt.apply(logits)))
+    report = {
+        "method": "platt",
+        "fitted_on": "validation learners",
+        "n": int(len(labels)),
+        "scale": platt.scale,
+        "bias": platt.bias,
+        "valid_logloss_raw": raw["logloss"],
+        "valid_logloss": fitted["logloss"],
+        "valid_ece_raw": raw["ece"],
+        "valid_ece": fitted["ece"],
+        "served_metrics": fitted,  # binary_metrics of the calibrated model on valid_dataset
+    }
+    return calibrated, report
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))

@@ -31,6 +31,7 @@ from transformers import Trainer
 from models.config import ModelConfig
 from models.registry import build_model, count_parameters
 from training.artifacts import load_model_dir, save_model_dir
+from training.calibration import calibrate_model, model_calibration
 from training.cli import OneLineArgumentParser
 from training.data import DataError
 from training.dataset import IGNORE_LABEL, WindowDataset, collate_windows
@@ -238,7 +239,8 @@ class DistillationTrainer(Trainer):
 def predict_dataset(
     model: nn.Module, dataset: WindowDataset, batch_size: int = 256
 ) -> dict[str, float]:
-    """AUC / acc / logloss of a torch model on the labelled positions of a window dataset."""
+    """Metrics of a torch model, as served (its config's calibration applied), on the labelled
+    positions of a window dataset."""
     model.eval()
     probs, labels = [], []
     with torch.no_grad():
@@ -247,9 +249,10 @@ def predict_dataset(
                 [dataset[j] for j in range(i, min(i + batch_size, len(dataset)))]
             )
             y = batch.pop("labels")
-            logits = model(batch)
+            logits = model(batch)  # (B, T)
             mask = y != IGNORE_LABEL
-            probs.append(torch.sigmoid(logits[mask]).numpy())
+            served = model_calibration(model).apply(logits[mask].double().numpy())
+            probs.append(0.5 * (1.0 + np.tanh(0.5 * served)))  # sigmoid of the served logit
             labels.append(y[mask].numpy())
     return binary_metrics(np.concatenate(labels), np.concatenate(probs))
 
@@ -396,6 +399,13 @@ def train_student(
     seconds = time.perf_counter() - started
     output_dir.mkdir(parents=True, exist_ok=True)
     plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png")
+    if has_eval and args.calibration == "platt":
+        config, calibration = calibrate_model(module.student, config, data.valid)
+        logger.info(
+            "student calibration (Platt, validation learners): scale %.3f bias %.3f",
+            calibration["scale"],
+            calibration["bias"],
+        )
     return module.student, config, seconds
 
 
@@ -472,6 +482,8 @@ def run_distillation(args: argparse.Namespace) -> dict[str, Any]:
             "onnx_bytes": (export_dirs[name] / "model.onnx").stat().st_size,
             "latency_ms": artifact_latency_ms(export_dirs[name]),
             "train_seconds": seconds,
+            # Platt calibration (fitted on the validation learners these metrics are measured on)
+            "calibration": {"scale": cfg.calibration_scale, "bias": cfg.calibration_bias},
         }
         logger.info("%s: %s", name, results[name])
     if args.int8:

@@ -27,6 +27,7 @@ from models.features import (
     QuestionVocab,
     encode_candidate_batch,
 )
+from training.calibration import model_calibration
 from training.cli import OneLineArgumentParser
 from training.data import DataError, Interactions, load_dataset
 from training.metrics import binary_metrics, calibration_bins
@@ -62,8 +63,9 @@ class TorchScorer:
         batch, spans = encode_candidate_batch(requests, self.spec, self._parts)
         tensors = {k: torch.from_numpy(v) for k, v in batch.items()}
         with torch.no_grad():
-            logits = self.model(tensors).float().numpy()  # (B, T)
-        probs = 1.0 / (1.0 + np.exp(-logits))
+            logits = self.model(tensors).double().numpy()  # (B, T)
+        logits = model_calibration(self.model).apply(logits)  # as the exported graph serves it
+        probs = 0.5 * (1.0 + np.tanh(0.5 * logits))  # sigmoid, overflow-safe
         return [probs[b, s:e] for b, (s, e) in enumerate(spans)]
 
 

@@ -55,6 +55,7 @@ from models.features import (
 )
 from models.registry import count_parameters
 from training.artifacts import CONFIG_FILE, SPEC_FILE, load_metrics, load_model_dir
+from training.calibration import Platt, model_calibration
 from training.cli import OneLineArgumentParser
 from training.dataset import IGNORE_LABEL, WindowDataset, collate_windows, learner_histories
 from training.metrics import binary_metrics
@@ -82,6 +83,9 @@ class OnnxWrapper(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        # The config's Platt calibration is folded into the graph: the service serves calibrated
+        # probabilities with no knowledge of it (training.calibration).
+        self.calibration = model_calibration(model)
 
     def forward(
         self,
@@ -108,7 +112,10 @@ class OnnxWrapper(nn.Module):
             "elapsed_bucket": elapsed_bucket,
             "explanation": explanation,
         }
-        return self.model(batch)  # (B, T) logits only
+        logits = self.model(batch)  # (B, T)
+        if self.calibration != Platt():
+            logits = logits * self.calibration.scale + self.calibration.bias
+        return logits
 
 
 # The wrapper's parameter order *is* the graph's input order; fail at import if they ever drift.
@@ -239,9 +246,10 @@ def ort_session(path: str | Path, threads: int = 1) -> ort.InferenceSession:
 
 
 def torch_logits(model: nn.Module, batch: dict[str, np.ndarray]) -> np.ndarray:
+    """The served logits in torch: the model's output with its config's calibration applied."""
     with torch.no_grad():
         out = model({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()})
-    return out.numpy()
+    return model_calibration(model).apply(out.numpy()).astype(np.float32)
 
 
 def check_parity(
@@ -347,6 +355,8 @@ def export_artifact(
         "onnx_size_bytes": onnx_path.stat().st_size,
         "inputs": list(MODEL_INPUTS),
         "output": "logits",
+        # Platt calibration folded into the graph ((1, 0) = none): logits are already calibrated
+        "calibration": {"scale": config.calibration_scale, "bias": config.calibration_bias},
         "params": count_parameters(model),
         "window": spec.window,
         "parity_max_abs_diff": parity["max_abs_diff"],

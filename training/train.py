@@ -27,6 +27,7 @@ from models.config import ModelConfig
 from models.features import FeatureSpec, QuestionVocab
 from models.registry import MODEL_REGISTRY, build_model, count_parameters
 from training.artifacts import save_model_dir
+from training.calibration import calibrate_model
 from training.cli import OneLineArgumentParser
 from training.data import DataError, Interactions, load_dataset
 from training.dataset import IGNORE_LABEL, WindowDataset, collate_windows, learner_histories
@@ -342,6 +343,21 @@ def run_training(
         metrics.update(
             {k.removeprefix("eval_"): v for k, v in eval_metrics.items() if k.startswith("eval_")}
         )
+        if args.calibration == "platt":
+            # fitted on the validation learners only; metrics.json then describes the served model
+            config, calibration = calibrate_model(model, config, data.valid)
+            metrics.update(calibration.pop("served_metrics"))
+            metrics["calibration"] = calibration
+            logger.info(
+                "calibration (Platt, validation learners): scale %.3f bias %.3f; "
+                "validation log loss %.4f -> %.4f, ECE %.4f -> %.4f",
+                calibration["scale"],
+                calibration["bias"],
+                calibration["valid_logloss_raw"],
+                calibration["valid_logloss"],
+                calibration["valid_ece_raw"],
+                calibration["valid_ece"],
+            )
     if trainer.is_world_process_zero():
         save_model_dir(output_dir, model, config, data.spec, data.vocab, metrics=metrics)
         plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png")
@@ -353,6 +369,13 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
     """The Trainer flags shared by training.train and training.distill."""
     g = parser.add_argument_group("optimisation (transformers.TrainingArguments)")
     g.add_argument("--epochs", type=float, default=30.0, help="number of epochs (default 30)")
+    g.add_argument(
+        "--calibration",
+        choices=["platt", "none"],
+        default="platt",
+        help="after training, fit Platt scaling of the logits on the validation learners and fold "
+        "it into the model config / exported graph (default platt; needs validation data)",
+    )
     g.add_argument(
         "--max-steps",
         type=int,

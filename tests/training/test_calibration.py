@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -103,3 +106,89 @@ def test_model_config_carries_the_calibration() -> None:
     for bad in ({"calibration_scale": 0.0}, {"calibration_scale": -1.0}, {"calibration_bias": "x"}):
         with pytest.raises(ValueError, match="calibration"):
             ModelConfig(**bad)
+
+
+# -- end to end: train -> metrics.json -> exported graph -> the service's Predictor ---------------
+@pytest.fixture(scope="module")
+def sim_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from training.simulate import simulate, write
+
+    out = tmp_path_factory.mktemp("sim_cal")
+    write(simulate(60, seed=3, n_questions=100, mean_length=40), out)
+    return out
+
+
+TINY = ["--d-model", "16", "--layers", "1", "--heads", "2", "--seq-len", "20"]
+TINY += ["--report-to", "none", "--no-progress", "--max-steps", "8", "--eval-strategy", "steps"]
+TINY += ["--eval-steps", "4", "--save-strategy", "steps", "--save-steps", "4"]
+
+
+def _train(sim_dir: Path, out: Path, *extra: str) -> dict:
+    from training.train import main
+
+    argv = ["--train-file", str(sim_dir / "train.csv"), "--questions-file"]
+    argv += [str(sim_dir / "questions.csv"), "--output-dir", str(out), *TINY, *extra]
+    assert main(argv) == 0
+    return json.loads((out / "metrics.json").read_text())
+
+
+def _valid_windows(sim_dir: Path):
+    """The validation learners of `_train`'s split (learner split, 10 %, seq 20, seed 0)."""
+    from training.data import load_dataset
+    from training.train import prepare_data
+
+    inter = load_dataset(sim_dir / "train.csv", sim_dir / "questions.csv")
+    data = prepare_data(inter, seq_len=20, validation="learner", valid_fraction=0.1, seed=0)
+    return data.train, data.valid
+
+
+def test_training_fits_the_calibration_on_validation_learners_and_serves_it(
+    sim_dir: Path, tmp_path: Path
+) -> None:
+    from service.predictor import Predictor
+    from training.artifacts import load_model_dir
+    from training.calibration import raw_logits_and_labels
+    from training.evaluate import TorchScorer
+    from training.export import export_artifact, parity_batches, read_manifest
+
+    metrics = _train(sim_dir, tmp_path / "m", "--model", "saint_plus")
+    cal = metrics["calibration"]
+    train, valid = _valid_windows(sim_dir)
+    # fitted on exactly the validation learners' labelled positions (not training, not eval rows)
+    assert cal["fitted_on"] == "validation learners"
+    assert cal["n"] == valid.n_scored() == metrics["n"] and cal["n"] != train.n_scored()
+    assert cal["valid_logloss"] <= cal["valid_logloss_raw"] + 1e-9
+    model, config, spec, vocab = load_model_dir(tmp_path / "m")
+    assert (config.calibration_scale, config.calibration_bias) == (cal["scale"], cal["bias"])
+    assert (cal["scale"], cal["bias"]) != (1.0, 0.0)
+    # the recorded fit is the optimum for those positions: refitting gives the same numbers
+    logits, labels = raw_logits_and_labels(model, valid)
+    refit = fit_platt(logits, labels)
+    assert refit.scale == pytest.approx(cal["scale"], rel=1e-6)
+    assert refit.bias == pytest.approx(cal["bias"], abs=1e-6)
+
+    # the exported graph serves calibrated probabilities: ORT == sigmoid(scale * raw + bias)
+    art = export_artifact(tmp_path / "m", tmp_path / "a")
+    assert read_manifest(art)["calibration"] == {"scale": cal["scale"], "bias": cal["bias"]}
+    predictor = Predictor.load(art)
+    import onnxruntime as ort
+    import torch
+
+    session = ort.InferenceSession(str(art / "model.onnx"), providers=["CPUExecutionProvider"])
+    for _, batch in parity_batches(spec, vocab, seed=0):
+        served = session.run(["logits"], batch)[0]
+        with torch.no_grad():
+            raw = model({k: torch.from_numpy(v) for k, v in batch.items()}).numpy()
+        np.testing.assert_allclose(served, cal["scale"] * raw + cal["bias"], atol=1e-4)
+        assert not np.allclose(served, raw, atol=1e-3)  # the calibration is really in the graph
+    # the torch scorer (training.evaluate) applies the same calibration as the graph
+    assert predictor.version and TorchScorer(tmp_path / "m").model.cfg == config
+
+
+def test_calibration_none_leaves_the_logits_alone(sim_dir: Path, tmp_path: Path) -> None:
+    from training.artifacts import load_model_dir
+
+    metrics = _train(sim_dir, tmp_path / "m", "--model", "logistic", "--calibration", "none")
+    assert "calibration" not in metrics
+    _, config, _, _ = load_model_dir(tmp_path / "m")
+    assert (config.calibration_scale, config.calibration_bias) == (1.0, 0.0)
