@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ import numpy as np
 
 from bench.report import write_section
 from training.evaluate import evaluate, plot_calibration
-from training.metrics import roc_auc
+from training.metrics import binary_metrics, roc_auc
 from training.simulate import simulate, write
 from training.split_csv import split_file
 
@@ -90,11 +91,16 @@ def train_and_evaluate(
     metrics, labels, probs = evaluate(
         model_dir, split / "eval.csv", questions, split / "history.csv"
     )
+    raw = uncalibrated_metrics(model_dir, split, questions)
     return {
         "model": name,
         "auc": metrics["auc"],
         "acc": metrics["acc"],
         "logloss": metrics["logloss"],
+        "ece": metrics["ece"],
+        "brier": metrics["brier"],
+        "logloss_raw": raw["logloss"],
+        "ece_raw": raw["ece"],
         "n": metrics["n"],
         "params": train_metrics["params"],
         "train_s": train_metrics["train_seconds"],
@@ -106,16 +112,68 @@ def train_and_evaluate(
     }
 
 
-def table(rows: list[dict], oracle: float | None) -> list[str]:
+def uncalibrated_metrics(model_dir: Path, split: Path, questions: Path) -> dict:
+    """The same evaluation with the model's Platt calibration switched off (scale 1, bias 0)."""
+    raw_dir = model_dir.with_name(model_dir.name + "_uncalibrated")
+    shutil.rmtree(raw_dir, ignore_errors=True)
+    shutil.copytree(model_dir, raw_dir, ignore=shutil.ignore_patterns("checkpoints", "runs"))
+    config = json.loads((raw_dir / "config.json").read_text())
+    config.update({"calibration_scale": 1.0, "calibration_bias": 0.0})
+    (raw_dir / "config.json").write_text(json.dumps(config))
+    metrics, _, _ = evaluate(raw_dir, split / "eval.csv", questions, split / "history.csv")
+    return metrics
+
+
+def reference_rows(split: Path) -> list[dict]:
+    """Base rate (the training mean for every row) and question mean (each question's training
+    accuracy, shrunk to the base rate by 5 pseudo-answers): the floors every model must beat."""
+
+    def answers(path: Path) -> tuple[np.ndarray, np.ndarray]:
+        q, y = [], []
+        with open(path, newline="") as f:
+            for r in csv.DictReader(f):
+                if r["content_type_id"] == "0":
+                    q.append(int(r["content_id"]))
+                    y.append(int(r["answered_correctly"]))
+        return np.array(q), np.array(y, dtype=np.float64)
+
+    train_q, train_y = answers(split / "history.csv")
+    eval_q, eval_y = answers(split / "eval.csv")
+    base = float(train_y.mean())
+    sums: dict[int, float] = {}
+    counts: dict[int, int] = {}
+    for q, y in zip(train_q.tolist(), train_y.tolist(), strict=True):
+        sums[q] = sums.get(q, 0.0) + y
+        counts[q] = counts.get(q, 0) + 1
+    prior = 5.0
+    q_mean = np.array(
+        [(sums.get(q, 0.0) + prior * base) / (counts.get(q, 0) + prior) for q in eval_q]
+    )
+    rows = []
+    for name, probs in (("base rate", np.full(len(eval_y), base)), ("question mean", q_mean)):
+        m = binary_metrics(eval_y, probs)
+        rows.append({"model": name, **m})
+    return rows
+
+
+def table(
+    rows: list[dict], oracle: float | None, references: list[dict] | None = None
+) -> list[str]:
     lines = [
-        "| model | AUC | ACC | log loss | params | train s | train seq/s |",
-        "|---|---|---|---|---|---|---|",
+        "| model | AUC | ACC | log loss | ECE | Brier | log loss / ECE uncalibrated | params | train s | train seq/s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     if oracle is not None:
-        lines.append(f"| oracle (simulator truth) | {oracle:.4f} | | | | | |")
+        lines.append(f"| oracle (simulator truth) | {oracle:.4f} | | | | | | | | |")
+    for r in references or []:
+        lines.append(
+            f"| {r['model']} | {r['auc']:.4f} | {r['acc']:.4f} | {r['logloss']:.4f} | {r['ece']:.4f} "
+            f"| {r['brier']:.4f} | | | | |"
+        )
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['auc']:.4f} | {r['acc']:.4f} | {r['logloss']:.4f} | {r['params']:,} "
+            f"| {r['model']} | {r['auc']:.4f} | {r['acc']:.4f} | {r['logloss']:.4f} | {r['ece']:.4f} "
+            f"| {r['brier']:.4f} | {r['logloss_raw']:.4f} / {r['ece_raw']:.4f} | {r['params']:,} "
             f"| {r['train_s']:.0f} | {r['seq_per_s']:.0f} |"
         )
     return lines
@@ -144,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     sections: list[str] = [
         "Per-learner time split (first 80% of each learner's rows -> training + history, last 20% -> "
         "eval, predicted bundle by bundle with `training.evaluate`). Default `training.train` "
+        "(probabilities Platt-calibrated on the validation learners; the uncalibrated column is "
+        "the same model with the calibration switched off) "
         f"hyperparameters{(' plus ' + ' '.join(extra)) if extra else ''} (simulator: --epochs {args.sim_epochs:g}). Reproduce: "
         f"`python -m bench.quality --datasets {args.datasets}{(' ' + ' '.join(extra)) if extra else ''}`.",
         "",
@@ -171,8 +231,9 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             if name == "saint_plus":
                 calib.append((dataset, row["_labels"], row["_probs"]))
-        sections += [f"### {title}", "", *table(rows, oracle), ""]
-        print("\n".join(table(rows, oracle)))
+        references = reference_rows(split)
+        sections += [f"### {title}", "", *table(rows, oracle, references), ""]
+        print("\n".join(table(rows, oracle, references)))
     if calib and not args.no_docs:
         plot_calibration(
             calib[0][1],
