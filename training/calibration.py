@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from training.metrics import binary_metrics, sigmoid
+
 MIN_SCALE = 1e-3  # a non-positive scale would invert (or erase) the model's ranking
 
 
@@ -52,7 +54,7 @@ def fit_platt(
 
     current = loss(theta)
     for _ in range(max_iter):
-        p = 0.5 * (1.0 + np.tanh(0.5 * (x @ theta)))  # sigmoid, overflow-safe
+        p = sigmoid(x @ theta)
         grad = x.T @ (p - y) / n + 2 * ridge * np.array([theta[0] - 1.0, theta[1]])
         w = p * (1 - p)
         hess = (x * w[:, None]).T @ x / n + 2 * ridge * np.eye(2)
@@ -116,15 +118,13 @@ def calibrate_model(model: Any, config: Any, valid_dataset: Any) -> tuple[Any, d
     """Fit Platt scaling on `valid_dataset` (validation learners, never evaluation rows) and return
     (the config carrying it, a report). The model's weights are untouched; `model.cfg` is updated
     so that everything that serves or scores this model in-process applies the same calibration."""
-    from training.metrics import binary_metrics
-
     logits, labels = raw_logits_and_labels(model, valid_dataset)
     platt = fit_platt(logits, labels)
     calibrated = replace(config, calibration_scale=platt.scale, calibration_bias=platt.bias)
     if getattr(model, "cfg", None) is not None:
         model.cfg = calibrated
-    raw = binary_metrics(labels, _sigmoid(logits))
-    fitted = binary_metrics(labels, _sigmoid(platt.apply(logits)))
+    raw = binary_metrics(labels, sigmoid(logits))
+    fitted = binary_metrics(labels, sigmoid(platt.apply(logits)))
     report = {
         "method": "platt",
         "fitted_on": "validation learners",
@@ -138,7 +138,3 @@ def calibrate_model(model: Any, config: Any, valid_dataset: Any) -> tuple[Any, d
         "served_metrics": fitted,  # binary_metrics of the calibrated model on valid_dataset
     }
     return calibrated, report
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * z))

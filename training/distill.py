@@ -31,10 +31,10 @@ from transformers import Trainer
 from models.config import ModelConfig
 from models.registry import build_model, count_parameters
 from training.artifacts import load_model_dir, save_model_dir
-from training.calibration import calibrate_model, model_calibration
+from training.calibration import calibrate_model, model_calibration, raw_logits_and_labels
 from training.cli import OneLineArgumentParser
 from training.data import DataError
-from training.dataset import IGNORE_LABEL, WindowDataset, collate_windows
+from training.dataset import WindowDataset, collate_windows
 from training.distill_losses import (
     INTERMEDIATE_LOSS_FUNCTIONS,
     WEIGHT_SCHEDULERS,
@@ -44,7 +44,7 @@ from training.distill_losses import (
     temperature_at,
     weight_at,
 )
-from training.metrics import binary_metrics
+from training.metrics import binary_metrics, sigmoid
 from training.train import (
     add_data_flags,
     add_training_flags,
@@ -241,20 +241,8 @@ def predict_dataset(
 ) -> dict[str, float]:
     """Metrics of a torch model, as served (its config's calibration applied), on the labelled
     positions of a window dataset."""
-    model.eval()
-    probs, labels = [], []
-    with torch.no_grad():
-        for i in range(0, len(dataset), batch_size):
-            batch = collate_windows(
-                [dataset[j] for j in range(i, min(i + batch_size, len(dataset)))]
-            )
-            y = batch.pop("labels")
-            logits = model(batch)  # (B, T)
-            mask = y != IGNORE_LABEL
-            served = model_calibration(model).apply(logits[mask].double().numpy())
-            probs.append(0.5 * (1.0 + np.tanh(0.5 * served)))  # sigmoid of the served logit
-            labels.append(y[mask].numpy())
-    return binary_metrics(np.concatenate(labels), np.concatenate(probs))
+    logits, labels = raw_logits_and_labels(model, dataset, batch_size)
+    return binary_metrics(labels, sigmoid(model_calibration(model).apply(logits)))
 
 
 def artifact_latency_ms(artifact_dir: Path, runs: int = 200) -> float:

@@ -30,7 +30,7 @@ from models.features import (
 from training.calibration import model_calibration
 from training.cli import OneLineArgumentParser
 from training.data import DataError, Interactions, load_dataset
-from training.metrics import binary_metrics, calibration_bins
+from training.metrics import binary_metrics, calibration_bins, sigmoid
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class TorchScorer:
         with torch.no_grad():
             logits = self.model(tensors).double().numpy()  # (B, T)
         logits = model_calibration(self.model).apply(logits)  # as the exported graph serves it
-        probs = 0.5 * (1.0 + np.tanh(0.5 * logits))  # sigmoid, overflow-safe
+        probs = sigmoid(logits)
         return [probs[b, s:e] for b, (s, e) in enumerate(spans)]
 
 

@@ -58,7 +58,7 @@ from training.artifacts import CONFIG_FILE, SPEC_FILE, load_metrics, load_model_
 from training.calibration import Platt, model_calibration
 from training.cli import OneLineArgumentParser
 from training.dataset import IGNORE_LABEL, WindowDataset, collate_windows, learner_histories
-from training.metrics import binary_metrics
+from training.metrics import binary_metrics, sigmoid
 
 logger = logging.getLogger(__name__)
 
@@ -507,7 +507,7 @@ def onnx_metrics(
         y = batch.pop("labels").numpy()
         logits = session.run(["logits"], {k: batch[k].numpy() for k in MODEL_INPUTS})[0]
         mask = y != IGNORE_LABEL
-        probs.append(1.0 / (1.0 + np.exp(-logits[mask])))
+        probs.append(sigmoid(logits[mask]))
         labels.append(y[mask])
     return binary_metrics(np.concatenate(labels), np.concatenate(probs))
 

@@ -31,7 +31,7 @@ from training.calibration import calibrate_model
 from training.cli import OneLineArgumentParser
 from training.data import DataError, Interactions, load_dataset
 from training.dataset import IGNORE_LABEL, WindowDataset, collate_windows, learner_histories
-from training.metrics import binary_metrics
+from training.metrics import binary_metrics, sigmoid
 from training.splits import split_by_learner
 
 logger = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def compute_metrics(eval_pred: Any) -> dict[str, float]:
     logits = np.asarray(logits, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.float64)
     mask = labels != IGNORE_LABEL
-    probs = 1.0 / (1.0 + np.exp(-logits[mask]))
+    probs = sigmoid(logits[mask])
     metrics = binary_metrics(labels[mask], probs)
     return {k: float(v) for k, v in metrics.items()}
 
