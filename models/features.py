@@ -162,12 +162,35 @@ class FeatureSpec:
         return cls(**known)
 
 
+@dataclass(frozen=True)
+class ItemTable:
+    """Per question index (0 pad, 1 unknown, 2.. known): what the encoding knows of each item.
+
+    Built by `QuestionVocab.item_table()`; the service extends it with registered questions.
+    """
+
+    parts: np.ndarray  # (V,) int64 encoded part (0 = pad/unknown)
+    tags: np.ndarray  # (V, M) int64 encoded tags (0 = no tag; 1.. = QuestionVocab.tag_ids index + 1)
+
+    def __post_init__(self) -> None:
+        if self.parts.ndim != 1 or self.tags.ndim != 2 or len(self.parts) != len(self.tags):
+            raise ValueError("ItemTable needs parts (V,) and tags (V, M) of the same length V")
+
+
 @dataclass
 class QuestionVocab:
-    """Raw question ids <-> contiguous indices (0 pad, 1 unknown, 2.. known) and the part of each."""
+    """Raw question ids <-> contiguous indices (0 pad, 1 unknown, 2.. known), their part and tags.
+
+    Tags are whatever is shared across questions: Riiid tags, EdNet tags, skill / KC ids of other
+    logs (several per item allowed). `tags` holds raw tag ids, -1 padded to the widest item; tag
+    ids are encoded 1.. in the order of `tag_ids` (0 = no tag), so a model can pool questions that
+    share a tag, and a question never seen in training still has a content representation.
+    """
 
     question_ids: np.ndarray  # (Q,) int64, sorted ascending, unique
     parts: np.ndarray  # (Q,) int64, raw part of each question (>= 0)
+    tags: np.ndarray | None = None  # (Q, M) int64 raw tag ids, -1 = none; None = no tags
+    tag_ids: np.ndarray = field(init=False)  # (n_tags - 1,) sorted unique raw tag ids
     _index_parts: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -179,14 +202,27 @@ class QuestionVocab:
             raise ValueError("question_ids must be sorted and unique")
         if np.any(self.parts < 0):
             raise ValueError("parts must be non-negative")
+        q = len(self.question_ids)
+        tags = np.full((q, 1), -1, np.int64) if self.tags is None else np.asarray(self.tags)
+        if tags.ndim != 2 or tags.shape[0] != q:
+            raise ValueError(f"tags must be a (Q, M) array with Q = {q}, got shape {tags.shape}")
+        self.tags = np.where(tags >= 0, tags, -1).astype(np.int64)
+        self.tag_ids = np.unique(self.tags[self.tags >= 0])
         # index -> encoded part (pad and unknown -> 0)
         self._index_parts = np.concatenate([[PAD, PAD], self.parts + 1]).astype(np.int64)
 
     @classmethod
-    def build(cls, question_ids: np.ndarray, parts: np.ndarray) -> QuestionVocab:
+    def build(
+        cls,
+        question_ids: np.ndarray,
+        parts: np.ndarray,
+        tags: list[list[int]] | np.ndarray | None = None,
+    ) -> QuestionVocab:
+        """From unsorted ids; `tags` is one sequence of raw tag ids per question (or None)."""
         question_ids = np.asarray(question_ids, dtype=np.int64)
         order = np.argsort(question_ids, kind="stable")
-        return cls(question_ids[order], np.asarray(parts, dtype=np.int64)[order])
+        table = None if tags is None else pad_tags(tags)[order]
+        return cls(question_ids[order], np.asarray(parts, dtype=np.int64)[order], table)
 
     @property
     def size(self) -> int:
@@ -197,6 +233,28 @@ class QuestionVocab:
     def n_parts(self) -> int:
         """Encoded part vocabulary size (pad + max part + 1)."""
         return int(self.parts.max()) + 2 if len(self.parts) else 2
+
+    @property
+    def n_tags(self) -> int:
+        """Encoded tag vocabulary size (0 = no tag, then one per distinct raw tag)."""
+        return len(self.tag_ids) + 1
+
+    def encode_tags(self, raw_tags: np.ndarray) -> np.ndarray:
+        """Raw tag ids (any shape, -1 = none) -> encoded tags (0 = none or a tag not in the vocab)."""
+        raw = np.asarray(raw_tags, dtype=np.int64)
+        if len(self.tag_ids) == 0:
+            return np.zeros(raw.shape, np.int64)
+        pos = np.searchsorted(self.tag_ids, raw)
+        clipped = np.minimum(pos, len(self.tag_ids) - 1)
+        found = (raw >= 0) & (self.tag_ids[clipped] == raw)
+        return np.where(found, clipped + 1, 0).astype(np.int64)
+
+    def item_table(self) -> ItemTable:
+        """Encoded part and tags of every question index (pad and unknown rows are all 0)."""
+        assert self.tags is not None  # set in __post_init__
+        m = self.tags.shape[1]
+        tags = np.concatenate([np.zeros((FIRST_QUESTION_INDEX, m), np.int64), self.encode_tags(self.tags)])
+        return ItemTable(parts=self._index_parts.copy(), tags=tags)
 
     def to_index(self, raw_ids: np.ndarray) -> np.ndarray:
         """Raw ids -> indices; ids not in the vocabulary map to UNKNOWN_QUESTION."""
@@ -222,11 +280,35 @@ class QuestionVocab:
         return self._index_parts[np.asarray(index, dtype=np.int64)]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"question_ids": self.question_ids.tolist(), "parts": self.parts.tolist()}
+        assert self.tags is not None
+        data: dict[str, Any] = {
+            "question_ids": self.question_ids.tolist(),
+            "parts": self.parts.tolist(),
+        }
+        if len(self.tag_ids):
+            data["tags"] = [[int(t) for t in row if t >= 0] for row in self.tags]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> QuestionVocab:
-        return cls(np.asarray(data["question_ids"]), np.asarray(data["parts"]))
+        tags = data.get("tags")
+        return cls(
+            np.asarray(data["question_ids"]),
+            np.asarray(data["parts"]),
+            None if tags is None else pad_tags(tags),
+        )
+
+
+def pad_tags(tags: list[list[int]] | np.ndarray) -> np.ndarray:
+    """One sequence of raw tag ids per question -> (Q, M) int64, -1 padded (M >= 1)."""
+    if isinstance(tags, np.ndarray) and tags.ndim == 2:
+        return tags.astype(np.int64)
+    rows = [np.asarray(list(t), dtype=np.int64).reshape(-1) for t in tags]
+    width = max([1, *(len(r) for r in rows)])
+    out = np.full((len(rows), width), -1, np.int64)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out
 
 
 @dataclass

@@ -45,12 +45,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from models.features import FIRST_QUESTION_INDEX, UNKNOWN_QUESTION, History, QuestionVocab
+from models.features import (
+    FIRST_QUESTION_INDEX,
+    UNKNOWN_QUESTION,
+    History,
+    QuestionVocab,
+    pad_tags,
+)
 from training.cli import OneLineArgumentParser
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1  # bump when the on-disk layout or the loader semantics change
+CACHE_FORMAT = 2  # bump when the on-disk layout or the loader semantics change
 _BLOCK_SIZE = (
     1 << 20
 )  # pyarrow read block (bytes), ~20k Riiid rows; larger blocks raise peak RSS (read-ahead)
@@ -210,6 +216,7 @@ class Interactions:
                 np.save(tmp / f"{f.name}.npy", getattr(self, f.name), allow_pickle=False)
         np.save(tmp / "vocab_question_ids.npy", self.vocab.question_ids, allow_pickle=False)
         np.save(tmp / "vocab_parts.npy", self.vocab.parts, allow_pickle=False)
+        np.save(tmp / "vocab_tags.npy", self.vocab.tags, allow_pickle=False)
         meta = {"format": CACHE_FORMAT, "n_learners": self.n_learners, "n_rows": self.n_rows}
         (tmp / "meta.json").write_text(json.dumps(meta))
         if path.exists():
@@ -230,7 +237,9 @@ class Interactions:
             if f.name != "vocab"
         }
         vocab = QuestionVocab(
-            np.load(path / "vocab_question_ids.npy"), np.load(path / "vocab_parts.npy")
+            np.load(path / "vocab_question_ids.npy"),
+            np.load(path / "vocab_parts.npy"),
+            np.load(path / "vocab_tags.npy"),
         )
         return cls(vocab=vocab, **arrays)
 
@@ -319,6 +328,7 @@ def read_question_table(path: Path) -> QuestionTable:
     parts: list[int] = []
     bundles: list[int] = []
     answers: list[int] = []
+    tags: list[list[int]] = []
     lines: list[int] = []  # physical line of each row (blank lines are skipped, not counted)
     for line, record in _records(path):
         if len(record) != len(header):
@@ -330,10 +340,24 @@ def read_question_table(path: Path) -> QuestionTable:
         parts.append(part)
         bundles.append(_table_int(path, line, record, col, "bundle_id", "b", default=-1))
         answers.append(_table_answer(path, line, record, col))
+        tags.append(_table_tags(path, line, record, col))
         lines.append(line)
     if not ids:
         raise DataError(path, 2, None, "no data rows (header only)")
-    return _question_table(path, ids, parts, bundles, answers, lines)
+    return _question_table(path, ids, parts, bundles, answers, lines, tags)
+
+
+def _table_tags(path: Path, line: int, record: list[str], col: dict[str, int]) -> list[int]:
+    """The `tags` cell: integer tag ids separated by spaces (Riiid) or ';' (EdNet); empty = none."""
+    if "tags" not in col:
+        return []
+    text = record[col["tags"]].replace(";", " ").split()
+    try:
+        return [int(t) for t in text]
+    except ValueError:
+        raise DataError(
+            path, line, "tags", f"tags must be integer ids, got {record[col['tags']]!r}"
+        ) from None
 
 
 def _table_int(
@@ -374,6 +398,7 @@ def _question_table(
     bundles: list[int],
     answers: list[int],
     lines: list[int],
+    tags: list[list[int]] | None = None,
 ) -> QuestionTable:
     raw = np.asarray(ids, dtype=np.int64)
     order = np.argsort(raw, kind="stable")
@@ -384,7 +409,8 @@ def _question_table(
         raise DataError(
             path, lines[int(order[dup[0] + 1])], "question_id", f"duplicate question_id {qid}"
         )
-    vocab = QuestionVocab(sorted_ids, np.asarray(parts, dtype=np.int64)[order])
+    tag_table = None if tags is None else pad_tags(tags)[order]
+    vocab = QuestionVocab(sorted_ids, np.asarray(parts, dtype=np.int64)[order], tag_table)
     return QuestionTable(
         vocab=vocab,
         bundle_id=np.asarray(bundles, dtype=np.int64)[order],
