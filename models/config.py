@@ -29,6 +29,7 @@ class ModelConfig:
         2  # question vocabulary size incl. pad (0) and unknown (1) = QuestionVocab.size
     )
     n_parts: int = 9  # encoded part vocabulary size incl. pad (FeatureSpec.n_parts)
+    n_tags: int = 1  # encoded tag vocabulary size incl. 0 = no tag (FeatureSpec.n_tags)
     n_lag_buckets: int = _DEFAULT_LAG_BUCKETS  # FeatureSpec.n_lag_buckets (incl. 0 = unknown)
     n_elapsed_buckets: int = _DEFAULT_ELAPSED_BUCKETS  # FeatureSpec.n_elapsed_buckets
     seq_len: int = 100  # = FeatureSpec.window; size of the position table (positions are < window)
@@ -43,6 +44,13 @@ class ModelConfig:
     use_explanation: bool = (
         True  # SAINT+: add the Riiid explanation-flag embedding to the response side
     )
+    # Item representation (models.layers.ItemEmbedding): part + mean of tag embeddings + a learned
+    # scalar difficulty x a variation vector (AKT's Rasch embedding); question_residual adds a free
+    # per-question vector (zero-initialised, weight-decayed) on top of that content representation.
+    question_residual: bool = True
+    use_stats: bool = True  # read the learner statistics (models.features.STAT_NAMES)
+    # Residual design: logit = IRT-style prior (stats . w - item difficulty) + the network's output.
+    irt_prior: bool = True
     # Platt calibration, fitted on validation learners after training (training.calibration):
     # served logit = calibration_scale * model logit + calibration_bias, folded into the ONNX graph.
     # (1, 0) = uncalibrated. Not used in training: the model's own forward returns raw logits.
@@ -56,6 +64,7 @@ class ModelConfig:
         int_minimums = {
             "n_questions": 2,
             "n_parts": 2,
+            "n_tags": 1,
             "n_lag_buckets": 2,
             "n_elapsed_buckets": 2,
             "seq_len": 2,
@@ -90,8 +99,9 @@ class ModelConfig:
             problems.append(
                 f"time_encoding must be one of {', '.join(TIME_ENCODINGS)}, got {self.time_encoding!r}"
             )
-        if not isinstance(self.use_explanation, bool):
-            problems.append(f"use_explanation must be true or false, got {self.use_explanation!r}")
+        for key in ("use_explanation", "question_residual", "use_stats", "irt_prior"):
+            if not isinstance(getattr(self, key), bool):
+                problems.append(f"{key} must be true or false, got {getattr(self, key)!r}")
         for key in ("calibration_scale", "calibration_bias"):
             value = getattr(self, key)
             if (
@@ -156,13 +166,16 @@ def config_for_spec(name: str, spec: Any, vocab: Any = None, **overrides: Any) -
     """
     n_questions = int(spec.n_questions)
     n_parts = int(spec.n_parts)
+    n_tags = int(getattr(spec, "n_tags", 1))
     if vocab is not None:
         n_questions = max(n_questions, int(vocab.size))
         n_parts = max(n_parts, int(vocab.n_parts))
+        n_tags = max(n_tags, int(vocab.n_tags))
     base: dict[str, Any] = {
         "name": name,
         "n_questions": n_questions,
         "n_parts": n_parts,
+        "n_tags": n_tags,
         "n_lag_buckets": int(spec.n_lag_buckets),
         "n_elapsed_buckets": int(spec.n_elapsed_buckets),
         "seq_len": int(spec.window),

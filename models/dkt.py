@@ -1,11 +1,12 @@
 """DKT baseline (Piech et al. 2015): an LSTM over interactions, made bundle-aware.
 
-x_t = E_q[q_t] + E_resp[resp_t] + E_part[part_t] runs through `n_layers` stacked LSTMs. The prediction
+x_t = ItemEmbedding(q_t, part_t, tags_t) + E_resp[resp_t] runs through `n_layers` stacked LSTMs. The prediction
 for item i reads the state after the last item of STRICTLY EARLIER bundles, i.e. at index
 position[i] - 1 (position = index of the first item of i's bundle), or a learned initial state when
 i's bundle starts the window. Items of i's own bundle (and i itself) come at indices >= position[i],
 so their responses cannot reach i. Right padding follows the real items, so it never changes them.
-logit_i = MLP([state_i, E_q[q_i], E_part[part_i]]).
+logit_i = MLP([state_i, item_i, stats_i]) (+ the IRT prior of models.layers, when enabled); the
+learner statistics come from strictly earlier bundles (models.features.STAT_NAMES).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from models.config import ModelConfig
-from models.layers import ModelOutput
+from models.features import N_STATS
+from models.layers import IRTPrior, ItemEmbedding, ModelOutput
 
 
 class DKT(nn.Module):
@@ -22,8 +24,9 @@ class DKT(nn.Module):
         super().__init__()
         self.cfg = cfg
         d = cfg.d_model
-        self.question_emb = nn.Embedding(cfg.n_questions, d)
-        self.part_emb = nn.Embedding(cfg.n_parts, d)
+        self.item_emb = ItemEmbedding(cfg)
+        self.n_stats = N_STATS if cfg.use_stats else 0
+        self.prior = IRTPrior(cfg) if cfg.irt_prior else None
         self.response_emb = nn.Embedding(3, d)  # 0 pad / not visible, 1 wrong, 2 right
         self.drop = nn.Dropout(cfg.dropout)
         # One single-layer LSTM per layer (not num_layers=N) so every layer's states can be returned.
@@ -32,7 +35,7 @@ class DKT(nn.Module):
         self.initial_state = nn.Parameter(torch.zeros(cfg.n_layers, d))
         hidden = cfg.ffn_mult * d
         self.head = nn.Sequential(
-            nn.Linear(3 * d, hidden),
+            nn.Linear(2 * d + self.n_stats, hidden),
             nn.GELU(),
             nn.Dropout(cfg.dropout),
             nn.Linear(hidden, 1),
@@ -46,9 +49,8 @@ class DKT(nn.Module):
     ) -> Tensor | ModelOutput:
         question = batch["question"]  # (B, T)
         position = batch["position"]  # (B, T)
-        q_emb = self.question_emb(question)  # (B, T, D)
-        p_emb = self.part_emb(batch["part"])  # (B, T, D)
-        x = self.drop(q_emb + p_emb + self.response_emb(batch["response"]))  # (B, T, D)
+        item = self.item_emb(question, batch["part"], batch["tags"])  # (B, T, D)
+        x = self.drop(item + self.response_emb(batch["response"]))  # (B, T, D)
 
         # Index of the last item of the previous bundle; -1 -> learned initial state.
         prev = (position - 1).clamp(min=0)  # (B, T)
@@ -65,12 +67,15 @@ class DKT(nn.Module):
             if layer + 1 < len(self.lstms):
                 h = self.drop(h)
         state = self.drop(states[-1])
-        logits = self.head(torch.cat([state, q_emb, p_emb], dim=-1)).squeeze(-1)  # (B, T)
+        head_in = [state, item] + ([batch["stats"]] if self.n_stats else [])
+        logits = self.head(torch.cat(head_in, dim=-1)).squeeze(-1)  # (B, T)
+        if self.prior is not None:
+            logits = logits + self.prior(question, batch["part"], batch["tags"], batch["stats"])
 
         if not (output_hidden_states or output_attentions):
             return logits
         # hidden_states[0]: query-side embedding of item i; [l]: the leak-free state layer l gives i.
-        first = q_emb + p_emb
+        first = item
         return ModelOutput(
             logits=logits,
             hidden_states=(first, *states) if output_hidden_states else None,

@@ -10,16 +10,19 @@ Conventions (index 0 is always padding):
   explanation  0 = pad/unknown, 1 = no explanation, 2 = saw explanation
   lag_bucket / elapsed_bucket   0 = pad/unknown, 1.. = bucket of the (capped) time
   lag / elapsed                 continuous in [0, 1] (log-scaled lag, linear elapsed), 0 when unknown
+  tags         (T, M) encoded tags of the item (0 = none), from the question table (`ItemTable`)
+  stats        (T, N_STATS) learner statistics from strictly earlier bundles (`STAT_NAMES`)
   position     index (within the window) of the first item of the item's bundle: every item of one
                bundle, and all K candidates of one request, share a position
   bundle       bundle ordinal within the window, non-decreasing; the K candidates form one bundle
                after the history. Padding gets PAD_BUNDLE (larger than any real bundle).
 
-Visibility rules (GUIDE §2), enforced by the models from `bundle` and `question`:
+Visibility rules (docs/design.md, "What a prediction may see"), enforced by the models from
+`bundle` and `question`, and by `learner_stats` for the statistics:
   * exercise side: position i sees exercise j iff bundle[j] < bundle[i] or j == i;
   * response side: position i sees the response/elapsed/explanation of j iff bundle[j] < bundle[i].
-The query-side arrays of position i (question, part, position, lag) hold only what is known when i
-is shown; the response-side arrays of i (response, elapsed, explanation) hold i's own outcome and are
+The query-side arrays of position i (question, part, tags, position, lag, stats) hold only what is
+known when i is shown (stats read responses of strictly earlier bundles only); the response-side arrays of i (response, elapsed, explanation) hold i's own outcome and are
 only ever used as keys/values for strictly later bundles.
 """
 
@@ -49,6 +52,8 @@ MODEL_INPUTS: tuple[str, ...] = (
     "elapsed",
     "elapsed_bucket",
     "explanation",
+    "tags",
+    "stats",
 )
 INT_INPUTS = frozenset(
     {
@@ -60,8 +65,34 @@ INT_INPUTS = frozenset(
         "response",
         "elapsed_bucket",
         "explanation",
+        "tags",
     }
 )
+# Inputs with a third axis: tags (B, T, M) and stats (B, T, N_STATS); the others are (B, T).
+THREE_D_INPUTS = frozenset({"tags", "stats"})
+
+# Learner statistics of each position, from the responses of STRICTLY EARLIER bundles in the window
+# (never the item's own answer or its bundle-mates'), so they are known when the item is shown and
+# live on the query side. Counts are log1p-scaled by the window, accuracies Laplace-smoothed (0.5 cold),
+# "last" features are +1 right / -1 wrong / 0 none, recencies are in [0, 1] (1 = just now, 0 = never).
+STAT_NAMES: tuple[str, ...] = (
+    "count",  # answers before this bundle in the window
+    "accuracy",
+    "part_count",  # ... of questions of the same part
+    "part_accuracy",
+    "tag_count",  # ... of questions with the same tag (mean over the item's tags)
+    "tag_accuracy",
+    "question_count",  # earlier attempts at this very question (attempt number - 1)
+    "question_accuracy",
+    "question_last",  # outcome of the latest earlier attempt at this question
+    "question_recency",  # 1 / (bundles since that attempt)
+    "question_time",  # time since that attempt (1 - log-scaled over the lag cap; 0 = never/unknown)
+    "tag_time",  # time since the latest answer with one of the item's tags
+    "recent_accuracy",  # the last RECENT_ANSWERS answers
+    "last_bundle",  # mean outcome of the previous bundle, as +1..-1
+)
+N_STATS = len(STAT_NAMES)
+RECENT_ANSWERS = 10
 
 _SECOND = 1000
 _MINUTE = 60 * _SECOND
@@ -120,6 +151,7 @@ class FeatureSpec:
     elapsed_edges_ms: tuple[int, ...] = DEFAULT_ELAPSED_EDGES_MS
     n_questions: int = FIRST_QUESTION_INDEX  # vocabulary size incl. pad + unknown
     n_parts: int = 9  # part vocabulary size incl. pad (Riiid parts 1..7 -> 2..8)
+    n_tags: int = 1  # tag vocabulary size incl. 0 = no tag (QuestionVocab.n_tags)
 
     def __post_init__(self) -> None:
         if self.window < 2:
@@ -136,6 +168,8 @@ class FeatureSpec:
             raise ValueError(f"n_questions must be >= {FIRST_QUESTION_INDEX}")
         if self.n_parts < 2:
             raise ValueError("n_parts must be >= 2")
+        if self.n_tags < 1:
+            raise ValueError("n_tags must be >= 1")
 
     @property
     def n_lag_buckets(self) -> int:
@@ -154,6 +188,7 @@ class FeatureSpec:
             "elapsed_edges_ms": list(self.elapsed_edges_ms),
             "n_questions": self.n_questions,
             "n_parts": self.n_parts,
+            "n_tags": self.n_tags,
         }
 
     @classmethod
@@ -170,7 +205,9 @@ class ItemTable:
     """
 
     parts: np.ndarray  # (V,) int64 encoded part (0 = pad/unknown)
-    tags: np.ndarray  # (V, M) int64 encoded tags (0 = no tag; 1.. = QuestionVocab.tag_ids index + 1)
+    tags: (
+        np.ndarray
+    )  # (V, M) int64 encoded tags (0 = no tag; 1.. = QuestionVocab.tag_ids index + 1)
 
     def __post_init__(self) -> None:
         if self.parts.ndim != 1 or self.tags.ndim != 2 or len(self.parts) != len(self.tags):
@@ -253,7 +290,9 @@ class QuestionVocab:
         """Encoded part and tags of every question index (pad and unknown rows are all 0)."""
         assert self.tags is not None  # set in __post_init__
         m = self.tags.shape[1]
-        tags = np.concatenate([np.zeros((FIRST_QUESTION_INDEX, m), np.int64), self.encode_tags(self.tags)])
+        tags = np.concatenate(
+            [np.zeros((FIRST_QUESTION_INDEX, m), np.int64), self.encode_tags(self.tags)]
+        )
         return ItemTable(parts=self._index_parts.copy(), tags=tags)
 
     def to_index(self, raw_ids: np.ndarray) -> np.ndarray:
@@ -403,10 +442,140 @@ def _continuous_lag(lag_ms: np.ndarray, cap_ms: int) -> np.ndarray:
     )
 
 
+def learner_stats(
+    question: np.ndarray,
+    part: np.ndarray,
+    tags: np.ndarray,
+    position: np.ndarray,
+    correct: np.ndarray,
+    seconds: np.ndarray,
+    n_answered: int,
+    spec: FeatureSpec,
+) -> np.ndarray:
+    """(T, N_STATS) float32 statistics of every position from strictly earlier bundles (STAT_NAMES).
+
+    Inputs are the encoded window (T positions: `n_answered` history items, then any candidates):
+    question / part (T,), tags (T, M) encoded, position (T,) index of the first item of each item's
+    bundle, correct (T,) 0/1 (only the first `n_answered` are read), seconds (T,) timestamps in s
+    (NaN = unknown). Items are in bundle order, so what position i may read is exactly the prefix
+    [0, position[i]): every statistic is a prefix count, O(T log T).
+    """
+    t = len(question)
+    cutoff = np.minimum(position, n_answered).astype(np.int64)  # (T,) items [0, cutoff) are visible
+    right = correct[:n_answered].astype(np.float64)
+    cum = np.concatenate([[0.0], np.cumsum(right)])  # cum[p] = right answers among items [0, p)
+    out = np.zeros((t, N_STATS), np.float32)
+    scale = 1.0 / np.log1p(spec.window)
+
+    def describe(col: int, n: np.ndarray, r: np.ndarray) -> None:
+        out[:, col] = np.log1p(n) * scale
+        out[:, col + 1] = (r + 1.0) / (n + 2.0)
+
+    describe(0, cutoff.astype(np.float64), cum[cutoff])
+    n_part, r_part, _ = _grouped_prefix(part[:n_answered], right, part, cutoff, part > 0)
+    describe(2, n_part, r_part)
+
+    # tags: per-tag prefix statistics, averaged over the item's tags
+    m = tags.shape[1]
+    flat_tags = tags.reshape(-1)  # (T * M,) item-major
+    has_tag = flat_tags > 0
+    entry_item = np.repeat(np.arange(t), m)[has_tag[: t * m]]
+    entry_item_answered = entry_item[entry_item < n_answered]
+    entry_tags = flat_tags[has_tag][entry_item < n_answered]
+    n_tag, r_tag, last_tag = _grouped_prefix(
+        entry_tags,
+        right[entry_item_answered],
+        flat_tags,
+        np.repeat(cutoff, m),
+        has_tag,
+        entry_index=entry_item_answered,
+    )
+    k_tags = np.maximum(has_tag.reshape(t, m).sum(axis=1), 1)
+    mean_n = n_tag.reshape(t, m).sum(axis=1) / k_tags
+    acc_tag = np.where(has_tag, (r_tag + 1.0) / (n_tag + 2.0), 0.0).reshape(t, m).sum(axis=1)
+    out[:, 4] = np.log1p(mean_n) * scale
+    out[:, 5] = np.where(has_tag.reshape(t, m).any(axis=1), acc_tag / k_tags, 0.5)
+    last_any_tag = last_tag.reshape(t, m).max(axis=1)
+
+    known_q = question >= FIRST_QUESTION_INDEX
+    n_q, r_q, last_q = _grouped_prefix(question[:n_answered], right, question, cutoff, known_q)
+    describe(6, n_q, r_q)
+    seen = last_q >= 0
+    last_safe = np.maximum(last_q, 0)
+    right_of = np.concatenate([right, [0.0]]) if n_answered else np.zeros(1)
+    out[:, 8] = np.where(
+        seen, 2.0 * right_of[np.minimum(last_safe, max(n_answered - 1, 0))] - 1.0, 0.0
+    )
+    bundles_since = _bundle_index(position)
+    gap = bundles_since - bundles_since[last_safe]
+    out[:, 9] = np.where(seen, 1.0 / np.maximum(gap, 1), 0.0)
+    out[:, 10] = _recency(seconds, last_q, spec.lag_cap_ms)
+    out[:, 11] = _recency(seconds, last_any_tag, spec.lag_cap_ms)
+
+    recent_from = np.maximum(cutoff - RECENT_ANSWERS, 0)
+    n_recent = (cutoff - recent_from).astype(np.float64)
+    out[:, 12] = (cum[cutoff] - cum[recent_from] + 0.5) / (n_recent + 1.0)
+    # previous bundle = [position of item cutoff-1, cutoff)
+    prev_start = np.where(cutoff > 0, position[np.maximum(cutoff - 1, 0)], 0)
+    n_prev = (cutoff - prev_start).astype(np.float64)
+    prev_acc = (cum[cutoff] - cum[prev_start]) / np.maximum(n_prev, 1.0)
+    out[:, 13] = np.where(n_prev > 0, 2.0 * prev_acc - 1.0, 0.0)
+    return out
+
+
+def _bundle_index(position: np.ndarray) -> np.ndarray:
+    """Bundle ordinal of each item from the bundle start positions (0, 0, 1, 2, 2, ...)."""
+    if len(position) == 0:
+        return np.zeros(0, np.int64)
+    return np.cumsum(np.concatenate([[0], (np.diff(position) != 0).astype(np.int64)]))
+
+
+def _grouped_prefix(
+    entry_keys: np.ndarray,
+    entry_right: np.ndarray,
+    query_keys: np.ndarray,
+    cutoff: np.ndarray,
+    query_valid: np.ndarray,
+    entry_index: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each query: (count, right answers, index of the latest) of entries with the same key and
+    entry_index < cutoff; (0, 0, -1) for invalid queries. Entries default to items 0..len-1."""
+    n_queries = len(query_keys)
+    count = np.zeros(n_queries)
+    right = np.zeros(n_queries)
+    last = np.full(n_queries, -1, np.int64)
+    if len(entry_keys) == 0 or n_queries == 0:
+        return count, right, last
+    index = np.arange(len(entry_keys)) if entry_index is None else entry_index
+    span = int(max(index.max(), cutoff.max())) + 1
+    combined = entry_keys.astype(np.int64) * span + index  # sorts by (key, index)
+    order = np.argsort(combined, kind="stable")
+    combined = combined[order]
+    cum_right = np.concatenate([[0.0], np.cumsum(entry_right[order])])
+    qkey = query_keys.astype(np.int64) * span
+    lo = np.searchsorted(combined, qkey, side="left")  # first entry of the query's key
+    hi = np.searchsorted(combined, qkey + cutoff, side="left")  # entries of the key before cutoff
+    count = np.where(query_valid, hi - lo, 0).astype(np.float64)
+    right = np.where(query_valid, cum_right[hi] - cum_right[lo], 0.0)
+    sorted_index = index[order]
+    last = np.where(query_valid & (hi > lo), sorted_index[np.maximum(hi - 1, 0)], -1)
+    return count, right, last
+
+
+def _recency(seconds: np.ndarray, last: np.ndarray, cap_ms: int) -> np.ndarray:
+    """1 - log1p(dt) / log1p(cap) in [0, 1] for the time since item `last[i]`; 0 = none / unknown."""
+    safe = np.maximum(last, 0)
+    dt = seconds - seconds[safe]
+    known = (last >= 0) & ~np.isnan(dt)
+    cap_s = cap_ms / 1000.0
+    scaled = np.log1p(np.clip(np.where(known, dt, 0.0), 0.0, cap_s)) / np.log1p(cap_s)
+    return np.where(known, 1.0 - scaled, 0.0)
+
+
 def encode(
     history: History,
     spec: FeatureSpec,
-    vocab_parts: np.ndarray,
+    items: ItemTable,
     end: int | None = None,
     start: int | None = None,
     candidates: np.ndarray | None = None,
@@ -414,8 +583,8 @@ def encode(
 ) -> dict[str, np.ndarray]:
     """Encode history[start:end] (+ optional K candidates at one moment) as 1-D model input arrays.
 
-    `vocab_parts` maps question index -> encoded part (`QuestionVocab.part_of` table, or any array
-    indexable by question index). Without `start`, the window is the last `spec.window` items before
+    `items` maps question index -> encoded part and tags (`QuestionVocab.item_table()`, or a
+    larger table that also holds questions registered after training). Without `start`, the window is the last `spec.window` items before
     `end` when predicting candidates (`spec.window - 1` history items, so candidates still fit the
     model's position table), else the last `spec.window` items. Returns arrays of length T.
     """
@@ -454,6 +623,14 @@ def encode(
         cand_lag = max(float(candidate_timestamp - last_ts), 0.0) if known_gap else np.nan  # type: ignore[operator]
         lag = np.concatenate([lag, np.full(k, cand_lag)])
 
+    seconds = np.concatenate([window.timestamp.astype(np.float64) / 1000.0, np.full(k, np.nan)])
+    if k and candidate_timestamp is not None:
+        seconds[h:] = candidate_timestamp / 1000.0
+    part = items.parts[question]
+    tags = items.tags[question]
+    correct = np.concatenate([window.correct.astype(np.int64), np.zeros(k, np.int64)])
+    stats = learner_stats(question, part, tags, positions, correct, seconds, h, spec)
+
     lag_known = ~np.isnan(lag)
     elapsed = window.elapsed_ms.astype(np.float64)
     elapsed_known = ~np.isnan(elapsed) & (elapsed >= 0)
@@ -461,7 +638,7 @@ def encode(
     pad_k = np.zeros(k, np.int64)
     return {
         "question": question,
-        "part": np.asarray(vocab_parts, dtype=np.int64)[question],
+        "part": part,
         "position": positions,
         "bundle": ordinals,
         "lag": _continuous_lag(lag, spec.lag_cap_ms),
@@ -476,11 +653,14 @@ def encode(
             [bucketize(elapsed_capped, spec.elapsed_edges_ms, elapsed_known), pad_k]
         ),
         "explanation": np.concatenate([window.explanation.astype(np.int64) + 1, pad_k]),
+        "tags": tags,
+        "stats": stats,
     }
 
 
 def collate(items: list[dict[str, np.ndarray]], length: int | None = None) -> dict[str, np.ndarray]:
-    """Right-pad 1-D encodings to a (B, T) batch (T = longest item unless `length` is given)."""
+    """Right-pad encodings to a (B, T) batch (T = longest item unless `length` is given); the
+    3-D inputs become (B, T, width), width = the widest item's."""
     if not items:
         raise ValueError("collate needs at least one item")
     t = max(len(it["question"]) for it in items) if length is None else length
@@ -489,10 +669,16 @@ def collate(items: list[dict[str, np.ndarray]], length: int | None = None) -> di
     for name in MODEL_INPUTS:
         dtype = np.int64 if name in INT_INPUTS else np.float32
         fill = PAD_BUNDLE if name == "bundle" else 0
-        out = np.full((len(items), t), fill, dtype=dtype)
+        shape: tuple[int, ...] = (len(items), t)
+        if name in THREE_D_INPUTS:
+            shape = (len(items), t, max(it[name].shape[1] for it in items))
+        out = np.full(shape, fill, dtype=dtype)
         for b, it in enumerate(items):
             values = it[name][:t]
-            out[b, : len(values)] = values
+            if values.ndim == 2:
+                out[b, : len(values), : values.shape[1]] = values
+            else:
+                out[b, : len(values)] = values
         batch[name] = out
     return batch
 
@@ -544,14 +730,12 @@ class CandidateRequest:
 
 
 def encode_candidate_batch(
-    requests: list[CandidateRequest], spec: FeatureSpec, vocab_parts: np.ndarray
+    requests: list[CandidateRequest], spec: FeatureSpec, items: ItemTable
 ) -> tuple[dict[str, np.ndarray], list[tuple[int, int]]]:
     """Encode many requests into one (B, T) batch; returns it and, per request, the (start, end)
     columns of its candidates in its row (the candidate logits are batch_logits[b, start:end])."""
     items = [
-        encode(
-            r.history, spec, vocab_parts, candidates=r.candidates, candidate_timestamp=r.timestamp
-        )
+        encode(r.history, spec, items, candidates=r.candidates, candidate_timestamp=r.timestamp)
         for r in requests
     ]
     spans = []

@@ -1,9 +1,9 @@
 """Shared torch building blocks: the bundle-aware visibility masks, attention, FFN, model outputs.
 
-The masks are the single place where GUIDE §2's visibility rules become tensors; every model builds
+The masks are the single place where the visibility rules of docs/design.md become tensors; every model builds
 them from `bundle` and `question` inside `forward`, so an exported ONNX graph keeps dynamic batch and
 length. Attention is explicit q/k/v projections + `F.scaled_dot_product_attention` (exports cleanly
-with both ONNX exporters, GUIDE §5); the softmax is spelled out only when the maps are requested.
+with both ONNX exporters, docs/design.md); the softmax is spelled out only when the maps are requested.
 """
 
 from __future__ import annotations
@@ -15,7 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.features import PAD
+from models.config import ModelConfig
+from models.features import N_STATS, PAD
+
+# Parameters of the IRT prior are multiplied by this in forward: under Adam that is a 10x larger step
+# for them (the logistic model's learning rate, 1e-2, against the networks' 1e-3), so the prior
+# converges within the networks' schedule instead of lagging behind it.
+PRIOR_LR_SCALE = 10.0
 
 
 @dataclass
@@ -152,3 +158,77 @@ class TimeEncoding(nn.Module):
             out = cont if out is None else out + cont
         assert out is not None  # guaranteed by the mode check in __init__
         return out
+
+
+class ItemEmbedding(nn.Module):
+    """Content-aware item representation, shared by every registry model (docs/models.md).
+
+    x_q = c + mu_q * v + r_q   with   c = E_part[part] + mean_t E_tag[t],  v = V_part[part] + mean_t V_tag[t]
+    (AKT's Rasch embedding, Ghosh et al. 2020, with part + tags as the shared "skill"). mu_q is one
+    learned scalar per question and r_q an optional free vector; both start at zero, so a question the
+    model never trained on (or one registered later) is represented by its part and tags alone.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        d = cfg.d_model
+        self.part_emb = nn.Embedding(cfg.n_parts, d)
+        self.tag_emb = nn.Embedding(cfg.n_tags, d, padding_idx=0)
+        self.part_var = nn.Embedding(cfg.n_parts, d)
+        self.tag_var = nn.Embedding(cfg.n_tags, d, padding_idx=0)
+        self.difficulty = nn.Embedding(cfg.n_questions, 1)
+        self.residual = nn.Embedding(cfg.n_questions, d) if cfg.question_residual else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Content tables small-normal; per-question parameters zero (call after a model-wide init)."""
+        for emb in (self.part_emb, self.tag_emb, self.part_var, self.tag_var):
+            nn.init.normal_(emb.weight, std=0.02)
+        nn.init.zeros_(self.difficulty.weight)
+        if self.residual is not None:
+            nn.init.zeros_(self.residual.weight)
+        with torch.no_grad():
+            self.tag_emb.weight[0].zero_()
+            self.tag_var.weight[0].zero_()
+
+    def forward(self, question: Tensor, part: Tensor, tags: Tensor) -> Tensor:
+        # question, part (B, T); tags (B, T, M) with 0 = no tag
+        has = (tags > 0).to(torch.float32).unsqueeze(-1)  # (B, T, M, 1)
+        n = has.sum(dim=2).clamp(min=1.0)  # (B, T, 1)
+        tag_mean = (self.tag_emb(tags) * has).sum(dim=2) / n  # (B, T, D)
+        tag_var = (self.tag_var(tags) * has).sum(dim=2) / n  # (B, T, D)
+        content = self.part_emb(part) + tag_mean
+        variation = self.part_var(part) + tag_var
+        x = content + self.difficulty(question) * variation  # (B, T, D)
+        if self.residual is not None:
+            x = x + self.residual(question)
+        return x
+
+
+class IRTPrior(nn.Module):
+    """logit prior = w . stats + b - (beta_q + mean_t beta_tag + beta_part): a logistic / IRT model of
+    ability (the learner statistics, all from strictly earlier bundles) against item difficulty.
+    Zero-initialised; parameters scaled by PRIOR_LR_SCALE (see there)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.question_bias = nn.Embedding(cfg.n_questions, 1)
+        self.tag_bias = nn.Embedding(cfg.n_tags, 1, padding_idx=0)
+        self.part_bias = nn.Embedding(cfg.n_parts, 1)
+        self.ability = nn.Linear(N_STATS, 1)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """All zero: the prior starts as 'p = 0.5' (call after a model-wide init)."""
+        for p in (self.question_bias.weight, self.tag_bias.weight, self.part_bias.weight):
+            nn.init.zeros_(p)
+        nn.init.zeros_(self.ability.weight)
+        nn.init.zeros_(self.ability.bias)
+
+    def forward(self, question: Tensor, part: Tensor, tags: Tensor, stats: Tensor) -> Tensor:
+        has = (tags > 0).to(torch.float32)  # (B, T, M)
+        tag = (self.tag_bias(tags).squeeze(-1) * has).sum(-1) / has.sum(-1).clamp(min=1.0)  # (B, T)
+        difficulty = (
+            self.question_bias(question).squeeze(-1) + tag + self.part_bias(part).squeeze(-1)
+        )  # (B, T)
+        return PRIOR_LR_SCALE * (self.ability(stats).squeeze(-1) - difficulty)  # (B, T)

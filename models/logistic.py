@@ -1,10 +1,11 @@
 """Logistic / IRT-style baseline: learner ability minus item difficulty, from counts of prior answers.
 
-logit_i = ability_i - difficulty[q_i] + part_bias[part_i]
+logit_i = ability_i - (difficulty[q_i] + mean_t tag_difficulty[t] + part_difficulty[part_i])
 ability_i = w . [log1p(c), log1p(w), (c + 1) / (c + w + 2),  same three restricted to i's part] + b
 with c / w the correct / wrong answers of items j with bundle_j < bundle_i (strictly earlier bundles:
 never i's own answer or its bundle-mates'). The counts are masked (B, T, T) sums, so one forward pass
-scores a whole window; a few parameters per question and part, 7 for the ability.
+scores a whole window; one parameter per question, tag and part, 7 for the ability. The tag and part
+terms are the content-aware part: a question never trained on still gets its tags' difficulty.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ class Logistic(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.difficulty = nn.Embedding(cfg.n_questions, 1)
+        self.tag_difficulty = nn.Embedding(cfg.n_tags, 1, padding_idx=0)
         self.part_bias = nn.Embedding(cfg.n_parts, 1)
         self.ability = nn.Linear(N_ABILITY_FEATURES, 1)
-        # Start as "difficulty only"; the data moves the weights.
+        # Start as "p = 0.5 everywhere"; the data moves the weights.
         nn.init.zeros_(self.difficulty.weight)
+        nn.init.zeros_(self.tag_difficulty.weight)
         nn.init.zeros_(self.part_bias.weight)
         nn.init.zeros_(self.ability.weight)
         nn.init.zeros_(self.ability.bias)
@@ -61,9 +64,13 @@ class Logistic(nn.Module):
     ) -> Tensor | ModelOutput:
         feats = self.features(batch)  # (B, T, 6)
         ability = self.ability(feats).squeeze(-1)  # (B, T)
+        tags = batch["tags"]  # (B, T, M), 0 = no tag
+        has = (tags > 0).to(torch.float32)
+        tag = (self.tag_difficulty(tags).squeeze(-1) * has).sum(-1) / has.sum(-1).clamp(min=1.0)
         logits = (
             ability
             - self.difficulty(batch["question"]).squeeze(-1)
+            - tag
             + self.part_bias(batch["part"]).squeeze(-1)
         )  # (B, T)
         if not (output_hidden_states or output_attentions):

@@ -1,17 +1,20 @@
-"""SAINT (Choi et al. 2020) and SAINT+ (Shin et al. 2021), made bundle-aware (GUIDE §2).
+"""SAINT (Choi et al. 2020) and SAINT+ (Shin et al. 2021), made bundle-aware (docs/design.md).
 
 One model class, read top to bottom:
-  1. Encoder = SAINT's exercise stream. x_i = E_q[q_i] + E_part[part_i] + E_pos[pos_i] (+ SAINT+:
+  0. Item representation x_q = ItemEmbedding(question, part, tags) (content-aware, models.layers),
+     learner statistics s_i (strictly earlier bundles, models.features.STAT_NAMES) -> Linear(s_i).
+  1. Encoder = SAINT's exercise stream. x_i = x_q + E_pos[pos_i] + W s_i (+ SAINT+:
      lag_i), N pre-LN layers of self-attention under the exercise mask (j visible to i iff
      bundle_j < bundle_i or j == i) + FFN. Output O (B, T, D). Everything in it is known when i is shown.
-  2. Response memory = SAINT's response stream, made safe. r_j = E_resp[resp_j] + E_q[q_j] +
+  2. Response memory = SAINT's response stream, made safe. r_j = E_resp[resp_j] + x_q[j] +
      E_pos[pos_j] + O_j (+ SAINT+: elapsed_j, lag_j, explanation_j). It is used ONLY as keys/values,
      behind the response mask (visible iff bundle_j < bundle_i) with a learned null slot prepended.
      Plain SAINT's "shift the responses by one" leaks within bundles, and feeding i its own response
      but masking it still leaks through the residual stream; here i's response never reaches i.
   3. Decoder: h_i starts from query-side info only (O_i + a decoder position embedding). Each of N
      pre-LN layers: attention to the response memory, cross-attention to O under the exercise mask,
-     FFN. Final LayerNorm + Linear -> one logit per position.
+     FFN. Final LayerNorm + Linear -> one logit per position, plus (irt_prior) an IRT-style prior
+     from the statistics and the item's difficulty: logit = prior + learned correction.
 
 SAINT ignores lag / elapsed / explanation; SAINT+ adds lag to the query side (it is known when the
 item is shown) and elapsed time + explanation flag to the response side.
@@ -23,9 +26,12 @@ import torch
 from torch import Tensor, nn
 
 from models.config import ModelConfig
+from models.features import N_STATS
 from models.layers import (
     Attention,
     FeedForward,
+    IRTPrior,
+    ItemEmbedding,
     ModelOutput,
     TimeEncoding,
     exercise_mask,
@@ -84,9 +90,10 @@ class SAINT(nn.Module):
         self.cfg = cfg
         self.plus = plus
         d = cfg.d_model
-        # Shared embeddings: the question/position tables feed both the query and the response side.
-        self.question_emb = nn.Embedding(cfg.n_questions, d)
-        self.part_emb = nn.Embedding(cfg.n_parts, d)
+        # Shared embeddings: the item/position tables feed both the query and the response side.
+        self.item_emb = ItemEmbedding(cfg)
+        self.stats_proj = nn.Linear(N_STATS, d) if cfg.use_stats else None
+        self.prior = IRTPrior(cfg) if cfg.irt_prior else None
         self.position_emb = nn.Embedding(cfg.seq_len, d)
         self.response_emb = nn.Embedding(3, d)  # 0 pad / not visible, 1 wrong, 2 right
         if plus:
@@ -115,6 +122,9 @@ class SAINT(nn.Module):
         self.ln_f = nn.LayerNorm(d)
         self.head = nn.Linear(d, 1)
         self.apply(_init_weights)
+        self.item_emb.reset_parameters()
+        if self.prior is not None:
+            self.prior.reset_parameters()
 
     def forward(
         self,
@@ -129,9 +139,11 @@ class SAINT(nn.Module):
         resp_mask = response_mask(bundle, question)  # (B, 1, T, T + 1)
 
         # 1. Encoder: exercise stream (query-side info only).
-        q_emb = self.question_emb(question)  # (B, T, D)
+        q_emb = self.item_emb(question, batch["part"], batch["tags"])  # (B, T, D)
         pos_emb = self.position_emb(position)  # (B, T, D)
-        x = q_emb + self.part_emb(batch["part"]) + pos_emb
+        x = q_emb + pos_emb
+        if self.stats_proj is not None:
+            x = x + self.stats_proj(batch["stats"])  # (B, T, D), strictly earlier bundles only
         lag: Tensor | None = None
         if self.lag_enc is not None:
             lag = self.lag_enc(batch["lag_bucket"], batch["lag"])  # (B, T, D), known at show time
@@ -168,6 +180,8 @@ class SAINT(nn.Module):
             if w is not None:
                 dec_attn.append(w)
         logits = self.head(self.ln_f(h)).squeeze(-1)  # (B, T)
+        if self.prior is not None:
+            logits = logits + self.prior(question, batch["part"], batch["tags"], batch["stats"])
 
         if not (output_hidden_states or output_attentions):
             return logits

@@ -72,7 +72,7 @@ class Predictor:
         self._session = session
         self._spec = spec
         self._vocab = vocab
-        self._parts = vocab.part_of(np.arange(vocab.size))
+        self._items = vocab.item_table()
         self._config = config
         self._manifest = manifest
         self.artifact_dir = artifact_dir
@@ -194,7 +194,7 @@ class Predictor:
                 raise ValueError("every request needs at least one candidate")
             if np.any(r.candidates < 1) or np.any(r.candidates >= self._vocab.size):
                 raise ValueError("candidate question indices out of the vocabulary range")
-        batch, spans = encode_candidate_batch(requests, self._spec, self._parts)
+        batch, spans = encode_candidate_batch(requests, self._spec, self._items)
         feeds = {name: batch[name].astype(dtype, copy=False) for name, dtype in self._inputs}
         (logits,) = self._session.run(["logits"], feeds)
         return [sigmoid(logits[b, s:e]) for b, (s, e) in enumerate(spans)]

@@ -39,6 +39,10 @@ def check_compatible(config: ModelConfig, spec: FeatureSpec, vocab: QuestionVoca
         problems.append(f"n_questions {config.n_questions} < vocabulary size {vocab.size}")
     if config.n_parts < max(vocab.n_parts, spec.n_parts):
         problems.append(f"n_parts {config.n_parts} < {max(vocab.n_parts, spec.n_parts)}")
+    if config.n_tags < max(vocab.n_tags, spec.n_tags):
+        problems.append(
+            f"n_tags {config.n_tags} < tag vocabulary size {max(vocab.n_tags, spec.n_tags)}"
+        )
     if config.n_lag_buckets < spec.n_lag_buckets:
         problems.append(f"n_lag_buckets {config.n_lag_buckets} < {spec.n_lag_buckets}")
     if config.n_elapsed_buckets < spec.n_elapsed_buckets:

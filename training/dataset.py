@@ -18,6 +18,7 @@ from models.features import (
     MODEL_INPUTS,
     FeatureSpec,
     History,
+    ItemTable,
     collate,
     encode,
     training_windows,
@@ -47,14 +48,14 @@ class WindowDataset(Dataset):
         self,
         histories: list[History],
         spec: FeatureSpec,
-        vocab_parts: np.ndarray,
+        items: ItemTable,
         *,
         score_from: list[int] | None = None,
         stride: int | None = None,
     ) -> None:
         self.histories = histories
         self.spec = spec
-        self.vocab_parts = vocab_parts
+        self.items = items
         self.windows: list[WindowRef] = []
         for i, history in enumerate(histories):
             first_scored = 0 if score_from is None else score_from[i]
@@ -69,7 +70,7 @@ class WindowDataset(Dataset):
     def __getitem__(self, idx: int) -> dict[str, np.ndarray]:
         ref = self.windows[idx]
         history = self.histories[ref.learner]
-        item = encode(history, self.spec, self.vocab_parts, start=ref.start, end=ref.end)
+        item = encode(history, self.spec, self.items, start=ref.start, end=ref.end)
         labels = history.correct[ref.start : ref.end].astype(np.float32)
         labels[: ref.score_from - ref.start] = IGNORE_LABEL
         item["labels"] = labels

@@ -342,6 +342,7 @@ def student_config(student_args: argparse.Namespace, spec: Any) -> ModelConfig:
         file_config,
         n_questions=config.n_questions,
         n_parts=config.n_parts,
+        n_tags=config.n_tags,
         n_lag_buckets=config.n_lag_buckets,
         n_elapsed_buckets=config.n_elapsed_buckets,
         seq_len=config.seq_len,

@@ -56,11 +56,11 @@ class TorchScorer:
         self._torch = torch
         self.model, self.config, self.spec, self.vocab = load_model_dir(model_dir)
         self.model.eval()
-        self._parts = self.vocab.part_of(np.arange(self.vocab.size))
+        self._items = self.vocab.item_table()
 
     def score(self, requests: list[CandidateRequest]) -> list[np.ndarray]:
         torch = self._torch
-        batch, spans = encode_candidate_batch(requests, self.spec, self._parts)
+        batch, spans = encode_candidate_batch(requests, self.spec, self._items)
         tensors = {k: torch.from_numpy(v) for k, v in batch.items()}
         with torch.no_grad():
             logits = self.model(tensors).double().numpy()  # (B, T)

@@ -2,7 +2,7 @@
 
     python -m training.export --model-dir D --output-dir A [--int8 [--int8-data F --questions-file Q]]
 
-The artifact directory is the only contract with the service (GUIDE §1):
+The artifact directory is the only contract with the service (docs/design.md):
     A/model.onnx          inputs = models.features.MODEL_INPUTS, each (batch, seq); output `logits`
                           (batch, seq) float32. Batch and length are dynamic, so one graph scores a
                           history + K candidates (one bundle) in a single run.
@@ -75,9 +75,9 @@ class ExportError(ValueError):
 
 
 class OnnxWrapper(nn.Module):
-    """The graph's signature: the 10 arrays positionally in MODEL_INPUTS order -> logits (B, T).
+    """The graph's signature: the 12 arrays positionally in MODEL_INPUTS order -> logits (B, T).
 
-    Named parameters (not *args) so torch.export sees 10 inputs and the ONNX inputs get these names.
+    Named parameters (not *args) so torch.export sees 12 inputs and the ONNX inputs get these names.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -99,6 +99,8 @@ class OnnxWrapper(nn.Module):
         elapsed: Tensor,
         elapsed_bucket: Tensor,
         explanation: Tensor,
+        tags: Tensor,
+        stats: Tensor,
     ) -> Tensor:
         batch = {
             "question": question,
@@ -111,6 +113,8 @@ class OnnxWrapper(nn.Module):
             "elapsed": elapsed,
             "elapsed_bucket": elapsed_bucket,
             "explanation": explanation,
+            "tags": tags,
+            "stats": stats,
         }
         logits = self.model(batch)  # (B, T)
         if self.calibration != Platt():
@@ -148,7 +152,7 @@ def parity_batches(
 ) -> list[tuple[str, dict[str, np.ndarray]]]:
     """Named (B, T) batches covering the shapes the service and evaluation produce."""
     rng = np.random.default_rng(seed)
-    parts = vocab.part_of(np.arange(vocab.size))
+    table = vocab.item_table()
     k = PARITY_CANDIDATES
 
     def cands(n: int) -> np.ndarray:
@@ -157,10 +161,10 @@ def parity_batches(
     def request(n_hist: int, n_cand: int) -> dict[str, np.ndarray]:
         history = random_history(rng, n_hist, vocab)
         ts = int(history.timestamp[-1]) + 60_000 if n_hist else None
-        return encode(history, spec, parts, candidates=cands(n_cand), candidate_timestamp=ts)
+        return encode(history, spec, table, candidates=cands(n_cand), candidate_timestamp=ts)
 
     def window(n: int) -> dict[str, np.ndarray]:
-        return encode(random_history(rng, n, vocab), spec, parts)
+        return encode(random_history(rng, n, vocab), spec, table)
 
     full = spec.window - 1  # history items that fit next to candidates
     cases = [
@@ -183,10 +187,13 @@ def parity_batches(
 def _example_args(spec: FeatureSpec, vocab: QuestionVocab) -> tuple[Tensor, ...]:
     # B=3 and T>=2: torch.export specialises dimensions whose example size is 0 or 1.
     rng = np.random.default_rng(123)
-    parts = vocab.part_of(np.arange(vocab.size))
+    table = vocab.item_table()
     n = min(spec.window, 11)
-    items = [encode(random_history(rng, m, vocab), spec, parts) for m in (n, max(n - 4, 1), 2)]
+    items = [encode(random_history(rng, m, vocab), spec, table) for m in (n, max(n - 4, 1), 2)]
     batch = collate(items)
+    # torch.export specialises example dimensions of size 1: give the tag axis at least 2 columns
+    if batch["tags"].shape[2] < 2:
+        batch["tags"] = np.pad(batch["tags"], ((0, 0), (0, 0), (0, 2 - batch["tags"].shape[2])))
     return tuple(torch.from_numpy(batch[name]) for name in MODEL_INPUTS)
 
 
@@ -203,6 +210,7 @@ def export_onnx(
     args = _example_args(spec, vocab)
     batch_dim = torch.export.Dim("batch")
     seq_dim = torch.export.Dim("seq")
+    tag_dim = torch.export.Dim("tags")
     try:
         torch.onnx.export(
             wrapper,
@@ -211,7 +219,12 @@ def export_onnx(
             dynamo=True,
             input_names=list(MODEL_INPUTS),
             output_names=["logits"],
-            dynamic_shapes=tuple({0: batch_dim, 1: seq_dim} for _ in MODEL_INPUTS),
+            dynamic_shapes=tuple(
+                {0: batch_dim, 1: seq_dim, 2: tag_dim}
+                if name == "tags"
+                else {0: batch_dim, 1: seq_dim}
+                for name in MODEL_INPUTS
+            ),
             opset_version=opset,
             external_data=False,  # one self-contained file in the artifact
             verbose=False,  # keep stdout for the CLI summary line
@@ -221,6 +234,7 @@ def export_onnx(
     except Exception as exc:  # noqa: BLE001 - any dynamo failure -> documented legacy fallback
         logger.warning("dynamo export failed (%s); falling back to the legacy exporter", exc)
     axes = {name: {0: "batch", 1: "seq"} for name in (*MODEL_INPUTS, "logits")}
+    axes["tags"] = {0: "batch", 1: "seq", 2: "tags"}
     try:
         torch.onnx.export(
             wrapper,
@@ -408,10 +422,10 @@ def latency_batch(
 ) -> dict[str, np.ndarray]:
     """A (batch_size, length) batch of full windows, for latency measurements."""
     rng = np.random.default_rng(seed)
-    parts = vocab.part_of(np.arange(vocab.size))
+    table = vocab.item_table()
     length = min(length, spec.window)
     items = [
-        encode(random_history(rng, length, vocab), spec, parts, start=0) for _ in range(batch_size)
+        encode(random_history(rng, length, vocab), spec, table, start=0) for _ in range(batch_size)
     ]
     return collate(items, length=length)
 
@@ -523,7 +537,7 @@ def int8_dataset(artifact_dir: Path, data_file: Path, questions_file: Path) -> W
             f"--questions-file {questions_file} has {inter.vocab.size - 2} questions, the model "
             f"{vocab.size - 2}: use the questions file the model was trained with"
         )
-    return WindowDataset(learner_histories(inter), spec, vocab.part_of(np.arange(vocab.size)))
+    return WindowDataset(learner_histories(inter), spec, vocab.item_table())
 
 
 # Float slack for the AUC comparison: 0.75 - 0.748 is 0.0020000000000000018, which must still

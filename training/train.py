@@ -139,28 +139,30 @@ def prepare_data(
 ) -> PreparedData:
     """Split for validation and build the window datasets (the model sees `seq_len` items)."""
     vocab = inter.vocab
-    spec = FeatureSpec(window=seq_len, n_questions=vocab.size, n_parts=vocab.n_parts)
-    parts_table = vocab.part_of(np.arange(vocab.size))
+    spec = FeatureSpec(
+        window=seq_len, n_questions=vocab.size, n_parts=vocab.n_parts, n_tags=vocab.n_tags
+    )
+    items = vocab.item_table()
     if validation == "none" or valid_fraction <= 0:
         return PreparedData(
             spec,
             vocab,
-            WindowDataset(learner_histories(inter), spec, parts_table),
+            WindowDataset(learner_histories(inter), spec, items),
             None,
             fingerprint,
         )
     if validation == "learner":
         train_inter, valid_inter = split_by_learner(inter, valid_fraction, seed)
-        train = WindowDataset(learner_histories(train_inter), spec, parts_table)
-        valid = WindowDataset(learner_histories(valid_inter), spec, parts_table)
+        train = WindowDataset(learner_histories(train_inter), spec, items)
+        valid = WindowDataset(learner_histories(valid_inter), spec, items)
         return PreparedData(spec, vocab, train, valid, fingerprint)
     if validation == "time":
         # Train on each learner's prefix; validate on the continuation with the prefix as context.
         histories = learner_histories(inter)
         cuts = [_time_cut(h, valid_fraction) for h in histories]
         prefixes = [h.slice(0, c) for h, c in zip(histories, cuts, strict=True)]
-        train = WindowDataset(prefixes, spec, parts_table)
-        valid = WindowDataset(histories, spec, parts_table, score_from=cuts)
+        train = WindowDataset(prefixes, spec, items)
+        valid = WindowDataset(histories, spec, items, score_from=cuts)
         return PreparedData(spec, vocab, train, valid, fingerprint)
     raise ValueError(f"--validation must be learner, time or none, got {validation!r}")
 
@@ -199,6 +201,7 @@ def build_config(args: argparse.Namespace, spec: FeatureSpec) -> ModelConfig:
         name=args.model,
         n_questions=spec.n_questions,
         n_parts=spec.n_parts,
+        n_tags=spec.n_tags,
         n_lag_buckets=spec.n_lag_buckets,
         n_elapsed_buckets=spec.n_elapsed_buckets,
         seq_len=spec.window,
@@ -207,6 +210,9 @@ def build_config(args: argparse.Namespace, spec: FeatureSpec) -> ModelConfig:
         n_heads=args.heads,
         dropout=args.dropout,
         time_encoding=args.time_encoding,
+        question_residual=args.question_residual,
+        use_stats=args.stats,
+        irt_prior=args.irt_prior,
     )
 
 
@@ -467,6 +473,24 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seq-len", type=int, default=100, help="history window (interactions)")
     g.add_argument("--dropout", type=float, default=0.3)
     g.add_argument("--time-encoding", choices=["bucket", "continuous", "both"], default="both")
+    g.add_argument(
+        "--question-residual",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="a free per-question vector on top of the part/tag (content) item embedding (default on)",
+    )
+    g.add_argument(
+        "--stats",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="feed the learner statistics (counts, accuracies, recency; earlier bundles only) (default on)",
+    )
+    g.add_argument(
+        "--irt-prior",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="logit = IRT-style prior (statistics vs item difficulty) + the network's correction (default on)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.features import (
+    N_STATS,
     PAD_BUNDLE,
     UNKNOWN_QUESTION,
     CandidateRequest,
@@ -22,10 +23,16 @@ from models.features import (
     training_windows,
 )
 
-QUERY_SIDE = ("question", "part", "position", "bundle", "lag", "lag_bucket")
+QUERY_SIDE = ("question", "part", "tags", "position", "bundle", "lag", "lag_bucket")
 RESPONSE_SIDE = ("response", "elapsed", "elapsed_bucket", "explanation")
 N_QUESTIONS = 30
-PARTS = np.arange(N_QUESTIONS + 2) % 7
+# questions 0..29: part q % 7, tags {q % 5} or {q % 5, 5 + q % 3}: shared across questions
+VOCAB = QuestionVocab.build(
+    np.arange(N_QUESTIONS),
+    np.arange(N_QUESTIONS) % 7,
+    [[q % 5] if q % 2 else [q % 5, 5 + q % 3] for q in range(N_QUESTIONS)],
+)
+PARTS = VOCAB.item_table()  # question index (0 pad, 1 unknown, 2.. known) -> part and tags
 
 
 @st.composite
@@ -86,6 +93,10 @@ def test_outcomes_never_reach_query_side_or_earlier_items(
     earlier = max(cut - offset, 0)  # window index of the first perturbed item
     for name in RESPONSE_SIDE:
         np.testing.assert_array_equal(base[name][:earlier], perturbed[name][:earlier], err_msg=name)
+    # statistics read strictly earlier bundles: unchanged up to and including the cut bundle
+    cut_bundle = base["bundle"][earlier] if earlier < len(base["bundle"]) else np.inf
+    same = base["bundle"] <= cut_bundle
+    np.testing.assert_array_equal(base["stats"][same], perturbed["stats"][same], err_msg="stats")
 
 
 @settings(max_examples=80, deadline=None)
@@ -250,3 +261,82 @@ def test_bad_spec_is_rejected(kwargs: dict, message: str) -> None:
 def test_vocab_rejects_unsorted_ids() -> None:
     with pytest.raises(ValueError, match="sorted"):
         QuestionVocab(np.array([3, 1]), np.array([0, 0]))
+
+
+def _naive_stats(enc: dict[str, np.ndarray], n_answered: int, correct: np.ndarray) -> np.ndarray:
+    """STAT_NAMES computed the slow, obvious way: for each i, loop over visible j."""
+    spec_window = len(enc["question"])
+    out = []
+    seconds = enc["_seconds"]
+    for i in range(len(enc["question"])):
+        vis = [j for j in range(n_answered) if enc["bundle"][j] < enc["bundle"][i]]
+
+        def cnt(js: list[int]) -> tuple[float, float]:
+            return float(len(js)), float(sum(correct[j] for j in js))
+
+        def desc(js: list[int]) -> list[float]:
+            n, r = cnt(js)
+            return [np.log1p(n) / np.log1p(enc["_window"]), (r + 1) / (n + 2)]
+
+        q, p = enc["question"][i], enc["part"][i]
+        tags_i = [t for t in enc["tags"][i] if t > 0]
+        row = desc(vis)
+        row += desc([j for j in vis if p > 0 and enc["part"][j] == p])
+        per_tag = [[j for j in vis if t in enc["tags"][j]] for t in tags_i]
+        if tags_i:
+            mean_n = np.mean([len(js) for js in per_tag])
+            row += [
+                np.log1p(mean_n) / np.log1p(enc["_window"]),
+                np.mean([(cnt(js)[1] + 1) / (cnt(js)[0] + 2) for js in per_tag]),
+            ]
+        else:
+            row += [0.0, 0.5]
+        same_q = [j for j in vis if q >= 2 and enc["question"][j] == q]
+        row += desc(same_q)
+        last = same_q[-1] if same_q else None
+        row.append(0.0 if last is None else 2.0 * correct[last] - 1.0)
+        row.append(0.0 if last is None else 1.0 / max(enc["bundle"][i] - enc["bundle"][last], 1))
+
+        def recency(j: int | None) -> float:
+            if j is None or np.isnan(seconds[i] - seconds[j]):
+                return 0.0
+            cap = 7 * 86400.0
+            return 1.0 - np.log1p(np.clip(seconds[i] - seconds[j], 0, cap)) / np.log1p(cap)
+
+        row.append(recency(last))
+        any_tag = [j for j in vis if set(tags_i) & set(enc["tags"][j][enc["tags"][j] > 0])]
+        row.append(recency(any_tag[-1] if any_tag else None))
+        recent = vis[-10:]
+        row.append((sum(correct[j] for j in recent) + 0.5) / (len(recent) + 1))
+        prev = [j for j in vis if vis and enc["bundle"][j] == enc["bundle"][vis[-1]]]
+        row.append(2.0 * np.mean([correct[j] for j in prev]) - 1.0 if prev else 0.0)
+        out.append(row)
+    del spec_window
+    return np.asarray(out, dtype=np.float64).reshape(-1, 14)
+
+
+@settings(max_examples=60, deadline=None)
+@given(histories(), st.integers(2, 30), st.booleans(), st.data())
+def test_learner_stats_match_a_naive_reference(
+    history: History, window: int, with_candidates: bool, data: st.DataObject
+) -> None:
+    """The prefix-count implementation equals the obvious per-position loop over visible items."""
+    spec = FeatureSpec(window=window, n_questions=N_QUESTIONS + 2)
+    cands = None
+    now = None
+    if with_candidates:
+        cands = np.asarray(
+            data.draw(st.lists(st.integers(1, N_QUESTIONS + 1), min_size=1, max_size=4))
+        )
+        now = int(history.timestamp[-1]) + 5000 if len(history) else None
+    enc = encode(history, spec, PARTS, candidates=cands, candidate_timestamp=now)
+    k = 0 if cands is None else len(cands)
+    h = len(enc["question"]) - k
+    start = len(history) - h
+    correct = np.concatenate([history.correct[start:], np.zeros(k, np.int8)]).astype(float)
+    ts = np.concatenate([history.timestamp[start:] / 1000.0, np.full(k, np.nan)])
+    if k and now is not None:
+        ts[h:] = now / 1000.0
+    ref = _naive_stats({**enc, "_seconds": ts, "_window": window}, h, correct)
+    np.testing.assert_allclose(enc["stats"], ref, atol=1e-5)
+    assert enc["stats"].shape == (len(enc["question"]), N_STATS)

@@ -1,6 +1,6 @@
 """Registry-driven model tests: every `MODEL_REGISTRY` entry passes the same checks.
 
-Shapes, no NaN (padding, empty history, a lone real item), leakage by perturbation (GUIDE §2),
+Shapes, no NaN (padding, empty history, a lone real item), leakage by perturbation (docs/design.md),
 K candidates in one pass == K single predictions, a few optimizer steps lower the loss,
 hidden-state / attention outputs, config JSON round trip and validation.
 """
@@ -27,8 +27,12 @@ from models.registry import MODEL_REGISTRY, build_model, count_parameters
 NAMES = sorted(MODEL_REGISTRY)
 N_RAW_QUESTIONS = 30
 SPEC = FeatureSpec(window=16, n_questions=N_RAW_QUESTIONS + 2, n_parts=9)
-VOCAB = QuestionVocab.build(np.arange(N_RAW_QUESTIONS) * 10, np.arange(N_RAW_QUESTIONS) % 7 + 1)
-PARTS = VOCAB.part_of(np.arange(VOCAB.size))
+VOCAB = QuestionVocab.build(
+    np.arange(N_RAW_QUESTIONS) * 10,
+    np.arange(N_RAW_QUESTIONS) % 7 + 1,
+    [[q % 4, 4 + q % 3] if q % 3 else [q % 4] for q in range(N_RAW_QUESTIONS)],
+)
+PARTS = VOCAB.item_table()
 
 
 def random_history(rng: np.random.Generator, n: int) -> History:
@@ -119,7 +123,9 @@ def _perturb_from(
     out["explanation"][row, same_or_later] = rng.integers(1, 3, n_resp)
     new_q = rng.integers(2, VOCAB.size, n_later)
     out["question"][row, later] = new_q
-    out["part"][row, later] = PARTS[new_q]
+    out["part"][row, later] = PARTS.parts[new_q]
+    out["tags"][row, later] = PARTS.tags[new_q][:, : out["tags"].shape[2]]
+    out["stats"][row, later] = rng.random((n_later, out["stats"].shape[2])).astype(np.float32)
     out["lag"][row, later] = rng.random(n_later).astype(np.float32)
     out["lag_bucket"][row, later] = rng.integers(1, SPEC.n_lag_buckets, n_later)
     return out

@@ -242,7 +242,7 @@ def test_any_stored_history_scores_to_finite_probabilities(
     inputs = encode(
         history,
         predictor.spec,
-        predictor.vocab.part_of(np.arange(predictor.vocab.size)),
+        predictor.vocab.item_table(),
         candidates=candidates,
         candidate_timestamp=moment,
     )
@@ -282,7 +282,7 @@ def test_adversarial_history_values_encode_safely(
     inputs = encode(
         history,
         predictor.spec,
-        predictor.vocab.part_of(np.arange(predictor.vocab.size)),
+        predictor.vocab.item_table(),
         candidates=candidates,
         candidate_timestamp=moment,
     )

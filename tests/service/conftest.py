@@ -86,9 +86,9 @@ def _export(model_dir: Path, out_dir: Path, seed: int, fast: bool) -> Path:
     from training.artifacts import load_model_dir
 
     model, config, spec, vocab = load_model_dir(model_dir)
-    parts = vocab.part_of(np.arange(vocab.size))
+    table = vocab.item_table()
     batch, _ = encode_candidate_batch(
-        [CandidateRequest(History.empty(), np.array([2, 3]), None)] * 2, spec, parts
+        [CandidateRequest(History.empty(), np.array([2, 3]), None)] * 2, spec, table
     )
 
     class Wrapper(torch.nn.Module):

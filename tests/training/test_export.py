@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from models.config import ModelConfig
-from models.features import MODEL_INPUTS, collate, encode, load_spec
+from models.features import MODEL_INPUTS, N_STATS, collate, encode, load_spec
 from models.registry import MODEL_REGISTRY
 from tests.models.test_models import PARTS, SPEC, VOCAB, random_history, tiny_model, to_torch
 from training import export as export_mod
@@ -90,13 +90,18 @@ def test_export_parity_on_dynamic_shapes(
     shapes = {tuple(c["shape"]) for c in manifest["parity"]["cases"]}
     assert (1, 1) in shapes and (1, 5) in shapes and (3, SPEC.window) in shapes
     assert (3, SPEC.window - 1 + export_mod.PARITY_CANDIDATES) in shapes
-    # inputs and output carry symbolic (batch, seq) dims, not baked-in sizes
+    # inputs and output carry symbolic (batch, seq[, tags]) dims, not baked-in sizes; the stats
+    # width is the fixed N_STATS
     graph = onnx.load(str(art / "model.onnx")).graph
     assert [i.name for i in graph.input] == list(MODEL_INPUTS)
     assert [o.name for o in graph.output] == ["logits"]
     for value in [*graph.input, *graph.output]:
         dims = value.type.tensor_type.shape.dim
-        assert len(dims) == 2 and all(d.dim_param and not d.dim_value for d in dims), value.name
+        if value.name == "stats":
+            assert len(dims) == 3 and dims[2].dim_value == N_STATS
+            dims = dims[:2]
+        symbolic = len(dims) == (3 if value.name == "tags" else 2)
+        assert symbolic and all(d.dim_param and not d.dim_value for d in dims), value.name
     # an unseen shape (B=2, T=7, different padding) still matches torch
     model, *_ = load_model_dir(model_dir)
     rng = np.random.default_rng(9)
@@ -254,6 +259,7 @@ def test_cli_int8_gate_on_held_out_data(tmp_path: Path, capsys: pytest.CaptureFi
         name="saint_plus",
         n_questions=data.spec.n_questions,
         n_parts=data.spec.n_parts,
+        n_tags=data.spec.n_tags,
         seq_len=20,
         d_model=16,
         n_layers=1,
