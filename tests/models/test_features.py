@@ -265,7 +265,6 @@ def test_vocab_rejects_unsorted_ids() -> None:
 
 def _naive_stats(enc: dict[str, np.ndarray], n_answered: int, correct: np.ndarray) -> np.ndarray:
     """STAT_NAMES computed the slow, obvious way: for each i, loop over visible j."""
-    spec_window = len(enc["question"])
     out = []
     seconds = enc["_seconds"]
     for i in range(len(enc["question"])):
@@ -297,7 +296,7 @@ def _naive_stats(enc: dict[str, np.ndarray], n_answered: int, correct: np.ndarra
         row.append(0.0 if last is None else 2.0 * correct[last] - 1.0)
         row.append(0.0 if last is None else 1.0 / max(enc["bundle"][i] - enc["bundle"][last], 1))
 
-        def recency(j: int | None) -> float:
+        def recency(j: int | None, i: int = i) -> float:
             if j is None or np.isnan(seconds[i] - seconds[j]):
                 return 0.0
             cap = 7 * 86400.0
@@ -311,7 +310,6 @@ def _naive_stats(enc: dict[str, np.ndarray], n_answered: int, correct: np.ndarra
         prev = [j for j in vis if vis and enc["bundle"][j] == enc["bundle"][vis[-1]]]
         row.append(2.0 * np.mean([correct[j] for j in prev]) - 1.0 if prev else 0.0)
         out.append(row)
-    del spec_window
     return np.asarray(out, dtype=np.float64).reshape(-1, 14)
 
 
