@@ -19,6 +19,8 @@ from training.data import (
     load_questions,
     load_riiid,
 )
+from training.data import assemble as assemble_module
+from training.data import riiid as riiid_module
 
 HEADER = (
     "row_id,timestamp,user_id,content_id,content_type_id,task_container_id,user_answer,"
@@ -153,8 +155,8 @@ def test_small_batches_and_chunks_give_the_same_table(
                 rid += 1
     path = riiid(tmp_path, lines)
     ref = load_riiid(path, qfile)
-    monkeypatch.setattr(data, "_BLOCK_SIZE", 1024)
-    monkeypatch.setattr(data, "_MAP_CHUNK", 50)
+    monkeypatch.setattr(riiid_module, "_BLOCK_SIZE", 1024)
+    monkeypatch.setattr(assemble_module, "_MAP_CHUNK", 50)
     small = load_riiid(path, qfile)
     for name in ("offsets", "question", "timestamp", "elapsed_ms", "explanation", "row_id"):
         np.testing.assert_array_equal(getattr(small, name), getattr(ref, name))
@@ -213,7 +215,7 @@ def test_unknown_question_strict_and_lenient(tmp_path: Path, qfile: Path, caplog
 )
 def test_bad_rows_name_file_line_and_column(tmp_path, qfile, rows, line, column, fragment) -> None:
     path = riiid(tmp_path, rows)
-    msg = error_of(load_riiid, path, qfile)
+    msg = error_of(load_riiid, path, qfile, duplicates="error")
     assert msg.startswith(f"{path}:{line}:{column}: "), msg
     assert fragment in msg
 
@@ -225,12 +227,14 @@ def test_error_line_counts_blank_lines_and_later_batches(
     path = write(
         tmp_path / "t.csv", HEADER + "\n" + "\n".join(good) + "\n\n" + "300,5000,1,x,0,300,0,1,,\n"
     )
-    monkeypatch.setattr(data, "_BLOCK_SIZE", 1024)
+    monkeypatch.setattr(riiid_module, "_BLOCK_SIZE", 1024)
     assert error_of(load_riiid, path, qfile).startswith(
         f"{path}:303:content_id: not an integer: 'x'"
     )
     dup = write(tmp_path / "d.csv", HEADER + "\n" + "\n".join(good) + "\n\n" + good[-1] + "\n")
-    assert error_of(load_riiid, dup, qfile).startswith(f"{dup}:303:content_id: duplicate row")
+    assert error_of(load_riiid, dup, qfile, duplicates="error").startswith(
+        f"{dup}:303:content_id: duplicate row"
+    )
 
 
 def test_unsorted_interleaved_learners(tmp_path: Path, qfile: Path) -> None:
@@ -287,8 +291,8 @@ def test_cache_is_reused_and_invalidated(tmp_path: Path, qfile: Path, monkeypatc
     first = load_riiid(path, qfile, cache_dir=cache)
     assert len(list(cache.iterdir())) == 1
     calls = []
-    real = data._read_riiid
-    monkeypatch.setattr(data, "_read_riiid", lambda p: calls.append(p) or real(p))
+    real = riiid_module._read_riiid
+    monkeypatch.setattr(riiid_module, "_read_riiid", lambda p: calls.append(p) or real(p))
     again = load_riiid(path, qfile, cache_dir=cache)
     assert calls == [] and again.n_rows == first.n_rows
     load_riiid(path, qfile, cache_dir=cache, strict=True)  # other options -> other entry
