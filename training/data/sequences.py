@@ -8,9 +8,8 @@ No header; one record per learner, either 3 lines
 
 or 4 lines, with a line of skill ids between the question ids and the answers (one cell per
 answer; several skills of one answer joined by the skill separator, '_' as in pyKT). Blank lines
-are skipped; one trailing comma on a line is tolerated. The layout is detected by parsing the file
-both ways: the layout that parses is used (a file both parse is read as 3-line); when neither does,
-the error of the one that got further is reported.
+are skipped; one trailing comma on a line is tolerated. The layout is detected from the first
+record, falling back to the other layout when only that one parses (`read_sequences`).
 
 Order is the only time: answers are in the order given, each answer is its own bundle, and the
 synthetic timestamp is the answer's position in the learner's sequence (0, 1, 2, ... "ms"; a
@@ -201,19 +200,28 @@ def _parse(path: Path, lines: list[tuple[int, str]], layout: int, separator: str
 
 
 def read_sequences(path: Path, skill_separator: str = "_") -> tuple[_Records, int]:
-    """Parse a 3- or 4-line sequence file; returns the records and the layout detected."""
+    """Parse a 3- or 4-line sequence file; returns the records and the layout detected.
+
+    The first record suggests the layout (3-line when its 4th line is another count line or
+    absent, else 4-line; for counts <= 2, whose answers look like a count line, 3-line only when
+    its 3rd line is all 0/1). The suggestion is used when it parses; otherwise the other layout when that
+    parses (e.g. a 4-line file whose first answer line holds a single value); if neither does,
+    the error is the suggested layout's."""
     lines = _read_lines(path)
-    parsed: dict[int, _Records] = {}
-    errors: dict[int, DataError] = {}
-    for layout in (3, 4):
+    guess = 3 if len(lines) < 4 or is_count_line(lines[3][1]) else 4
+    first = _COUNT.match(lines[0][1])
+    if guess == 3 and len(lines) >= 4 and first is not None and int(first.group(1)) <= 2:
+        # a 4-line record's answers of one or two values also look like a count line
+        binary = set(lines[2][1].replace(",", " ").split()) <= {"0", "1"}
+        guess = 3 if binary else 4
+    try:
+        return _parse(path, lines, guess, skill_separator), guess
+    except DataError as exc:
+        other = 7 - guess
         try:
-            parsed[layout] = _parse(path, lines, layout, skill_separator)
-        except DataError as exc:
-            errors[layout] = exc
-    if parsed:
-        layout = min(parsed)
-        return parsed[layout], layout
-    raise max(errors.values(), key=lambda e: e.line)
+            return _parse(path, lines, other, skill_separator), other
+        except DataError:
+            raise exc from None
 
 
 def load_sequences(

@@ -305,6 +305,11 @@ class _Column:
         ms = []
         for value in encoded.dictionary.to_pylist():
             try:
+                ms.append(round(float(value) * _UNITS[unit]))
+                continue
+            except ValueError:
+                pass
+            try:
                 moment = datetime.fromisoformat(value.replace(" UTC", "+00:00"))
             except ValueError:
                 codes = encoded.indices.to_numpy(zero_copy_only=False)
