@@ -137,6 +137,7 @@ class Interactions:
                 np.save(tmp / f"{f.name}.npy", getattr(self, f.name), allow_pickle=False)
         np.save(tmp / "vocab_question_ids.npy", self.vocab.question_ids, allow_pickle=False)
         np.save(tmp / "vocab_parts.npy", self.vocab.parts, allow_pickle=False)
+        assert self.vocab.tags is not None  # set by QuestionVocab.__post_init__
         np.save(tmp / "vocab_tags.npy", self.vocab.tags, allow_pickle=False)
         meta = {
             "format": CACHE_FORMAT,

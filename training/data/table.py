@@ -253,12 +253,13 @@ class _Column:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             pass
         encoded = self.values.dictionary_encode()
-        table = np.asarray([_text_id(t, bits) for t in encoded.dictionary.to_pylist()], object)
-        missing = np.flatnonzero(np.equal(table, None))
+        values = [_text_id(t, bits) for t in encoded.dictionary.to_pylist()]
+        missing = np.flatnonzero([v is None for v in values])
+        table = np.asarray([-1 if v is None else v for v in values], np.int64)
         codes = encoded.indices.to_numpy(zero_copy_only=False)
         if missing.size:
             raise self.error(int(np.flatnonzero(np.isin(codes, missing))[0]), "missing value")
-        return table.astype(np.int64)[codes]
+        return table[codes]
 
     def numbers(self, scale: float = 1.0) -> np.ndarray:
         """Float64 values times `scale`; NaN where empty."""
