@@ -52,10 +52,20 @@ class WindowDataset(Dataset):
         *,
         score_from: list[int] | None = None,
         stride: int | None = None,
+        augment: bool = False,
+        seed: int = 0,
     ) -> None:
         self.histories = histories
         self.spec = spec
         self.items = items
+        # Window augmentation (training only): every epoch, each window's end moves by a random
+        # offset of up to half a stride, so the model sees each item at many window positions and
+        # with many contexts instead of the same fixed chunks.
+        self.augment = augment
+        self.stride = max(spec.window // 2, 1) if stride is None else stride
+        self._rng = np.random.default_rng(seed)
+        if augment and score_from is not None:
+            raise ValueError("window augmentation is for training data (no score_from prefixes)")
         self.windows: list[WindowRef] = []
         for i, history in enumerate(histories):
             first_scored = 0 if score_from is None else score_from[i]
@@ -70,11 +80,25 @@ class WindowDataset(Dataset):
     def __getitem__(self, idx: int) -> dict[str, np.ndarray]:
         ref = self.windows[idx]
         history = self.histories[ref.learner]
+        if self.augment:
+            ref = self._shifted(ref, len(history))
         item = encode(history, self.spec, self.items, start=ref.start, end=ref.end)
         labels = history.correct[ref.start : ref.end].astype(np.float32)
         labels[: ref.score_from - ref.start] = IGNORE_LABEL
         item["labels"] = labels
         return item
+
+    def _shifted(self, ref: WindowRef, n: int) -> WindowRef:
+        """`ref` with its end moved by up to +-stride/2 (within the history); the items scored are
+        the last `stride` of the window (all of them when it starts at the history's start), so
+        every scored item keeps at least `window - stride` items of context, as without shifting."""
+        half = self.stride // 2
+        if n <= self.spec.window or half == 0:
+            return ref
+        end = int(np.clip(ref.end + self._rng.integers(-half, half + 1), self.spec.window, n))
+        start = end - self.spec.window
+        first = 0 if start == 0 else end - self.stride
+        return WindowRef(ref.learner, start, end, first)
 
     def n_scored(self) -> int:
         return sum(w.end - w.score_from for w in self.windows)

@@ -10,6 +10,7 @@ torch model dirs by the same encoding + the torch model.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
@@ -31,6 +32,7 @@ from training.calibration import model_calibration
 from training.cli import OneLineArgumentParser
 from training.data import DataError, Interactions, load_dataset
 from training.metrics import binary_metrics, calibration_bins, sigmoid
+from training.sanity import add_sanity_flag, random_label_probe
 
 logger = logging.getLogger(__name__)
 
@@ -200,18 +202,26 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m training.evaluate",
         description="Replay the service protocol offline: predict each eval bundle from everything before it.",
     )
-    parser.add_argument("--model-dir", required=True, help="torch model dir or ONNX artifact dir")
+    add_sanity_flag(parser)
+    parser.add_argument("--model-dir", help="torch model dir or ONNX artifact dir (required)")
     parser.add_argument(
         "--history-file", default=None, help="earlier interactions (Riiid CSV / EdNet folder)"
     )
-    parser.add_argument("--eval-file", required=True, help="interactions to predict, in time order")
+    parser.add_argument("--eval-file", help="interactions to predict, in time order (required)")
     parser.add_argument("--questions-file", required=True)
     parser.add_argument("--plot", default=None, help="write a calibration plot (PNG) here")
     parser.add_argument(
         "--batch-size", type=int, default=512, help="requests (bundles) per model call"
     )
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.sanity is not None:
+        return _run_sanity(args, rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    for flag in ("model_dir", "eval_file"):
+        if getattr(args, flag) is None:
+            parser.error(f"the following arguments are required: --{flag.replace('_', '-')}")
     for flag in ("model_dir", "eval_file", "questions_file", "history_file"):
         value = getattr(args, flag)
         if value is not None and not Path(value).exists():
@@ -240,6 +250,24 @@ def main(argv: list[str] | None = None) -> int:
             title=f"{Path(args.model_dir).name}: AUC {metrics['auc']:.4f}",
         )
     print(json.dumps(metrics))
+    return 0
+
+
+def _run_sanity(args: argparse.Namespace, rest: list[str]) -> int:
+    """`--sanity random-labels`: everything but --sanity/--questions-file goes to training.train."""
+    try:
+        result = random_label_probe([*rest, "--questions-file", args.questions_file])
+    except (DataError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result))
+    if not result["passed"]:
+        print(
+            f"error: LEAK SUSPECTED: the model predicts random labels with AUC {result['auc']:.4f} "
+            f"> {result['max_auc']} on held-out learners; a prediction reads answers it must not see",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -136,6 +136,7 @@ def prepare_data(
     valid_fraction: float,
     seed: int,
     fingerprint: str = "",
+    augment: bool = False,
 ) -> PreparedData:
     """Split for validation and build the window datasets (the model sees `seq_len` items)."""
     vocab = inter.vocab
@@ -147,13 +148,15 @@ def prepare_data(
         return PreparedData(
             spec,
             vocab,
-            WindowDataset(learner_histories(inter), spec, items),
+            WindowDataset(learner_histories(inter), spec, items, augment=augment, seed=seed),
             None,
             fingerprint,
         )
     if validation == "learner":
         train_inter, valid_inter = split_by_learner(inter, valid_fraction, seed)
-        train = WindowDataset(learner_histories(train_inter), spec, items)
+        train = WindowDataset(
+            learner_histories(train_inter), spec, items, augment=augment, seed=seed
+        )
         valid = WindowDataset(learner_histories(valid_inter), spec, items)
         return PreparedData(spec, vocab, train, valid, fingerprint)
     if validation == "time":
@@ -161,7 +164,7 @@ def prepare_data(
         histories = learner_histories(inter)
         cuts = [_time_cut(h, valid_fraction) for h in histories]
         prefixes = [h.slice(0, c) for h, c in zip(histories, cuts, strict=True)]
-        train = WindowDataset(prefixes, spec, items)
+        train = WindowDataset(prefixes, spec, items, augment=augment, seed=seed)
         valid = WindowDataset(histories, spec, items, score_from=cuts)
         return PreparedData(spec, vocab, train, valid, fingerprint)
     raise ValueError(f"--validation must be learner, time or none, got {validation!r}")
@@ -190,6 +193,7 @@ def load_and_prepare(args: argparse.Namespace, seq_len: int) -> PreparedData:
         valid_fraction=args.valid_fraction,
         seed=args.seed,
         fingerprint=data_fingerprint(Path(args.train_file)),
+        augment=args.window_augmentation == "shift",
     )
 
 
@@ -295,15 +299,20 @@ def plot_training_curves(log_history: list[dict[str, Any]], path: Path) -> None:
 
 
 def run_training(
-    args: argparse.Namespace, trainer_cls: Any = None, trainer_kwargs: dict | None = None
+    args: argparse.Namespace,
+    trainer_cls: Any = None,
+    trainer_kwargs: dict | None = None,
+    data: PreparedData | None = None,
 ) -> dict[str, Any]:
-    """Load data, train, and write the model dir. Returns the metrics dict (also metrics.json)."""
+    """Load data (unless `data` is given), train, and write the model dir. Returns the metrics
+    dict (also metrics.json)."""
     from transformers import EarlyStoppingCallback, Trainer, set_seed
 
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     set_seed(args.seed)
-    data = load_and_prepare(args, seq_len=args.seq_len)
+    if data is None:
+        data = load_and_prepare(args, seq_len=args.seq_len)
     if len(data.train) == 0:
         raise ValueError(f"{args.train_file}: no training windows (no answered questions)")
     config = build_config(args, data.spec)
@@ -457,6 +466,13 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
         help="hold out learners, or the end of each learner's history (default learner)",
     )
     g.add_argument("--valid-fraction", type=float, default=0.1)
+    g.add_argument(
+        "--window-augmentation",
+        choices=["shift", "none"],
+        default="none",
+        help="shift: every epoch, move each training window by a random offset of up to half a "
+        "stride (more contexts per item); none: fixed windows (default none)",
+    )
     g.add_argument(
         "--cache-dir",
         default=None,

@@ -1,0 +1,93 @@
+"""The random-label leak probe (`python -m training.evaluate --sanity random-labels ...`).
+
+Every answer of the training log is replaced by a random bit shared within its bundle, then the
+model is trained with the given `training.train` flags and scored on held-out learners. Nothing a
+prediction is allowed to see (earlier bundles' random answers, item ids, times) carries information
+about its own random answer, so any AUC clearly above 0.5 means the model reads the answer of its own
+bundle: a leak. The probe fails when the held-out AUC exceeds `RANDOM_LABEL_MAX_AUC`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.data import Interactions, load_dataset
+from training.train import build_parser as build_train_parser
+from training.train import data_fingerprint, prepare_data, run_training, validate_args
+
+logger = logging.getLogger(__name__)
+
+RANDOM_LABEL_MAX_AUC = 0.52
+
+
+def randomize_labels(inter: Interactions, seed: int) -> Interactions:
+    """A copy whose answers are random bits, one per bundle (same learner, timestamp, container):
+    items answered together share their label, so a within-bundle leak is rewarded by the data."""
+    n = inter.n_rows
+    learner = np.repeat(np.arange(inter.n_learners), np.diff(inter.offsets))  # (N,)
+    new_group = np.ones(n, dtype=bool)
+    if n:
+        new_group[1:] = (
+            (learner[1:] != learner[:-1])
+            | (inter.timestamp[1:] != inter.timestamp[:-1])
+            | (inter.bundle[1:] != inter.bundle[:-1])
+        )
+    group = np.cumsum(new_group) - 1
+    bits = np.random.default_rng(seed).integers(0, 2, int(group[-1]) + 1 if n else 0)
+    correct = np.where(inter.is_lecture, inter.correct, bits[group].astype(np.int8))
+    return replace(inter, correct=correct.astype(np.int8))
+
+
+def random_label_probe(train_argv: list[str]) -> dict[str, Any]:
+    """Train on random labels with `train_argv` (training.train flags; --output-dir optional) and
+    return {"auc", "n", "max_auc", "passed", ...} measured on the validation learners."""
+    parser = build_train_parser()
+    if "--output-dir" not in train_argv:
+        train_argv = [*train_argv, "--output-dir", tempfile.mkdtemp(prefix="kt-sanity-")]
+    args = parser.parse_args(train_argv)
+    validate_args(parser, args)
+    if args.validation != "learner":
+        parser.error("--sanity random-labels scores held-out learners: use --validation learner")
+    args.calibration = "none"  # a calibration fit cannot change AUC; skip it
+    inter = load_dataset(Path(args.train_file), Path(args.questions_file))
+    data = prepare_data(
+        randomize_labels(inter, args.seed),
+        seq_len=args.seq_len,
+        validation="learner",
+        valid_fraction=args.valid_fraction,
+        seed=args.seed,
+        fingerprint=data_fingerprint(Path(args.train_file)) + ":random-labels",
+        augment=args.window_augmentation == "shift",
+    )
+    metrics = run_training(args, data=data)
+    auc = float(metrics.get("auc", math.nan))
+    result = {
+        "sanity": "random-labels",
+        "model": metrics["model"],
+        "auc": auc,
+        "n": int(metrics.get("n", 0)),
+        "max_auc": RANDOM_LABEL_MAX_AUC,
+        "passed": bool(auc <= RANDOM_LABEL_MAX_AUC),
+        "output_dir": str(args.output_dir),
+    }
+    logger.info("random-label probe: held-out AUC %.4f (limit %.2f)", auc, RANDOM_LABEL_MAX_AUC)
+    return result
+
+
+def add_sanity_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sanity",
+        choices=["random-labels"],
+        default=None,
+        help="leak probe instead of an evaluation: replace every answer by a random bit shared "
+        "within its bundle, train with the remaining (training.train) flags, score held-out "
+        f"learners; exit 1 if the AUC exceeds {RANDOM_LABEL_MAX_AUC}",
+    )
