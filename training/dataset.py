@@ -14,7 +14,11 @@ import torch
 from torch.utils.data import Dataset
 
 from models.features import (
+    FIRST_QUESTION_INDEX,
     INT_INPUTS,
+    PAD,
+    UNKNOWN_QUESTION,
+    QuestionVocab,
     MODEL_INPUTS,
     FeatureSpec,
     History,
@@ -36,9 +40,19 @@ class WindowRef:
     score_from: int  # items [score_from, end) carry labels
 
 
-def learner_histories(inter: Interactions) -> list[History]:
-    """One `History` (question rows only) per learner, in `inter` order."""
-    return [inter.history(i) for i in range(inter.n_learners)]
+def learner_histories(inter: Interactions, vocab: QuestionVocab | None = None) -> list[History]:
+    """One `History` (question rows only) per learner, in `inter` order; with `vocab`, question
+    indices are re-mapped by raw id into that vocabulary (e.g. a model's, for data loaded without
+    its questions file)."""
+    histories = [inter.history(i) for i in range(inter.n_learners)]
+    if vocab is None or vocab is inter.vocab:
+        return histories
+    # old index -> raw id -> new index (pad and unknown stay themselves)
+    raw = np.concatenate([[-1, -1], inter.vocab.question_ids])
+    mapping = np.concatenate([[PAD, UNKNOWN_QUESTION], vocab.to_index(raw[FIRST_QUESTION_INDEX:])])
+    for h in histories:
+        h.question = mapping[h.question]
+    return histories
 
 
 class WindowDataset(Dataset):

@@ -638,8 +638,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.demo:
             apply_demo(args)
-        if not args.train_file or not args.questions_file:
-            parser.error("--train-file and --questions-file are required (or use --demo)")
+        if not args.train_file:
+            parser.error("--train-file is required (or use --demo)")
         # the data files and every training flag are checked as in training.train
         validate_args(parser, args)
         for flag in ("teacher", "distill_config"):

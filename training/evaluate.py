@@ -16,7 +16,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -30,7 +30,7 @@ from models.features import (
 )
 from training.calibration import model_calibration
 from training.cli import OneLineArgumentParser
-from training.data import DataError, Interactions, load_dataset
+from training.data import DataError, Interactions, add_format_flags, dataset_options, load_dataset
 from training.metrics import binary_metrics, calibration_bins, sigmoid
 from training.sanity import add_sanity_flag, random_label_probe
 
@@ -157,16 +157,21 @@ def score_all(
 def evaluate(
     model_dir: Path,
     eval_file: Path,
-    questions_file: Path,
+    questions_file: Path | None,
     history_file: Path | None = None,
     *,
     batch_size: int = 512,
     threads: int = 1,
+    data_options: dict[str, Any] | None = None,
 ) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
-    """Returns (metrics, labels, probabilities) in eval-bundle order."""
+    """Returns (metrics, labels, probabilities) in eval-bundle order. Items are matched to the
+    model's vocabulary by raw id, so logs without a questions file (sequences, tables) work."""
     scorer = load_scorer(model_dir, threads=threads)
-    evaluation = load_dataset(eval_file, questions_file)
-    history = load_dataset(history_file, questions_file) if history_file is not None else None
+    options = data_options or {}
+    evaluation = load_dataset(eval_file, questions_file, **options)
+    history = (
+        load_dataset(history_file, questions_file, **options) if history_file is not None else None
+    )
     built = build_requests(history, evaluation, scorer.vocab)
     if not built.requests:
         raise ValueError(f"{eval_file}: no answered questions to evaluate")
@@ -208,7 +213,12 @@ def main(argv: list[str] | None = None) -> int:
         "--history-file", default=None, help="earlier interactions (Riiid CSV / EdNet folder)"
     )
     parser.add_argument("--eval-file", help="interactions to predict, in time order (required)")
-    parser.add_argument("--questions-file", required=True)
+    parser.add_argument(
+        "--questions-file",
+        default=None,
+        help="questions.csv: required for Riiid/EdNet logs, optional for tables and sequence files",
+    )
+    add_format_flags(parser)
     parser.add_argument("--plot", default=None, help="write a calibration plot (PNG) here")
     parser.add_argument(
         "--batch-size", type=int, default=512, help="requests (bundles) per model call"
@@ -234,10 +244,11 @@ def main(argv: list[str] | None = None) -> int:
         metrics, labels, probs = evaluate(
             Path(args.model_dir),
             Path(args.eval_file),
-            Path(args.questions_file),
+            Path(args.questions_file) if args.questions_file else None,
             Path(args.history_file) if args.history_file else None,
             batch_size=args.batch_size,
             threads=args.threads,
+            data_options=dataset_options(args),
         )
     except (DataError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -256,7 +267,11 @@ def main(argv: list[str] | None = None) -> int:
 def _run_sanity(args: argparse.Namespace, rest: list[str]) -> int:
     """`--sanity random-labels`: everything but --sanity/--questions-file goes to training.train."""
     try:
-        result = random_label_probe([*rest, "--questions-file", args.questions_file])
+        qflag = ["--questions-file", args.questions_file] if args.questions_file else []
+        fmt = ["--format", args.format, "--duplicates", args.duplicates]
+        fmt += ["--columns", args.columns] if args.columns else []
+        fmt += ["--skill-separator", args.skill_separator] if args.skill_separator else []
+        result = random_label_probe([*rest, *qflag, *fmt])
     except (DataError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

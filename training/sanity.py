@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from training.data import Interactions, load_dataset
+from training.data import Interactions, dataset_options, load_dataset
 from training.train import build_parser as build_train_parser
 from training.train import data_fingerprint, prepare_data, run_training, validate_args
 
@@ -57,7 +57,11 @@ def random_label_probe(train_argv: list[str]) -> dict[str, Any]:
     if args.validation != "learner":
         parser.error("--sanity random-labels scores held-out learners: use --validation learner")
     args.calibration = "none"  # a calibration fit cannot change AUC; skip it
-    inter = load_dataset(Path(args.train_file), Path(args.questions_file))
+    inter = load_dataset(
+        Path(args.train_file),
+        Path(args.questions_file) if args.questions_file else None,
+        **dataset_options(args),
+    )
     data = prepare_data(
         randomize_labels(inter, args.seed),
         seq_len=args.seq_len,

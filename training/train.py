@@ -29,7 +29,7 @@ from models.registry import MODEL_REGISTRY, build_model, count_parameters
 from training.artifacts import save_model_dir
 from training.calibration import calibrate_model
 from training.cli import OneLineArgumentParser
-from training.data import DataError, Interactions, load_dataset
+from training.data import DataError, Interactions, add_format_flags, dataset_options, load_dataset
 from training.dataset import IGNORE_LABEL, WindowDataset, collate_windows, learner_histories
 from training.metrics import binary_metrics, sigmoid
 from training.splits import split_by_learner
@@ -183,8 +183,9 @@ def load_and_prepare(args: argparse.Namespace, seq_len: int) -> PreparedData:
     """Load --train-file/--questions-file (cached with --cache-dir) and build the datasets."""
     inter = load_dataset(
         Path(args.train_file),
-        Path(args.questions_file),
+        Path(args.questions_file) if args.questions_file else None,
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        **dataset_options(args),
     )
     return prepare_data(
         inter,
@@ -454,11 +455,18 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
 def add_data_flags(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("data")
     g.add_argument(
-        "--train-file", required=True, help="Riiid train.csv, or an EdNet-KT1 folder of u*.csv"
+        "--train-file",
+        required=True,
+        help="Riiid train.csv, an EdNet-KT1 folder of u*.csv, a CSV/Parquet log (--columns) or a "
+        "DKT/AKT/pyKT sequence file (docs/data.md)",
     )
     g.add_argument(
-        "--questions-file", required=True, help="questions.csv (Riiid or EdNet contents/)"
+        "--questions-file",
+        default=None,
+        help="questions.csv (Riiid or EdNet contents/): required for those two formats; optional "
+        "for tables and sequence files (then the vocabulary and skills come from the log)",
     )
+    add_format_flags(g)
     g.add_argument(
         "--validation",
         choices=["learner", "time", "none"],
@@ -527,7 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     for name in ("train_file", "questions_file"):
-        if not Path(getattr(args, name)).exists():
+        if getattr(args, name) is not None and not Path(getattr(args, name)).exists():
             parser.error(f"--{name.replace('_', '-')}: {getattr(args, name)} does not exist")
     checks = [
         (args.seq_len >= 2, "--seq-len must be >= 2"),

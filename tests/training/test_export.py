@@ -293,16 +293,11 @@ def test_cli_int8_gate_on_held_out_data(tmp_path: Path, capsys: pytest.CaptureFi
     assert manifest["parity_max_abs_diff"] <= 1e-4
     assert manifest["held_out_metrics"]["auc"] == info["fp32_auc"]
 
-    # a questions file that is not the model's -> one clear line
-    other = tmp_path / "other"
-    write(simulate(5, seed=4, n_questions=40, mean_length=10.0), other)
-    bad = [
-        "--int8-data",
-        str(other / "train.csv"),
-        "--questions-file",
-        str(other / "questions.csv"),
-    ]
+    # held-out data of another question bank (a sequence file, ids the model never had) -> one line
+    other = tmp_path / "other.txt"
+    other.write_text("3\n9001,9002,9003\n1,0,1\n2\n9001,9004\n0,1\n")
+    bad = ["--int8-data", str(other)]
     assert main([*argv[:3], str(tmp_path / "b"), "--int8", *bad]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("error: --questions-file") and "use the questions file" in err[-1]
+    assert err[-1].startswith("error: --int8-data") and "does not know" in err[-1]
     assert main([*argv[:4], *data_flags]) == 2  # --int8-data without --int8

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
@@ -66,23 +67,9 @@ def _default_questions(train: Path) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = OneLineArgumentParser(
-        prog="python -m training.data", description="Inspect a KT dataset."
-    )
-    parser.add_argument(
-        "--describe",
-        type=Path,
-        required=True,
-        metavar="FILE",
-        help="Riiid train.csv, EdNet-KT1 folder, CSV/Parquet log or sequence file",
-    )
-    parser.add_argument(
-        "--questions",
-        type=Path,
-        help="questions table (riiid/ednet: required, default next to FILE; others: optional)",
-    )
-    parser.add_argument("--lectures", type=Path, help="Riiid lectures.csv (optional)")
+def add_format_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--format, --columns, --skill-separator, --duplicates: how a log file is read (shared by
+    every command that reads logs; `dataset_options(args)` turns them into load_dataset kwargs)."""
     parser.add_argument(
         "--format", choices=FORMAT_NAMES, default="auto", help="input format (default: auto)"
     )
@@ -103,6 +90,36 @@ def main(argv: list[str] | None = None) -> int:
         default="first",
         help="exact duplicate rows: keep the first / last in file order, or fail (default first)",
     )
+
+
+def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The load_dataset keyword arguments of the flags added by `add_format_flags`."""
+    return {
+        "format": args.format,
+        "columns": args.columns,
+        "duplicates": args.duplicates,
+        "skill_separator": args.skill_separator,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = OneLineArgumentParser(
+        prog="python -m training.data", description="Inspect a KT dataset."
+    )
+    parser.add_argument(
+        "--describe",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="Riiid train.csv, EdNet-KT1 folder, CSV/Parquet log or sequence file",
+    )
+    parser.add_argument(
+        "--questions",
+        type=Path,
+        help="questions table (riiid/ednet: required, default next to FILE; others: optional)",
+    )
+    parser.add_argument("--lectures", type=Path, help="Riiid lectures.csv (optional)")
+    add_format_flags(parser)
     parser.add_argument("--strict", action="store_true", help="unknown question ids are an error")
     parser.add_argument("--cache-dir", type=Path, help="reuse/save the preprocessed table here")
     args = parser.parse_args(argv)
