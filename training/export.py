@@ -44,8 +44,8 @@ import torch
 from torch import Tensor, nn
 
 from models.features import (
-    UNKNOWN_QUESTION,
     MODEL_INPUTS,
+    UNKNOWN_QUESTION,
     FeatureSpec,
     History,
     QuestionVocab,
