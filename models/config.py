@@ -47,7 +47,7 @@ class ModelConfig:
     # Item representation (models.layers.ItemEmbedding): part + mean of tag embeddings + a learned
     # scalar difficulty x a variation vector (AKT's Rasch embedding); question_residual adds a free
     # per-question vector (zero-initialised, weight-decayed) on top of that content representation.
-    question_residual: bool = True
+    question_residual: bool = False
     use_stats: bool = True  # read the learner statistics (models.features.STAT_NAMES)
     # Residual design: logit = IRT-style prior (stats . w - item difficulty) + the network's output.
     irt_prior: bool = True

@@ -29,7 +29,7 @@ from torch import nn
 from transformers import Trainer
 
 from models.config import ModelConfig
-from models.registry import build_model, count_parameters
+from models.registry import MODEL_REGISTRY, build_model, count_parameters
 from training.artifacts import load_model_dir, save_model_dir
 from training.calibration import calibrate_model, model_calibration, raw_logits_and_labels
 from training.cli import OneLineArgumentParser
@@ -46,6 +46,7 @@ from training.distill_losses import (
 )
 from training.metrics import binary_metrics, sigmoid
 from training.train import (
+    add_architecture_flags,
     add_data_flags,
     add_training_flags,
     compute_metrics,
@@ -245,6 +246,21 @@ def predict_dataset(
     return binary_metrics(labels, sigmoid(model_calibration(model).apply(logits)))
 
 
+def ensemble_metrics(
+    teachers: list[nn.Module], dataset: WindowDataset, cfg: DistillationConfig
+) -> dict[str, float]:
+    """Metrics of the teachers' averaged soft target, exactly as the student sees it: raw logits,
+    probabilities averaged at the distillation temperature, back to a logit at temperature 1."""
+    probs: list[np.ndarray] = []
+    labels = np.zeros(0)
+    for t in teachers:
+        logits, labels = raw_logits_and_labels(t, dataset)
+        probs.append(sigmoid(logits / cfg.temperature))
+    p = np.clip(np.mean(probs, axis=0), 1e-6, 1 - 1e-6)
+    p = sigmoid(np.log(p / (1 - p)) * cfg.temperature)
+    return {k: float(v) for k, v in binary_metrics(labels, p).items()}
+
+
 def artifact_latency_ms(artifact_dir: Path, runs: int = 200) -> float:
     """Median ORT latency (ms): batch 1, a full window (T = 100 by default), 1 thread."""
     from models.features import load_spec
@@ -284,13 +300,15 @@ def _size_args(
     return args
 
 
-def _train_teacher(args: argparse.Namespace, out: Path) -> Path:
+def _train_teacher(args: argparse.Namespace, out: Path, model: str | None = None) -> Path:
+    """Train the teacher (or, with `model`, an extra ensemble teacher of that registry model with
+    the same preset and flags) into out/teacher[_<model>]."""
     from training.train import run_training
 
     targs = copy.copy(args)
-    targs.model = args.teacher_model
+    targs.model = model or args.teacher_model
     targs.d_model, targs.layers, targs.heads = PRESETS[args.teacher_preset]
-    targs.output_dir = str(out / "teacher")
+    targs.output_dir = str(out / ("teacher" if model is None else f"teacher_{model}"))
     targs.resume_from_checkpoint = None
     logger.info(
         "training the teacher (%s, preset %s) into %s",
@@ -299,7 +317,19 @@ def _train_teacher(args: argparse.Namespace, out: Path) -> Path:
         targs.output_dir,
     )
     run_training(targs)
-    return out / "teacher"
+    return Path(targs.output_dir)
+
+
+def _extra_teacher_dirs(args: argparse.Namespace, out: Path) -> list[Path]:
+    """--extra-teacher dirs, then the --ensemble-teacher models trained here (reused on resume)."""
+    dirs = [Path(p) for p in args.extra_teacher or []]
+    for name in args.ensemble_teacher or []:
+        done = out / f"teacher_{name}"
+        if args.resume_from_checkpoint and (done / "model.safetensors").exists():
+            dirs.append(done)
+        else:
+            dirs.append(_train_teacher(args, out, model=name))
+    return dirs
 
 
 def _build_distill_config(args: argparse.Namespace) -> DistillationConfig:
@@ -412,8 +442,9 @@ def run_distillation(args: argparse.Namespace) -> dict[str, Any]:
         teacher_dir = _train_teacher(args, out)
     teacher, teacher_cfg, spec, vocab = load_model_dir(teacher_dir)
     extra = []
-    for path in args.extra_teacher or []:
-        model, _, extra_spec, extra_vocab = load_model_dir(Path(path))
+    extra_dirs = _extra_teacher_dirs(args, out)
+    for path in extra_dirs:
+        model, _, extra_spec, extra_vocab = load_model_dir(path)
         if extra_spec != spec or not np.array_equal(extra_vocab.question_ids, vocab.question_ids):
             raise ValueError(
                 f"--extra-teacher {path}: its feature spec or question vocabulary differs from the "
@@ -450,6 +481,10 @@ def run_distillation(args: argparse.Namespace) -> dict[str, Any]:
         "student": out / "artifact",
         "scratch_student": out / "onnx" / "scratch_student",
     }
+    if extra:
+        results["ensemble"] = ensemble_metrics([teacher, *extra], eval_set, distill_config)
+        results["ensemble"]["teachers"] = [str(teacher_dir), *map(str, extra_dirs)]
+        logger.info("ensemble of %d teachers: %s", 1 + len(extra), results["ensemble"])
     for name, (model, cfg, seconds) in trained.items():
         metrics = predict_dataset(model, eval_set)
         model_dir = teacher_dir if name == "teacher" else out / name
@@ -557,6 +592,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="more teacher dirs (soft targets averaged)",
     )
+    parser.add_argument(
+        "--ensemble-teacher",
+        action="append",
+        choices=sorted(MODEL_REGISTRY),
+        default=None,
+        help="also train a teacher of this registry model (same preset, data and flags) and "
+        "distil from the ensemble (soft targets averaged); repeatable",
+    )
     parser.add_argument("--teacher-model", default="saint_plus")
     parser.add_argument("--teacher-preset", choices=sorted(PRESETS), default="large")
     parser.add_argument(
@@ -598,12 +641,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seq-len", type=int, default=100)
     parser.add_argument("--dropout", type=float, default=0.1)
     parser.add_argument("--time-encoding", choices=["bucket", "continuous", "both"], default="both")
+    add_architecture_flags(parser)
     add_training_flags(parser)
     return parser
 
 
 def apply_demo(args: argparse.Namespace) -> None:
-    """Simulator data and a budget that fits a few minutes on 2 CPU cores (no scratch baseline)."""
+    """Simulator data and a budget that fits a few minutes on 2 CPU cores: a SAINT+ and a DKT
+    teacher distilled into the tiny student, with the scratch student as the baseline."""
     from training.simulate import simulate, write
 
     data_dir = Path(args.output_dir) / "data"
@@ -619,7 +664,8 @@ def apply_demo(args: argparse.Namespace) -> None:
     args.early_stopping_patience = 0
     args.report_to = "none"
     args.save_total_limit = 1
-    args.no_baseline = True
+    args.ensemble_teacher = ["dkt"]
+    args.no_baseline = False
 
 
 def main(argv: list[str] | None = None) -> int:

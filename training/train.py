@@ -497,19 +497,25 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seq-len", type=int, default=100, help="history window (interactions)")
     g.add_argument("--dropout", type=float, default=0.3)
     g.add_argument("--time-encoding", choices=["bucket", "continuous", "both"], default="both")
-    g.add_argument(
+    add_architecture_flags(g)
+
+
+def add_architecture_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """What every registry model reads besides its size (shared by training.train and distill)."""
+    parser.add_argument(
         "--question-residual",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="a free per-question vector on top of the part/tag (content) item embedding (default on)",
+        default=False,
+        help="a free per-question vector on top of the part/tag (content) item embedding (default "
+        "off: it overfits small logs; chosen on validation learners, docs/benchmarks.md)",
     )
-    g.add_argument(
+    parser.add_argument(
         "--stats",
         action=argparse.BooleanOptionalAction,
         default=True,
         help="feed the learner statistics (counts, accuracies, recency; earlier bundles only) (default on)",
     )
-    g.add_argument(
+    parser.add_argument(
         "--irt-prior",
         action=argparse.BooleanOptionalAction,
         default=True,
