@@ -1,13 +1,16 @@
 """Model quality benchmark: logistic, DKT, SAINT, SAINT+ on the same per-learner time split.
 
-    python -m bench.quality [--datasets sim,riiid] [--models ...] [--epochs N]
+    python -m bench.quality [--datasets riiid,statics,sim] [--learners 500,2000] [--models ...]
 
-Datasets: the simulator (2,000 learners, seed 0; its oracle AUC on the same eval rows is the
-ceiling) and the Riiid sample in ../shared/data/riiid_sample (not in the repo). Each learner's first
-80% of rows -> history.csv (training data, and the history at evaluation), last 20% -> eval.csv,
-predicted bundle by bundle with `training.evaluate` (the service protocol). Every model is trained
-by `python -m training.train` with its default hyperparameters unless flags say otherwise.
-Writes the `quality` section of docs/benchmarks.md and docs/quality_calibration.png.
+Datasets: the simulator (seed 0, one run per --learners size; its oracle AUC on the same eval rows
+is the ceiling), the Riiid sample in ../shared/data/riiid_sample and Statics 2011 in
+../shared/data/statics2011_akt (neither is in the repo). Riiid and simulator: each learner's first
+80% of rows -> history.csv (training data, and the history at evaluation), last 20% -> eval.csv.
+Statics: fold 1 of the AKT split, train on statics_train1 (validation learners drawn from it),
+report statics_test1 (learners never seen). Eval rows are predicted bundle by bundle with
+`training.evaluate` (the service protocol). Every model is trained by `python -m training.train`
+with its default hyperparameters unless flags say otherwise. Writes the `quality` section of
+docs/benchmarks.md, docs/quality_calibration.png and (several simulator sizes) docs/quality_curve.png.
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from bench.report import write_section
+from training.data import load_dataset
 from training.evaluate import evaluate, plot_calibration
 from training.metrics import binary_metrics, roc_auc
 from training.simulate import simulate, write
@@ -31,24 +36,68 @@ from training.split_csv import split_file
 
 ROOT = Path(__file__).resolve().parents[1]
 RIIID_SAMPLE = ROOT.parent / "shared" / "data" / "riiid_sample"
+STATICS = ROOT.parent / "shared" / "data" / "statics2011_akt"
 MODELS = ("logistic", "dkt", "saint", "saint_plus")
 
 
-def prepare_sim(out: Path, learners: int) -> tuple[Path, Path, Path | None]:
+@dataclass
+class Benchmark:
+    """One data set: what to train on, what to predict (with which history), what it is."""
+
+    name: str
+    title: str
+    train_file: Path
+    eval_file: Path
+    history_file: Path | None  # None: eval learners are predicted from an empty history
+    questions: Path | None  # None: the vocabulary comes from the log (sequence files)
+    truth: Path | None = None  # simulator ground truth (oracle AUC)
+
+
+def prepare_sim(out: Path, learners: int) -> Benchmark:
     data = out / f"sim{learners}"
     if not (data / "train.csv").exists():
         write(simulate(learners, seed=0), data)
-    split_file(data / "train.csv", data / "split", 0.2)
-    return data / "split", data / "questions.csv", data / "truth.csv"
+    split = data / "split"
+    split_file(data / "train.csv", split, 0.2)
+    return Benchmark(
+        f"sim{learners}",
+        f"Simulator, {learners:,} learners (seed 0)",
+        split / "history.csv",
+        split / "eval.csv",
+        split / "history.csv",
+        data / "questions.csv",
+        data / "truth.csv",
+    )
 
 
-def prepare_riiid(out: Path) -> tuple[Path, Path, None]:
+def prepare_riiid(out: Path) -> Benchmark:
     if not (RIIID_SAMPLE / "train.csv").exists():
         raise FileNotFoundError(
             f"{RIIID_SAMPLE} not found (the Riiid sample is not part of the repo)"
         )
-    split_file(RIIID_SAMPLE / "train.csv", out / "riiid" / "split", 0.2)
-    return out / "riiid" / "split", RIIID_SAMPLE / "questions.csv", None
+    split = out / "riiid" / "split"
+    split_file(RIIID_SAMPLE / "train.csv", split, 0.2)
+    return Benchmark(
+        "riiid",
+        "Riiid sample (299 learners, real data)",
+        split / "history.csv",
+        split / "eval.csv",
+        split / "history.csv",
+        RIIID_SAMPLE / "questions.csv",
+    )
+
+
+def prepare_statics() -> Benchmark:
+    if not (STATICS / "statics_train1.csv").exists():
+        raise FileNotFoundError(f"{STATICS} not found (Statics 2011 is not part of the repo)")
+    return Benchmark(
+        "statics",
+        "Statics 2011 (AKT fold 1: train on train1, report test1; real data, order-only time)",
+        STATICS / "statics_train1.csv",
+        STATICS / "statics_test1.csv",
+        None,
+        None,
+    )
 
 
 def oracle_auc(split: Path, truth: Path) -> float:
@@ -63,18 +112,16 @@ def oracle_auc(split: Path, truth: Path) -> float:
     return roc_auc(np.array(ys), np.array(ps))
 
 
-def train_and_evaluate(
-    name: str, split: Path, questions: Path, out: Path, extra: list[str]
-) -> dict:
+def train_and_evaluate(name: str, bench: Benchmark, out: Path, extra: list[str]) -> dict:
     model_dir = out / name
+    questions = ["--questions-file", str(bench.questions)] if bench.questions else []
     cmd = [
         sys.executable,
         "-m",
         "training.train",
         "--train-file",
-        str(split / "history.csv"),
-        "--questions-file",
-        str(questions),
+        str(bench.train_file),
+        *questions,
         "--model",
         name,
         "--output-dir",
@@ -89,9 +136,9 @@ def train_and_evaluate(
     wall = time.perf_counter() - started
     train_metrics = json.loads((model_dir / "metrics.json").read_text())
     metrics, labels, probs = evaluate(
-        model_dir, split / "eval.csv", questions, split / "history.csv"
+        model_dir, bench.eval_file, bench.questions, bench.history_file
     )
-    raw = uncalibrated_metrics(model_dir, split, questions)
+    raw = uncalibrated_metrics(model_dir, bench)
     return {
         "model": name,
         "auc": metrics["auc"],
@@ -112,7 +159,7 @@ def train_and_evaluate(
     }
 
 
-def uncalibrated_metrics(model_dir: Path, split: Path, questions: Path) -> dict:
+def uncalibrated_metrics(model_dir: Path, bench: Benchmark) -> dict:
     """The same evaluation with the model's Platt calibration switched off (scale 1, bias 0)."""
     raw_dir = model_dir.with_name(model_dir.name + "_uncalibrated")
     shutil.rmtree(raw_dir, ignore_errors=True)
@@ -120,35 +167,29 @@ def uncalibrated_metrics(model_dir: Path, split: Path, questions: Path) -> dict:
     config = json.loads((raw_dir / "config.json").read_text())
     config.update({"calibration_scale": 1.0, "calibration_bias": 0.0})
     (raw_dir / "config.json").write_text(json.dumps(config))
-    metrics, _, _ = evaluate(raw_dir, split / "eval.csv", questions, split / "history.csv")
+    metrics, _, _ = evaluate(raw_dir, bench.eval_file, bench.questions, bench.history_file)
     return metrics
 
 
-def reference_rows(split: Path) -> list[dict]:
+def reference_rows(bench: Benchmark) -> list[dict]:
     """Base rate (the training mean for every row) and question mean (each question's training
     accuracy, shrunk to the base rate by 5 pseudo-answers): the floors every model must beat."""
 
     def answers(path: Path) -> tuple[np.ndarray, np.ndarray]:
-        q, y = [], []
-        with open(path, newline="") as f:
-            for r in csv.DictReader(f):
-                if r["content_type_id"] == "0":
-                    q.append(int(r["content_id"]))
-                    y.append(int(r["answered_correctly"]))
-        return np.array(q), np.array(y, dtype=np.float64)
+        inter = load_dataset(path, bench.questions)
+        is_q = ~inter.is_lecture
+        return inter.content_id[is_q].astype(np.int64), inter.correct[is_q].astype(np.float64)
 
-    train_q, train_y = answers(split / "history.csv")
-    eval_q, eval_y = answers(split / "eval.csv")
+    train_q, train_y = answers(bench.train_file)
+    eval_q, eval_y = answers(bench.eval_file)
     base = float(train_y.mean())
-    sums: dict[int, float] = {}
-    counts: dict[int, int] = {}
-    for q, y in zip(train_q.tolist(), train_y.tolist(), strict=True):
-        sums[q] = sums.get(q, 0.0) + y
-        counts[q] = counts.get(q, 0) + 1
     prior = 5.0
-    q_mean = np.array(
-        [(sums.get(q, 0.0) + prior * base) / (counts.get(q, 0) + prior) for q in eval_q]
-    )
+    ids, inverse = np.unique(train_q, return_inverse=True)
+    sums = np.bincount(inverse, weights=train_y, minlength=len(ids))
+    counts = np.bincount(inverse, minlength=len(ids)).astype(np.float64)
+    pos = np.clip(np.searchsorted(ids, eval_q), 0, max(len(ids) - 1, 0))
+    known = ids[pos] == eval_q
+    q_mean = np.where(known, (sums[pos] + prior * base) / (counts[pos] + prior), base)
     rows = []
     for name, probs in (("base rate", np.full(len(eval_y), base)), ("question mean", q_mean)):
         m = binary_metrics(eval_y, probs)
@@ -179,13 +220,35 @@ def table(
     return lines
 
 
+def plot_curve(curve: dict[str, list[tuple[int, float]]], path: Path) -> None:
+    """AUC against simulated learners, one line per model, the oracle dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, points in curve.items():
+        xs, ys = zip(*sorted(points), strict=True)
+        ax.plot(xs, ys, "--" if name == "oracle" else "o-", label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("simulated learners (80% of each history trains)")
+    ax.set_ylabel("eval AUC")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.quality", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--datasets", default="sim,riiid")
+    parser.add_argument("--datasets", default="riiid,statics,sim")
     parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--learners", type=int, default=2000)
+    parser.add_argument(
+        "--learners", default="500,2000", help="simulator sizes, comma-separated (learning curve)"
+    )
     parser.add_argument(
         "--sim-epochs",
         type=float,
@@ -209,31 +272,45 @@ def main(argv: list[str] | None = None) -> int:
         "",
     ]
     calib: list[tuple[str, np.ndarray, np.ndarray]] = []
+    curve: dict[str, list[tuple[int, float]]] = {}
+    benches: list[Benchmark] = []
     for dataset in args.datasets.split(","):
         if dataset == "sim":
-            split, questions, truth = prepare_sim(out, args.learners)
-            title = f"Simulator, {args.learners} learners (seed 0)"
+            benches += [prepare_sim(out, int(n)) for n in args.learners.split(",")]
         elif dataset == "riiid":
-            split, questions, truth = prepare_riiid(out)
-            title = "Riiid sample (299 learners, real data)"
+            benches.append(prepare_riiid(out))
+        elif dataset == "statics":
+            benches.append(prepare_statics())
         else:
             parser.error(f"unknown dataset {dataset!r}")
-        oracle = oracle_auc(split, truth) if truth is not None else None
+    for bench in benches:
+        is_sim = bench.truth is not None
+        oracle = oracle_auc(bench.eval_file.parent, bench.truth) if bench.truth else None
         rows = []
         for name in args.models.split(","):
-            flags = [*extra, "--epochs", str(args.sim_epochs)] if dataset == "sim" else extra
-            row = train_and_evaluate(name, split, questions, out / dataset, flags)
+            flags = [*extra, "--epochs", str(args.sim_epochs)] if is_sim else extra
+            row = train_and_evaluate(name, bench, out / bench.name, flags)
             print(
                 json.dumps(
-                    {"dataset": dataset, **{k: v for k, v in row.items() if not k.startswith("_")}}
+                    {
+                        "dataset": bench.name,
+                        **{k: v for k, v in row.items() if not k.startswith("_")},
+                    }
                 )
             )
             rows.append(row)
+            if is_sim:
+                curve.setdefault(name, []).append((int(bench.name[3:]), row["auc"]))
             if name == "saint_plus":
-                calib.append((dataset, row["_labels"], row["_probs"]))
-        references = reference_rows(split)
-        sections += [f"### {title}", "", *table(rows, oracle, references), ""]
+                calib.append((bench.name, row["_labels"], row["_probs"]))
+        if oracle is not None:
+            curve.setdefault("oracle", []).append((int(bench.name[3:]), oracle))
+        references = reference_rows(bench)
+        sections += [f"### {bench.title}", "", *table(rows, oracle, references), ""]
         print("\n".join(table(rows, oracle, references)))
+    if len(curve.get("oracle", [])) > 1 and not args.no_docs:
+        plot_curve(curve, ROOT / "docs" / "quality_curve.png")
+        sections += ["![AUC against simulated learners](quality_curve.png)", ""]
     if calib and not args.no_docs:
         plot_calibration(
             calib[0][1],

@@ -398,7 +398,7 @@ def train_student(
         sample.pop("labels")
         check_matches(matches, teachers, student, sample)
     has_eval = data.valid is not None and len(data.valid) > 0 and args.eval_strategy != "no"
-    targs = training_arguments(args, output_dir, has_eval)
+    targs = training_arguments(args, output_dir, has_eval, len(data.train))
     common = {
         "model": module,
         "args": targs,

@@ -221,7 +221,38 @@ def build_config(args: argparse.Namespace, spec: FeatureSpec) -> ModelConfig:
     )
 
 
-def training_arguments(args: argparse.Namespace, output_dir: Path, has_eval: bool) -> Any:
+# `--epochs auto`: enough passes to show the model AUTO_EPOCH_SEQUENCES training windows, within
+# [AUTO_EPOCHS_MIN, AUTO_EPOCHS_MAX] epochs. Small logs get the full 30 epochs (early stopping on
+# validation AUC ends them sooner); a 740k-answer log (~15k windows) gets 7, which bounds the time.
+AUTO_EPOCH_SEQUENCES = 100_000
+AUTO_EPOCHS_MIN = 3
+AUTO_EPOCHS_MAX = 30
+
+
+def parse_epochs(text: str) -> float | str:
+    """--epochs: a positive number, or 'auto'."""
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def resolve_epochs(epochs: float | str, n_train_windows: int) -> float:
+    """The number of epochs to run: `epochs`, or the 'auto' rule above for this many windows."""
+    if epochs != "auto":
+        return float(epochs)
+    wanted = math.ceil(AUTO_EPOCH_SEQUENCES / max(n_train_windows, 1))
+    return float(min(max(wanted, AUTO_EPOCHS_MIN), AUTO_EPOCHS_MAX))
+
+
+def training_arguments(
+    args: argparse.Namespace, output_dir: Path, has_eval: bool, n_train_windows: int
+) -> Any:
     from transformers import TrainingArguments
 
     # transformers v5 reads the tensorboard directory from the environment. Set per run (distill
@@ -234,7 +265,7 @@ def training_arguments(args: argparse.Namespace, output_dir: Path, has_eval: boo
         save_strategy = strategy  # Trainer requires matching strategies
     return TrainingArguments(
         output_dir=str(output_dir / "checkpoints"),
-        num_train_epochs=args.epochs,
+        num_train_epochs=resolve_epochs(args.epochs, n_train_windows),
         max_steps=args.max_steps if args.max_steps is not None else -1,
         learning_rate=args.learning_rate,
         warmup_steps=args.warmup_steps if args.warmup_steps >= 1 else float(args.warmup_steps),
@@ -322,7 +353,8 @@ def run_training(
     logger.info("model %s: %d parameters, %d train windows", config.name, n_params, len(data.train))
 
     has_eval = data.valid is not None and len(data.valid) > 0 and args.eval_strategy != "no"
-    targs = training_arguments(args, output_dir, has_eval)
+    logger.info("training for up to %g epochs", resolve_epochs(args.epochs, len(data.train)))
+    targs = training_arguments(args, output_dir, has_eval, len(data.train))
     callbacks: list[Any] = []
     if has_eval and args.early_stopping_patience:
         callbacks.append(
@@ -384,7 +416,13 @@ def run_training(
 def add_training_flags(parser: argparse.ArgumentParser) -> None:
     """The Trainer flags shared by training.train and training.distill."""
     g = parser.add_argument_group("optimisation (transformers.TrainingArguments)")
-    g.add_argument("--epochs", type=float, default=30.0, help="number of epochs (default 30)")
+    g.add_argument(
+        "--epochs",
+        type=parse_epochs,
+        default="auto",
+        help=f"number of epochs, or auto (default): ceil({AUTO_EPOCH_SEQUENCES:,} / training "
+        f"windows), clipped to {AUTO_EPOCHS_MIN}..{AUTO_EPOCHS_MAX}; early stopping may end sooner",
+    )
     g.add_argument(
         "--calibration",
         choices=["platt", "none"],

@@ -93,7 +93,7 @@ def _trainer(
         batch_size=16,
         dropout=0.0,
     )
-    targs = training_arguments(args, out, has_eval=False)
+    targs = training_arguments(args, out, has_eval=False, n_train_windows=len(data.train))
     module = DistillationModule(student, config.intermediate_matches)
     return DistillationTrainer(
         model=module,

@@ -533,8 +533,18 @@ EVALUATE = ["--model-dir", "M", "--eval-file", "E", "--questions-file", "Q"]
         ),
         (
             "training.evaluate",
-            ["--model-dir", "M", "--eval-file", "E"],
-            "required: --questions-file",
+            ["--eval-file", "E", "--questions-file", "Q"],
+            "required: --model-dir",
+        ),
+        (
+            "training.evaluate",
+            ["--sanity", "random-labels", "--train-file", "E", "--epochs", "0"],
+            "--epochs: must be > 0",
+        ),
+        (
+            "training.train",
+            ["--train-file", "E", "--output-dir", "O"],
+            "needs a questions file",
         ),
         ("training.evaluate", [*EVALUATE, "--batch-size", "0"], "--batch-size must be positive"),
         ("training.evaluate", [*EVALUATE, "--threads", "0"], "--threads must be positive"),
