@@ -294,6 +294,8 @@ def test_distill_cli_end_to_end(data, tmp_path: Path) -> None:
             "steps",
             "--save-steps",
             "2",
+            "--ensemble-teacher",
+            "dkt",
         ],
         capture_output=True,
         text=True,
@@ -316,11 +318,16 @@ def test_distill_cli_end_to_end(data, tmp_path: Path) -> None:
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "reusing the teacher already trained" in resumed.stderr
+    assert "training the teacher (dkt" not in resumed.stderr  # the ensemble member is reused too
     report = json.loads((out / "report.json").read_text())
     assert report["student"]["auc"] == pytest.approx(first_report["student"]["auc"], abs=1e-9)
     report = first_report
     for name in ("teacher", "student", "scratch_student"):
         assert {"auc", "params", "latency_ms"} <= set(report[name]), name
+    # the ensemble: a DKT teacher trained in the same run, its averaged soft target reported
+    assert report["ensemble"]["teachers"] == [str(out / "teacher"), str(out / "teacher_dkt")]
+    assert 0.0 <= report["ensemble"]["auc"] <= 1.0 and report["ensemble"]["n"] > 0
+    assert json.loads((out / "teacher_dkt" / "config.json").read_text())["name"] == "dkt"
     for path in (
         "teacher/config.json",
         "student/model.safetensors",
