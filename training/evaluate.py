@@ -114,6 +114,10 @@ class EvalRequests:
     requests: list[CandidateRequest]
     labels: list[np.ndarray]
     users: list[int]  # raw learner id of each request
+    row_ids: list[
+        np.ndarray
+    ]  # source row id of each predicted item (row_id column / running index)
+    question_ids: list[np.ndarray]  # raw question id of each predicted item
 
 
 def build_requests(
@@ -126,7 +130,13 @@ def build_requests(
     requests: list[CandidateRequest] = []
     labels: list[np.ndarray] = []
     users: list[int] = []
+    row_ids: list[np.ndarray] = []
+    question_ids: list[np.ndarray] = []
     for i, user in enumerate(evaluation.user_ids):
+        rows = evaluation.rows(i)
+        answered = ~evaluation.is_lecture[rows]
+        future_rows = evaluation.row_id[rows][answered]
+        future_questions = evaluation.content_id[rows][answered]
         future = _remap(evaluation.history(i), evaluation.vocab, vocab)
         if len(future) == 0:
             continue
@@ -142,7 +152,9 @@ def build_requests(
             )
             labels.append(full.correct[s:e])
             users.append(int(user))
-    return EvalRequests(requests, labels, users)
+            row_ids.append(future_rows[s - len(past) : e - len(past)])
+            question_ids.append(future_questions[s - len(past) : e - len(past)])
+    return EvalRequests(requests, labels, users, row_ids, question_ids)
 
 
 def score_all(
@@ -163,6 +175,7 @@ def evaluate(
     batch_size: int = 512,
     threads: int = 1,
     data_options: dict[str, Any] | None = None,
+    predictions_out: Path | None = None,
 ) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
     """Returns (metrics, labels, probabilities) in eval-bundle order. Items are matched to the
     model's vocabulary by raw id, so logs without a questions file (sequences, tables) work."""
@@ -177,7 +190,33 @@ def evaluate(
         raise ValueError(f"{eval_file}: no answered questions to evaluate")
     probs = score_all(scorer, built.requests, batch_size)
     labels = np.concatenate(built.labels).astype(np.float64)
+    if predictions_out is not None:
+        write_predictions(predictions_out, built, probs)
     return binary_metrics(labels, probs), labels, probs
+
+
+def write_predictions(path: Path, built: EvalRequests, probs: np.ndarray) -> None:
+    """One CSV row per predicted answer, in prediction order: row_id, user_id, question_id, p,
+    label (p = the served, calibrated probability)."""
+    sizes = [len(r) for r in built.row_ids]
+    columns = {
+        "row_id": np.concatenate(built.row_ids) if sizes else np.zeros(0, np.int64),
+        "user_id": np.repeat(np.asarray(built.users, dtype=np.int64), sizes),
+        "question_id": np.concatenate(built.question_ids) if sizes else np.zeros(0, np.int64),
+        "label": np.concatenate(built.labels) if sizes else np.zeros(0, np.int8),
+    }
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        f.write("row_id,user_id,question_id,p,label\n")
+        for row, user, question, p, label in zip(
+            columns["row_id"].tolist(),
+            columns["user_id"].tolist(),
+            columns["question_id"].tolist(),
+            probs.tolist(),
+            columns["label"].tolist(),
+            strict=True,
+        ):
+            f.write(f"{row},{user},{question},{p:.6f},{label}\n")
 
 
 def plot_calibration(labels: np.ndarray, probs: np.ndarray, path: Path, title: str = "") -> None:
@@ -221,6 +260,11 @@ def main(argv: list[str] | None = None) -> int:
     add_format_flags(parser)
     parser.add_argument("--plot", default=None, help="write a calibration plot (PNG) here")
     parser.add_argument(
+        "--predictions-out",
+        default=None,
+        help="write one CSV row per predicted answer here: row_id, user_id, question_id, p, label",
+    )
+    parser.add_argument(
         "--batch-size", type=int, default=512, help="requests (bundles) per model call"
     )
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
@@ -249,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size,
             threads=args.threads,
             data_options=dataset_options(args),
+            predictions_out=Path(args.predictions_out) if args.predictions_out else None,
         )
     except (DataError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -442,6 +442,8 @@ def test_evaluate_cli_on_torch_dir_and_matches_library(
             str(sim_dir / "questions.csv"),
             "--plot",
             str(tmp_path / "cal.png"),
+            "--predictions-out",
+            str(tmp_path / "predictions.csv"),
         ],
         capture_output=True,
         text=True,
@@ -452,6 +454,21 @@ def test_evaluate_cli_on_torch_dir_and_matches_library(
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert set(result) >= {"auc", "acc", "logloss", "n"}
     assert (tmp_path / "cal.png").exists()
+    # --predictions-out: one row per predicted answer, labels and ids those of the eval file
+    import csv
+
+    with open(tmp_path / "predictions.csv", newline="") as f:
+        predicted = list(csv.DictReader(f))
+    with open(split / "eval.csv", newline="") as f:
+        source = {int(r["row_id"]): r for r in csv.DictReader(f) if r["content_type_id"] == "0"}
+    assert len(predicted) == result["n"] == len(source)
+    for r in predicted:
+        row = source[int(r["row_id"])]
+        assert (r["user_id"], r["question_id"]) == (row["user_id"], row["content_id"])
+        assert r["label"] == row["answered_correctly"]
+    p = np.array([float(r["p"]) for r in predicted])
+    y = np.array([float(r["label"]) for r in predicted])
+    assert binary_metrics(y, p)["auc"] == pytest.approx(result["auc"], abs=1e-5)
     # The same protocol by hand through the library: identical numbers.
     scorer = TorchScorer(logistic_dir)
     history = load_dataset(split / "history.csv", sim_dir / "questions.csv")
