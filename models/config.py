@@ -51,6 +51,8 @@ class ModelConfig:
     use_stats: bool = True  # read the learner statistics (models.features.STAT_NAMES)
     # Residual design: logit = IRT-style prior (stats . w - item difficulty) + the network's output.
     irt_prior: bool = True
+    # SAINT: attention scores minus a learned per-head slope x bundles back (ALiBi-style recency)
+    attention_decay: bool = True
     # Platt calibration, fitted on validation learners after training (training.calibration):
     # served logit = calibration_scale * model logit + calibration_bias, folded into the ONNX graph.
     # (1, 0) = uncalibrated. Not used in training: the model's own forward returns raw logits.
@@ -99,7 +101,13 @@ class ModelConfig:
             problems.append(
                 f"time_encoding must be one of {', '.join(TIME_ENCODINGS)}, got {self.time_encoding!r}"
             )
-        for key in ("use_explanation", "question_residual", "use_stats", "irt_prior"):
+        for key in (
+            "use_explanation",
+            "question_residual",
+            "use_stats",
+            "irt_prior",
+            "attention_decay",
+        ):
             if not isinstance(getattr(self, key), bool):
                 problems.append(f"{key} must be true or false, got {getattr(self, key)!r}")
         for key in ("calibration_scale", "calibration_bias"):

@@ -80,10 +80,23 @@ def response_mask(bundle: Tensor, question: Tensor) -> Tensor:
     return torch.cat([null, earlier], dim=2).unsqueeze(1)  # (B, 1, T, T + 1)
 
 
-class Attention(nn.Module):
-    """Multi-head attention of `x` over `memory` under a boolean mask (True = may attend)."""
+def bundle_distance(bundle: Tensor, null_key: bool = False) -> Tensor:
+    """(B, 1, T, S) float: how many bundles key j lies before query i (bundle_i - bundle_j, >= 0
+    where visible); with `null_key`, a leading column of zeros for the null slot (S = T + 1)."""
+    dist = (bundle.unsqueeze(2) - bundle.unsqueeze(1)).clamp(min=0).to(torch.float32)  # (B, T, T)
+    if null_key:
+        dist = torch.cat([torch.zeros_like(dist[:, :, :1]), dist], dim=2)  # (B, T, T + 1)
+    return dist.unsqueeze(1)
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
+
+class Attention(nn.Module):
+    """Multi-head attention of `x` over `memory` under a boolean mask (True = may attend).
+
+    With `decay`, each head subtracts slope_h x (bundles between query and key) from its scores
+    (ALiBi, Press et al. 2022; AKT's monotonic attention in spirit): recent answers weigh more,
+    as in an RNN, with a learned slope per head, initialised geometrically (1/4 .. 1/4^H)."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float, decay: bool = False) -> None:
         super().__init__()
         if d_model % n_heads != 0:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
@@ -96,28 +109,47 @@ class Attention(nn.Module):
         self.dropout = dropout
         self.attn_drop = nn.Dropout(dropout)
         self.resid_drop = nn.Dropout(dropout)
+        # log of the per-head slope; None = plain attention
+        self.log_slope = (
+            nn.Parameter(torch.log(0.25 ** torch.arange(1, n_heads + 1, dtype=torch.float32)))
+            if decay
+            else None
+        )
 
     def _heads(self, x: Tensor) -> Tensor:
         b, s, _ = x.shape
         return x.reshape(b, s, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, S, Dh)
 
     def forward(
-        self, x: Tensor, memory: Tensor, mask: Tensor, need_weights: bool = False
+        self,
+        x: Tensor,
+        memory: Tensor,
+        mask: Tensor,
+        need_weights: bool = False,
+        distance: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         b, t, d = x.shape
         q = self._heads(self.q_proj(x))  # (B, H, T, Dh)
         k = self._heads(self.k_proj(memory))  # (B, H, S, Dh)
         v = self._heads(self.v_proj(memory))  # (B, H, S, Dh)
+        attn_mask: Tensor = mask  # bool (B, 1, T, S), or the additive float bias below
+        if self.log_slope is not None and distance is not None:
+            slope = self.log_slope.exp().view(1, -1, 1, 1)  # (1, H, 1, 1)
+            bias = -slope * distance  # (B, H, T, S); finite everywhere, -inf only where masked
+            attn_mask = bias.masked_fill(~mask, float("-inf"))
         weights: Tensor | None = None
         if need_weights:
             # Spelled out so the maps can be returned (distillation); same maths as SDPA.
             scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, T, S)
-            scores = scores.masked_fill(~mask, float("-inf"))  # every row keeps >= 1 key
+            if attn_mask.dtype == torch.bool:
+                scores = scores.masked_fill(~attn_mask, float("-inf"))  # rows keep >= 1 key
+            else:
+                scores = scores + attn_mask
             weights = F.softmax(scores, dim=-1)  # (B, H, T, S)
             y = self.attn_drop(weights) @ v  # (B, H, T, Dh)
         else:
             y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+                q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
             )  # (B, H, T, Dh)
         y = y.transpose(1, 2).reshape(b, t, d)  # (B, T, D)
         return self.resid_drop(self.out_proj(y)), weights

@@ -34,6 +34,7 @@ from models.layers import (
     ItemEmbedding,
     ModelOutput,
     TimeEncoding,
+    bundle_distance,
     exercise_mask,
     response_mask,
 )
@@ -43,13 +44,15 @@ class EncoderLayer(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.ln_attn = nn.LayerNorm(cfg.d_model)
-        self.attn = Attention(cfg.d_model, cfg.n_heads, cfg.dropout)
+        self.attn = Attention(cfg.d_model, cfg.n_heads, cfg.dropout, cfg.attention_decay)
         self.ln_ffn = nn.LayerNorm(cfg.d_model)
         self.ffn = FeedForward(cfg.d_model, cfg.ffn_mult, cfg.dropout)
 
-    def forward(self, x: Tensor, mask: Tensor, need_weights: bool) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self, x: Tensor, mask: Tensor, need_weights: bool, distance: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         h = self.ln_attn(x)  # (B, T, D)
-        a, w = self.attn(h, h, mask, need_weights)
+        a, w = self.attn(h, h, mask, need_weights, distance)
         x = x + a
         x = x + self.ffn(self.ln_ffn(x))
         return x, w
@@ -59,9 +62,9 @@ class DecoderLayer(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.ln_resp = nn.LayerNorm(cfg.d_model)
-        self.resp_attn = Attention(cfg.d_model, cfg.n_heads, cfg.dropout)
+        self.resp_attn = Attention(cfg.d_model, cfg.n_heads, cfg.dropout, cfg.attention_decay)
         self.ln_cross = nn.LayerNorm(cfg.d_model)
-        self.cross_attn = Attention(cfg.d_model, cfg.n_heads, cfg.dropout)
+        self.cross_attn = Attention(cfg.d_model, cfg.n_heads, cfg.dropout, cfg.attention_decay)
         self.ln_ffn = nn.LayerNorm(cfg.d_model)
         self.ffn = FeedForward(cfg.d_model, cfg.ffn_mult, cfg.dropout)
 
@@ -73,10 +76,12 @@ class DecoderLayer(nn.Module):
         resp_mask: Tensor,  # (B, 1, T, T + 1)
         ex_mask: Tensor,  # (B, 1, T, T)
         need_weights: bool,
+        resp_dist: Tensor | None = None,  # (B, 1, T, T + 1) bundles back (attention_decay)
+        ex_dist: Tensor | None = None,  # (B, 1, T, T)
     ) -> tuple[Tensor, Tensor | None]:
-        a, w = self.resp_attn(self.ln_resp(h), memory, resp_mask, need_weights)
+        a, w = self.resp_attn(self.ln_resp(h), memory, resp_mask, need_weights, resp_dist)
         h = h + a  # what the learner did in strictly earlier bundles
-        c, _ = self.cross_attn(self.ln_cross(h), enc, ex_mask)
+        c, _ = self.cross_attn(self.ln_cross(h), enc, ex_mask, False, ex_dist)
         h = h + c  # which exercises came before (and this one)
         h = h + self.ffn(self.ln_ffn(h))
         return h, w
@@ -137,6 +142,10 @@ class SAINT(nn.Module):
         position = batch["position"]  # (B, T) index of the first item of the bundle
         ex_mask = exercise_mask(bundle, question)  # (B, 1, T, T)
         resp_mask = response_mask(bundle, question)  # (B, 1, T, T + 1)
+        ex_dist = resp_dist = None
+        if self.cfg.attention_decay:
+            ex_dist = bundle_distance(bundle)  # (B, 1, T, T)
+            resp_dist = bundle_distance(bundle, null_key=True)  # (B, 1, T, T + 1)
 
         # 1. Encoder: exercise stream (query-side info only).
         q_emb = self.item_emb(question, batch["part"], batch["tags"])  # (B, T, D)
@@ -152,7 +161,7 @@ class SAINT(nn.Module):
         enc_hidden: list[Tensor] = [x]
         enc_attn: list[Tensor] = []
         for layer in self.encoder:
-            x, w = layer(x, ex_mask, output_attentions)
+            x, w = layer(x, ex_mask, output_attentions, ex_dist)
             enc_hidden.append(x)
             if w is not None:
                 enc_attn.append(w)
@@ -175,7 +184,7 @@ class SAINT(nn.Module):
         dec_hidden: list[Tensor] = [h]
         dec_attn: list[Tensor] = []
         for layer in self.decoder:
-            h, w = layer(h, memory, enc, resp_mask, ex_mask, output_attentions)
+            h, w = layer(h, memory, enc, resp_mask, ex_mask, output_attentions, resp_dist, ex_dist)
             dec_hidden.append(h)
             if w is not None:
                 dec_attn.append(w)

@@ -218,6 +218,7 @@ def build_config(args: argparse.Namespace, spec: FeatureSpec) -> ModelConfig:
         question_residual=args.question_residual,
         use_stats=args.stats,
         irt_prior=args.irt_prior,
+        attention_decay=args.attention_decay,
     )
 
 
@@ -552,6 +553,12 @@ def add_architecture_flags(parser: argparse.ArgumentParser | argparse._ArgumentG
         action=argparse.BooleanOptionalAction,
         default=True,
         help="feed the learner statistics (counts, accuracies, recency; earlier bundles only) (default on)",
+    )
+    parser.add_argument(
+        "--attention-decay",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="SAINT/SAINT+: attention favours recent bundles (learned per-head slope) (default on)",
     )
     parser.add_argument(
         "--irt-prior",
