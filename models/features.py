@@ -734,12 +734,12 @@ def encode_candidate_batch(
 ) -> tuple[dict[str, np.ndarray], list[tuple[int, int]]]:
     """Encode many requests into one (B, T) batch; returns it and, per request, the (start, end)
     columns of its candidates in its row (the candidate logits are batch_logits[b, start:end])."""
-    items = [
+    encoded = [
         encode(r.history, spec, items, candidates=r.candidates, candidate_timestamp=r.timestamp)
         for r in requests
     ]
     spans = []
-    for r, it in zip(requests, items, strict=True):
+    for r, it in zip(requests, encoded, strict=True):
         t = len(it["question"])
         spans.append((t - len(r.candidates), t))
-    return collate(items), spans
+    return collate(encoded), spans

@@ -26,6 +26,7 @@ from models.features import (
     encode_candidate_batch,
     load_spec,
 )
+from models.numeric import sigmoid
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +40,6 @@ _ORT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(flo
 
 class ArtifactError(ValueError):
     """The directory is not a loadable model artifact (the message says why)."""
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Overflow-free logistic function."""
-    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64)))
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from training.metrics import binary_metrics, sigmoid
+from models.numeric import sigmoid
+from training.metrics import binary_metrics
 
 MIN_SCALE = 1e-3  # a non-positive scale would invert (or erase) the model's ranking
 

@@ -29,6 +29,7 @@ from torch import nn
 from transformers import Trainer
 
 from models.config import ModelConfig
+from models.numeric import sigmoid
 from models.registry import MODEL_REGISTRY, build_model, count_parameters
 from training.artifacts import load_model_dir, save_model_dir
 from training.calibration import calibrate_model, model_calibration, raw_logits_and_labels
@@ -44,7 +45,7 @@ from training.distill_losses import (
     temperature_at,
     weight_at,
 )
-from training.metrics import binary_metrics, sigmoid
+from training.metrics import binary_metrics
 from training.train import (
     add_architecture_flags,
     add_data_flags,

@@ -54,12 +54,13 @@ from models.features import (
     load_spec,
     save_spec,
 )
+from models.numeric import sigmoid
 from models.registry import count_parameters
 from training.artifacts import CONFIG_FILE, SPEC_FILE, load_metrics, load_model_dir
 from training.calibration import Platt, model_calibration
 from training.cli import OneLineArgumentParser
 from training.dataset import IGNORE_LABEL, WindowDataset, collate_windows, learner_histories
-from training.metrics import binary_metrics, sigmoid
+from training.metrics import binary_metrics
 
 logger = logging.getLogger(__name__)
 

@@ -6,11 +6,6 @@ from __future__ import annotations
 import numpy as np
 
 
-def sigmoid(z: np.ndarray) -> np.ndarray:
-    """Logits -> probabilities (float64), overflow-safe for any finite logit."""
-    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z, dtype=np.float64)))
-
-
 def _validate(y_true: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(y_true, dtype=np.float64).ravel()
     q = np.asarray(p, dtype=np.float64).ravel()

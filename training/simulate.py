@@ -86,6 +86,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.numeric import sigmoid
 from training.cli import OneLineArgumentParser
 from training.metrics import roc_auc
 
@@ -388,10 +389,6 @@ def recency(dt_ms: np.ndarray, params: SimParams) -> np.ndarray:
     return params.recency_boost * np.exp(-dt_ms / (params.recency_tau_min * MINUTE_MS))
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -30.0, 30.0)))
-
-
 def _learn(
     lr: Learners, who: np.ndarray, skill: np.ndarray, t: np.ndarray, gain: np.ndarray, p: SimParams
 ) -> None:
@@ -475,14 +472,14 @@ def _bundle_step(
     z = rng.normal(lr.rush_mu[who, None], params.rush_sd, (n, MAX_BUNDLE))
     elapsed = np.clip(np.rint(need_s * np.exp(z)), 1.0, 300.0) * 1000.0  # (n, 5) ms
     logit = theta + params.rush_penalty * np.minimum(z, 0.0)
-    p = params.guess + (1.0 - params.guess) * _sigmoid(logit)
+    p = params.guess + (1.0 - params.guess) * sigmoid(logit)
     correct = (rng.random((n, MAX_BUNDLE)) < p) & mask
     answer_key = bank.questions["correct_answer"][np.maximum(qs, 0)]
     wrong_answer = (answer_key + rng.integers(1, 4, (n, MAX_BUNDLE))) % 4
     user_answer = np.where(correct, answer_key, wrong_answer)
 
     any_wrong = (mask & ~correct).any(axis=1)
-    expl = rng.random(n) < _sigmoid(lr.expl_logit[who] + 1.5 * any_wrong)
+    expl = rng.random(n) < sigmoid(lr.expl_logit[who] + 1.5 * any_wrong)
     wrong = mask & ~correct
     gain = params.eta_correct * correct.sum(1) + (
         params.eta_wrong + params.eta_explained * expl

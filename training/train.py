@@ -25,13 +25,14 @@ from torch import nn
 
 from models.config import ModelConfig
 from models.features import FeatureSpec, QuestionVocab
+from models.numeric import sigmoid
 from models.registry import MODEL_REGISTRY, build_model, count_parameters
 from training.artifacts import save_model_dir
 from training.calibration import calibrate_model
 from training.cli import OneLineArgumentParser
 from training.data import DataError, Interactions, add_format_flags, dataset_options, load_dataset
 from training.dataset import IGNORE_LABEL, WindowDataset, collate_windows, learner_histories
-from training.metrics import binary_metrics, sigmoid
+from training.metrics import binary_metrics
 from training.splits import split_by_learner
 
 logger = logging.getLogger(__name__)
