@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from bench.report import write_section
+from training.binary_metrics import binary_metrics, roc_auc
 from training.data import load_dataset
 from training.evaluate import evaluate, plot_calibration
-from training.metrics import binary_metrics, roc_auc
 from training.simulate import simulate, write
 from training.split_csv import split_file
 

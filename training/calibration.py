@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from models.numeric import sigmoid
-from training.metrics import binary_metrics
+from training.binary_metrics import binary_metrics
 
 MIN_SCALE = 1e-3  # a non-positive scale would invert (or erase) the model's ranking
 
@@ -93,7 +93,7 @@ def raw_logits_and_labels(
     `WindowDataset`, as flat float64 arrays."""
     import torch
 
-    from training.dataset import IGNORE_LABEL, collate_windows
+    from training.windows import IGNORE_LABEL, collate_windows
 
     was_training = model.training
     model.eval()

@@ -32,10 +32,10 @@ from models.config import ModelConfig
 from models.numeric import sigmoid
 from models.registry import MODEL_REGISTRY, build_model, count_parameters
 from training.artifacts import load_model_dir, save_model_dir
+from training.binary_metrics import binary_metrics
 from training.calibration import calibrate_model, model_calibration, raw_logits_and_labels
 from training.cli import OneLineArgumentParser
 from training.data import DataError
-from training.dataset import WindowDataset, collate_windows
 from training.distill_losses import (
     INTERMEDIATE_LOSS_FUNCTIONS,
     WEIGHT_SCHEDULERS,
@@ -45,7 +45,6 @@ from training.distill_losses import (
     temperature_at,
     weight_at,
 )
-from training.metrics import binary_metrics
 from training.train import (
     add_architecture_flags,
     add_data_flags,
@@ -57,6 +56,7 @@ from training.train import (
     training_arguments,
     validate_args,
 )
+from training.windows import WindowDataset, collate_windows
 
 logger = logging.getLogger(__name__)
 

@@ -29,10 +29,10 @@ from models.features import (
     encode_candidate_batch,
 )
 from models.numeric import sigmoid
+from training.binary_metrics import binary_metrics, calibration_bins
 from training.calibration import model_calibration
 from training.cli import OneLineArgumentParser
 from training.data import DataError, Interactions, add_format_flags, dataset_options, load_dataset
-from training.metrics import binary_metrics, calibration_bins
 from training.sanity import add_sanity_flag, random_label_probe
 
 logger = logging.getLogger(__name__)

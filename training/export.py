@@ -57,10 +57,10 @@ from models.features import (
 from models.numeric import sigmoid
 from models.registry import count_parameters
 from training.artifacts import CONFIG_FILE, SPEC_FILE, load_metrics, load_model_dir
+from training.binary_metrics import binary_metrics
 from training.calibration import Platt, model_calibration
 from training.cli import OneLineArgumentParser
-from training.dataset import IGNORE_LABEL, WindowDataset, collate_windows, learner_histories
-from training.metrics import binary_metrics
+from training.windows import IGNORE_LABEL, WindowDataset, collate_windows, learner_histories
 
 logger = logging.getLogger(__name__)
 

@@ -42,9 +42,9 @@ from typing import Any
 
 import numpy as np
 
+from training.binary_metrics import binary_metrics
 from training.cli import OneLineArgumentParser
 from training.data import DataError, Interactions, load_dataset
-from training.metrics import binary_metrics
 
 logger = logging.getLogger(__name__)
 

@@ -87,8 +87,8 @@ from pathlib import Path
 import numpy as np
 
 from models.numeric import sigmoid
+from training.binary_metrics import roc_auc
 from training.cli import OneLineArgumentParser
-from training.metrics import roc_auc
 
 logger = logging.getLogger(__name__)
 

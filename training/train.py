@@ -28,12 +28,12 @@ from models.features import FeatureSpec, QuestionVocab
 from models.numeric import sigmoid
 from models.registry import MODEL_REGISTRY, build_model, count_parameters
 from training.artifacts import save_model_dir
+from training.binary_metrics import binary_metrics
 from training.calibration import calibrate_model
 from training.cli import OneLineArgumentParser
 from training.data import DataError, Interactions, add_format_flags, dataset_options, load_dataset
-from training.dataset import IGNORE_LABEL, WindowDataset, collate_windows, learner_histories
-from training.metrics import binary_metrics
 from training.splits import split_by_learner
+from training.windows import IGNORE_LABEL, WindowDataset, collate_windows, learner_histories
 
 logger = logging.getLogger(__name__)
 

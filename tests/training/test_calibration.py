@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from models.config import ModelConfig
+from training.binary_metrics import binary_metrics, brier, expected_calibration_error
 from training.calibration import Platt, fit_platt
-from training.metrics import binary_metrics, brier, expected_calibration_error
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:

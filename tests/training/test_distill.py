@@ -13,11 +13,11 @@ from safetensors.torch import load_file
 
 from models.registry import build_model
 from training.data import load_dataset
-from training.dataset import collate_windows
 from training.distill import DistillationModule, DistillationTrainer, check_matches
 from training.distill_losses import DistillationConfig, IntermediateMatch
 from training.simulate import simulate, write
 from training.train import build_config, prepare_data
+from training.windows import collate_windows
 
 ROOT = Path(__file__).resolve().parents[2]
 

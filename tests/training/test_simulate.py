@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.metrics import roc_auc
+from training.binary_metrics import roc_auc
 from training.simulate import (
     LECTURE_COLUMNS,
     QUESTION_COLUMNS,

@@ -422,9 +422,9 @@ def test_report_to_tensorboard_writes_the_logged_scalars(
 def test_evaluate_cli_on_torch_dir_and_matches_library(
     sim_dir: Path, logistic_dir: Path, tmp_path: Path
 ) -> None:
+    from training.binary_metrics import binary_metrics
     from training.data import load_dataset
     from training.evaluate import TorchScorer, build_requests, score_all
-    from training.metrics import binary_metrics
 
     split = sim_dir / "split"
     run = subprocess.run(
@@ -522,7 +522,7 @@ def test_evaluate_predicts_each_bundle_from_strictly_earlier_rows(
 def test_compute_metrics_ignores_padding_and_context_labels() -> None:
     from types import SimpleNamespace
 
-    from training.metrics import roc_auc
+    from training.binary_metrics import roc_auc
     from training.train import compute_metrics
 
     logits = np.array([[2.0, -1.0, 5.0, -100.0], [0.5, -3.0, -100.0, -100.0]])
