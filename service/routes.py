@@ -162,6 +162,25 @@ def _response(
 
 
 # -- public probes --------------------------------------------------------------------------------
+@public.get("/", tags=["ops"])
+async def index() -> dict[str, object]:
+    """A short index of the API; the interactive reference is at /docs."""
+    return {
+        "service": "knowledge-tracing prediction service",
+        "docs": "/docs",
+        "openapi": "/openapi.json",
+        "endpoints": {
+            "POST /interactions": "record a learner's answers",
+            "POST /predict": "P(correct) of candidate questions for one learner at one moment",
+            "POST /predict/batch": "the same for many learners in one call",
+            "GET /users/{user_id}/history": "a learner's stored history",
+            "DELETE /users/{user_id}": "erase a learner",
+            "GET /model": "the loaded model: version, bank size, metrics",
+            "GET /healthz, GET /readyz, GET /metrics": "probes and Prometheus metrics",
+        },
+    }
+
+
 @public.get("/healthz", response_model=HealthResponse, tags=["ops"])
 async def healthz() -> HealthResponse:
     """Liveness: the process serves HTTP."""
@@ -294,7 +313,8 @@ async def model_info(predictor: CurrentPredictor) -> ModelResponse:
         artifact_dir=str(predictor.artifact_dir),
         providers=predictor.active_providers,
         window=predictor.spec.window,
-        n_questions=predictor.vocab.size,
+        n_questions=len(predictor.vocab.question_ids),
+        n_tags=len(predictor.vocab.tag_ids),
         config=predictor.config,
         metrics=metrics if isinstance(metrics, dict) else {},
         manifest=manifest,

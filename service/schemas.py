@@ -153,7 +153,8 @@ class ModelResponse(BaseModel):
     artifact_dir: str
     providers: list[str]
     window: int
-    n_questions: int
+    n_questions: int = Field(description="questions in the model's bank (not counting pad/unknown)")
+    n_tags: int = Field(description="distinct tags / skills the model knows")
     config: dict[str, Any]
     metrics: dict[str, Any]
     manifest: dict[str, Any]

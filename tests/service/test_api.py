@@ -81,6 +81,11 @@ def test_probes_model_and_openapi(client: TestClient) -> None:
         model["version"] and model["window"] == WINDOW and model["config"]["name"] == "saint_plus"
     )
     assert isinstance(model["metrics"], dict)
+    # the bank's questions, not the pad/unknown tokens of the vocabulary
+    assert model["n_questions"] == len(QUESTION_IDS)
+    index = client.get("/")
+    assert index.status_code == 200 and index.json()["docs"] == "/docs"
+    assert "POST /predict" in index.json()["endpoints"]
     paths = client.get("/openapi.json").json()["paths"]
     for path in (
         "/predict",
