@@ -259,6 +259,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-docs", action="store_true", help="print only; do not touch docs/benchmarks.md"
     )
+    parser.add_argument(
+        "--section",
+        default="quality",
+        help="docs/benchmarks.md section to (re)write (default quality; e.g. quality-sim to keep "
+        "a separate run of other datasets beside it)",
+    )
     args, extra = parser.parse_known_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -268,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         "(probabilities Platt-calibrated on the validation learners; the uncalibrated column is "
         "the same model with the calibration switched off) "
         f"hyperparameters{(' plus ' + ' '.join(extra)) if extra else ''} (simulator: --epochs {args.sim_epochs:g}). Reproduce: "
-        f"`python -m bench.quality --datasets {args.datasets}{(' ' + ' '.join(extra)) if extra else ''}`.",
+        f"`python -m bench.quality --datasets {args.datasets} --learners {args.learners} "
+        f"--section {args.section}{(' ' + ' '.join(extra)) if extra else ''}`.",
         "",
     ]
     calib: list[tuple[str, np.ndarray, np.ndarray]] = []
@@ -309,20 +316,19 @@ def main(argv: list[str] | None = None) -> int:
         sections += [f"### {bench.title}", "", *table(rows, oracle, references), ""]
         print("\n".join(table(rows, oracle, references)))
     if len(curve.get("oracle", [])) > 1 and not args.no_docs:
-        plot_curve(curve, ROOT / "docs" / "quality_curve.png")
-        sections += ["![AUC against simulated learners](quality_curve.png)", ""]
+        plot_curve(curve, ROOT / "docs" / f"{args.section}_curve.png")
+        sections += [f"![AUC against simulated learners]({args.section}_curve.png)", ""]
     if calib and not args.no_docs:
         plot_calibration(
             calib[0][1],
             calib[0][2],
-            ROOT / "docs" / "quality_calibration.png",
+            ROOT / "docs" / f"{args.section}_calibration.png",
             title=f"SAINT+ calibration ({calib[0][0]})",
         )
-        sections += ["![SAINT+ calibration](quality_calibration.png)", ""]
+        sections += [f"![SAINT+ calibration]({args.section}_calibration.png)", ""]
     if not args.no_docs:
-        write_section(
-            ROOT / "docs" / "benchmarks.md", "quality", "Model quality", "\n".join(sections)
-        )
+        title = "Model quality" if args.section == "quality" else f"Model quality ({args.section})"
+        write_section(ROOT / "docs" / "benchmarks.md", args.section, title, "\n".join(sections))
     return 0
 
 
