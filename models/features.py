@@ -479,7 +479,7 @@ def learner_stats(
     m = tags.shape[1]
     flat_tags = tags.reshape(-1)  # (T * M,) item-major
     has_tag = flat_tags > 0
-    entry_item = np.repeat(np.arange(t), m)[has_tag[: t * m]]
+    entry_item = np.repeat(np.arange(t), m)[has_tag]  # the item of each (item, tag) entry
     entry_item_answered = entry_item[entry_item < n_answered]
     entry_tags = flat_tags[has_tag][entry_item < n_answered]
     n_tag, r_tag, last_tag = _grouped_prefix(
@@ -502,10 +502,8 @@ def learner_stats(
     describe(6, n_q, r_q)
     seen = last_q >= 0
     last_safe = np.maximum(last_q, 0)
-    right_of = np.concatenate([right, [0.0]]) if n_answered else np.zeros(1)
-    out[:, 8] = np.where(
-        seen, 2.0 * right_of[np.minimum(last_safe, max(n_answered - 1, 0))] - 1.0, 0.0
-    )
+    right_or_zero = np.concatenate([right, [0.0]])  # indexable at last_safe even when unseen
+    out[:, 8] = np.where(seen, 2.0 * right_or_zero[last_safe] - 1.0, 0.0)
     bundles_since = _bundle_index(position)
     gap = bundles_since - bundles_since[last_safe]
     out[:, 9] = np.where(seen, 1.0 / np.maximum(gap, 1), 0.0)
