@@ -15,8 +15,8 @@ What it does, all on loopback:
 4. Open-loop load: for each offered rate, requests are *scheduled* at fixed times t0 + i/rate and
    sent whether or not earlier ones have answered (new keep-alive connections are opened when all
    are busy); latency is measured from the scheduled time, so a stalled server or a late load
-   generator shows up in the tail (GUIDE §5: closed-loop tools hide it). Bounded by count
-   (rate x duration) and time (per-request timeout). The generator is a raw-socket HTTP/1.1 client
+   generator shows up in the tail (closed-loop tools hide it: they wait for each reply). Bounded by
+   count (rate x duration) and time (per-request timeout). The generator is a raw-socket HTTP/1.1 client
    on uvloop, to keep its own CPU cost small on a 2-core machine.
 5. 1 vs 100 candidates at a low rate; bytes per learner in Redis (MEMORY USAGE); server CPU time
    per request (from /proc), hence req/s per core.

@@ -1,4 +1,4 @@
-"""Enforces the one-way doors of GUIDE §1 by reading every module's imports (static, via ast).
+"""Enforces the one-way doors of docs/design.md §1 by reading every module's imports (static, via ast).
 
 models <- training, models <- service; the service never imports training or torch. (training may
 use the torch-free `service.predictor`, so evaluation runs the exact serving code path.)

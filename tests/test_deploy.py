@@ -424,7 +424,9 @@ def test_compose_wiring() -> None:
         assert deps["model"]["condition"] == "service_completed_successfully"
         env = container_env(name)
         assert env["KT_REDIS_URL"].endswith("@redis:6379/0")
-        assert env.get("KT_ORT_THREADS"), f"{name}: set KT_ORT_THREADS explicitly (GUIDE §5)"
+        assert env.get("KT_ORT_THREADS"), (
+            f"{name}: set KT_ORT_THREADS explicitly (docs/service.md: ORT sizes its pool to the host)"
+        )
         model_dir = env["KT_MODEL_DIR"]
         # the one-shot builder writes exactly where the api reads, on a volume both mount
         assert f"{model_dir}/model.onnx" in model_cmd, f"{name}: reads {model_dir}"

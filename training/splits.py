@@ -1,6 +1,6 @@
 """Train/validation splits of an `Interactions` table: by learner, or by time within each learner.
 
-Never random rows (GUIDE §2). Both splits are deterministic: `split_by_learner` for a given seed,
+Never random rows (docs/design.md §2). Both splits are deterministic: `split_by_learner` for a given seed,
 `split_by_time` always.
 """
 
