@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from models.features import CandidateRequest
 from service import lifecycle
+from service import recommend as recommend_lib
 from service.config import USER_ID_PATTERN
 from service.deps import (
     ApiError,
@@ -39,6 +40,9 @@ from service.schemas import (
     PredictRequest,
     PredictResponse,
     ReadyResponse,
+    Recommendation,
+    RecommendRequest,
+    RecommendResponse,
     ReloadRequest,
     ReloadResponse,
 )
@@ -173,6 +177,7 @@ async def index() -> dict[str, object]:
             "POST /interactions": "record a learner's answers",
             "POST /predict": "P(correct) of candidate questions for one learner at one moment",
             "POST /predict/batch": "the same for many learners in one call",
+            "POST /recommend": "the questions of the bank closest to a target P(correct)",
             "GET /users/{user_id}/history": "a learner's stored history",
             "DELETE /users/{user_id}": "erase a learner",
             "GET /model": "the loaded model: version, bank size, metrics",
@@ -216,6 +221,52 @@ async def predict(
     state.metrics.history_length.observe(len(events))
     (probs,) = await _score(state, predictor, [_candidate_request(predictor, events, body, moment)])
     return _response(body, predictor, len(events), probs)
+
+
+@api.post("/recommend", response_model=RecommendResponse, tags=["predict"])
+async def recommend(
+    body: RecommendRequest, state: State, predictor: CurrentPredictor
+) -> RecommendResponse:
+    """The k questions of the bank (or of a filter of it) whose P(correct) for this learner is
+    closest to `target_p` inside [p_min, p_max]; the bank is one virtual bundle, as in /predict."""
+    if body.p_min > body.p_max:
+        raise ApiError(422, "p_min must be <= p_max", ["body", "p_min"], "value_error")
+    if body.question_ids:
+        _check_unknown(state, predictor, body.question_ids, ["body", "question_ids"])
+    events = await state.store_call("get", state.store.get(body.user_id))
+    vocab = predictor.vocab
+    candidates = recommend_lib.bank_indices(vocab, body.parts, body.tags, body.question_ids)
+    if body.exclude_answered:
+        answered = recommend_lib.answered_question_ids(
+            events, body.timestamp, body.exclude_within_ms
+        )
+        candidates = candidates[~np.isin(vocab.question_ids[candidates - 2], answered)]
+    known = events
+    if body.timestamp is not None:  # only strictly earlier events are known at the moment
+        known = events[: int(np.searchsorted(events["timestamp"], body.timestamp, side="left"))]
+    history = events_to_history(known, vocab)
+    requests = [
+        CandidateRequest(history, chunk, body.timestamp)
+        for chunk in recommend_lib.chunks(candidates)
+    ]
+    probs = np.concatenate(await _score(state, predictor, requests)) if requests else np.zeros(0)
+    best = recommend_lib.rank(probs, body.target_p, body.p_min, body.p_max, body.k)
+    assert vocab.tags is not None
+    return RecommendResponse(
+        user_id=body.user_id,
+        model_version=predictor.version,
+        history_length=len(events),
+        scored=len(candidates),
+        recommendations=[
+            Recommendation(
+                question_id=int(vocab.question_ids[candidates[i] - 2]),
+                p_correct=float(probs[i]),
+                part=int(vocab.parts[candidates[i] - 2]),
+                tags=[int(t) for t in vocab.tags[candidates[i] - 2] if t >= 0],
+            )
+            for i in best.tolist()
+        ],
+    )
 
 
 @api.post("/predict/batch", response_model=BatchPredictResponse, tags=["predict"])

@@ -101,6 +101,54 @@ class PredictRequest(_In):
     )
 
 
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class RecommendRequest(_In):
+    """Rank the question bank (or a filter of it) for one learner at one moment."""
+
+    user_id: UserId
+    timestamp: TimestampMs | None = Field(
+        None, description="The moment of the recommendation (default: lag unknown, as /predict)."
+    )
+    target_p: Probability = Field(
+        0.7, description="Rank by closeness of P(correct) to this target (the difficulty you want)."
+    )
+    p_min: Probability = Field(0.0, description="Keep only questions with P(correct) >= p_min.")
+    p_max: Probability = Field(1.0, description="Keep only questions with P(correct) <= p_max.")
+    k: int = Field(10, ge=1, le=1000, description="How many questions to return.")
+    parts: list[Annotated[int, Field(ge=0, le=MAX_SAFE_INT)]] | None = Field(
+        None, max_length=1000, description="Only questions of these parts."
+    )
+    tags: list[Annotated[int, Field(ge=0, le=MAX_SAFE_INT)]] | None = Field(
+        None, max_length=1000, description="Only questions carrying at least one of these tags."
+    )
+    question_ids: list[QuestionId] | None = Field(
+        None, max_length=100_000, description="Only these questions."
+    )
+    exclude_answered: bool = Field(True, description="Leave out questions the learner answered.")
+    exclude_within_ms: TimestampMs | None = Field(
+        None,
+        description="With exclude_answered: only answers within this period before the moment "
+        "count (default: ever, within the stored history).",
+    )
+
+
+class Recommendation(BaseModel):
+    question_id: int
+    p_correct: float
+    part: int
+    tags: list[int]
+
+
+class RecommendResponse(BaseModel):
+    user_id: str
+    model_version: str
+    history_length: int
+    scored: int = Field(description="Questions scored after the filters (one virtual bundle).")
+    recommendations: list[Recommendation]
+
+
 class Prediction(BaseModel):
     question_id: int
     p_correct: float

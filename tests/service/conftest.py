@@ -135,9 +135,13 @@ def build_artifact(root: Path, seed: int, fast: bool = False) -> Path:
 
     torch.manual_seed(seed)
     vocab = QuestionVocab.build(
-        np.array(QUESTION_IDS), np.array([1 + i % 7 for i in range(len(QUESTION_IDS))])
+        np.array(QUESTION_IDS),
+        np.array([1 + i % 7 for i in range(len(QUESTION_IDS))]),
+        [[i % 5, 10 + i % 3] for i in range(len(QUESTION_IDS))],  # tags 0..4 and 10..12
     )
-    spec = FeatureSpec(window=WINDOW, n_questions=vocab.size, n_parts=vocab.n_parts)
+    spec = FeatureSpec(
+        window=WINDOW, n_questions=vocab.size, n_parts=vocab.n_parts, n_tags=vocab.n_tags
+    )
     config = config_for_spec(
         "saint_plus", spec, vocab, d_model=16, n_layers=1, n_heads=2, dropout=0.0
     )

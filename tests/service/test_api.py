@@ -666,3 +666,68 @@ def test_openapi_documents_the_configured_limits_and_auth(
     keyed = make_client(api_key="k").get("/openapi.json").json()
     assert "securitySchemes" in keyed["components"]
     assert keyed["paths"]["/predict"]["post"]["security"]
+
+
+# -- /recommend -----------------------------------------------------------------------------------
+def _recommend(client: TestClient, **body: Any) -> dict[str, Any]:
+    r = client.post("/recommend", json={"user_id": "rec", **body})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_recommend_ranks_the_bank_like_predict_would(client: TestClient) -> None:
+    answered = [{"question_id": Q[i], "timestamp": 1_000 * (i + 1), "correct": i % 2 == 0}
+                for i in range(6)]  # fmt: skip
+    assert (
+        client.post("/interactions", json={"user_id": "rec", "interactions": answered}).status_code
+        == 200
+    )
+    now = 60_000
+    out = _recommend(client, timestamp=now, target_p=0.5, k=8)
+    assert out["scored"] == len(Q) - 6 and out["history_length"] == 6
+    recs = out["recommendations"]
+    assert len(recs) == 8
+    ids = [r["question_id"] for r in recs]
+    assert not set(ids) & set(Q[:6])  # answered questions are left out by default
+    gaps = [abs(r["p_correct"] - 0.5) for r in recs]
+    assert gaps == sorted(gaps)
+    # every p is what /predict gives that question alone at the same moment (same candidate rule)
+    single = probs(predict(client, "rec", ids, ts=now))
+    np.testing.assert_allclose([r["p_correct"] for r in recs], single, atol=1e-6)
+    # nothing outside the top 8 is closer to the target than the 8th
+    everything = probs(predict(client, "rec", [q for q in Q if q not in Q[:6]], ts=now))
+    assert np.sort(np.abs(everything - 0.5))[7] == pytest.approx(gaps[-1], abs=1e-6)
+
+
+def test_recommend_filters(client: TestClient) -> None:
+    part_1 = _recommend(client, parts=[1], k=100, exclude_answered=False)["recommendations"]
+    assert part_1 and all(r["part"] == 1 for r in part_1)
+    tagged = _recommend(client, tags=[3], k=100)["recommendations"]
+    assert tagged and all(3 in r["tags"] for r in tagged)
+    chosen = _recommend(client, question_ids=Q[10:14], k=100)["recommendations"]
+    assert sorted(r["question_id"] for r in chosen) == Q[10:14]
+    ps = probs(predict(client, "rec", Q[10:14]))
+    lo, hi = float(np.sort(ps)[1]), float(np.sort(ps)[2])
+    inside = _recommend(client, question_ids=Q[10:14], p_min=lo, p_max=hi, k=100)
+    assert len(inside["recommendations"]) == 2 and inside["scored"] == 4
+
+
+def test_recommend_exclusion_window_and_errors(client: TestClient) -> None:
+    answered = [{"question_id": Q[20], "timestamp": 1_000, "correct": True},
+                {"question_id": Q[21], "timestamp": 50_000, "correct": False}]  # fmt: skip
+    client.post("/interactions", json={"user_id": "rec2", "interactions": answered})
+
+    def ids(**body: Any) -> set[int]:
+        r = client.post("/recommend", json={"user_id": "rec2", "k": 1000, **body})
+        assert r.status_code == 200, r.text
+        return {x["question_id"] for x in r.json()["recommendations"]}
+
+    assert not {Q[20], Q[21]} & ids(timestamp=60_000)  # answered ever: both out
+    recent = ids(timestamp=60_000, exclude_within_ms=20_000)  # only the last 20 s count
+    assert Q[20] in recent and Q[21] not in recent
+    assert {Q[20], Q[21]} <= ids(exclude_answered=False)
+    bad = client.post("/recommend", json={"user_id": "rec2", "p_min": 0.9, "p_max": 0.1})
+    assert bad.status_code == 422 and "p_min" in bad.text
+    unknown = client.post("/recommend", json={"user_id": "rec2", "question_ids": [99_999]})
+    assert unknown.status_code == 422 and "99999" in unknown.text
+    assert client.post("/recommend", json={"user_id": "rec2", "k": 0}).status_code == 422

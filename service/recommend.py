@@ -1,0 +1,62 @@
+"""`POST /recommend`: which questions of the bank to ask next (pure numpy; the route does the I/O).
+
+The bank (or the filtered part of it) is scored for one learner at one moment as ONE virtual bundle,
+exactly as `/predict` scores candidates: every question sees the history and itself, never the other
+questions. The bundle is cut into chunks of RECOMMEND_CHUNK questions, one batch row each, all in one
+ONNX Runtime run: a row costs O((window + chunk)^2) attention, so chunks keep the cost linear in the
+bank size (13,523 Riiid questions = 27 rows of 99 history + 512 candidates).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.features import FIRST_QUESTION_INDEX, QuestionVocab
+
+RECOMMEND_CHUNK = 512
+
+
+def bank_indices(
+    vocab: QuestionVocab,
+    parts: list[int] | None = None,
+    tags: list[int] | None = None,
+    question_ids: list[int] | None = None,
+) -> np.ndarray:
+    """Vocabulary indices of the bank's questions that pass every given filter (ascending)."""
+    keep = np.ones(len(vocab.question_ids), dtype=bool)
+    if parts is not None:
+        keep &= np.isin(vocab.parts, np.asarray(parts, dtype=np.int64))
+    if tags is not None:
+        assert vocab.tags is not None  # always set by QuestionVocab.__post_init__
+        keep &= np.isin(vocab.tags, np.asarray(tags, dtype=np.int64)).any(axis=1)
+    if question_ids is not None:
+        keep &= np.isin(vocab.question_ids, np.asarray(question_ids, dtype=np.int64))
+    return np.flatnonzero(keep).astype(np.int64) + FIRST_QUESTION_INDEX
+
+
+def answered_question_ids(
+    events: np.ndarray, moment: int | None, within_ms: int | None
+) -> np.ndarray:
+    """Raw ids answered before `moment` (all stored events when None), or only within `within_ms`
+    before it (before the last event when there is no moment)."""
+    if len(events) == 0:
+        return np.zeros(0, np.int64)
+    timestamps = events["timestamp"]
+    if moment is not None:
+        events = events[timestamps < moment]
+        timestamps = events["timestamp"]
+    if within_ms is not None and len(events):
+        now = moment if moment is not None else int(timestamps[-1])
+        events = events[timestamps >= now - within_ms]
+    return np.unique(events["question_id"].astype(np.int64))
+
+
+def chunks(indices: np.ndarray, size: int = RECOMMEND_CHUNK) -> list[np.ndarray]:
+    return [indices[i : i + size] for i in range(0, len(indices), size)]
+
+
+def rank(probs: np.ndarray, target: float, p_min: float, p_max: float, k: int) -> np.ndarray:
+    """Positions of the k questions inside [p_min, p_max] closest to `target` (ties: lower position)."""
+    inside = np.flatnonzero((probs >= p_min) & (probs <= p_max))
+    order = np.argsort(np.abs(probs[inside] - target), kind="stable")
+    return inside[order[:k]]
