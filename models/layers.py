@@ -138,8 +138,9 @@ class Attention(nn.Module):
             bias = -slope * distance  # (B, H, T, S); finite everywhere, -inf only where masked
             attn_mask = bias.masked_fill(~mask, float("-inf"))
         weights: Tensor | None = None
-        if need_weights:
-            # Spelled out so the maps can be returned (distillation); same maths as SDPA.
+        if need_weights or attn_mask.dtype != torch.bool:
+            # Spelled out so the maps can be returned (distillation), and for the decay bias (SDPA
+            # with a float mask does not export with dynamic shapes); same maths as SDPA.
             scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, T, S)
             if attn_mask.dtype == torch.bool:
                 scores = scores.masked_fill(~attn_mask, float("-inf"))  # rows keep >= 1 key
@@ -147,6 +148,7 @@ class Attention(nn.Module):
                 scores = scores + attn_mask
             weights = F.softmax(scores, dim=-1)  # (B, H, T, S)
             y = self.attn_drop(weights) @ v  # (B, H, T, Dh)
+            weights = weights if need_weights else None
         else:
             y = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0

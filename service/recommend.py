@@ -9,6 +9,8 @@ bank size (13,523 Riiid questions = 27 rows of 99 history + 512 candidates).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from models.features import FIRST_QUESTION_INDEX, QuestionVocab
@@ -60,3 +62,40 @@ def rank(probs: np.ndarray, target: float, p_min: float, p_max: float, k: int) -
     inside = np.flatnonzero((probs >= p_min) & (probs <= p_max))
     order = np.argsort(np.abs(probs[inside] - target), kind="stable")
     return inside[order[:k]]
+
+
+def group_mastery(
+    keys: np.ndarray, probs: np.ndarray, answered_keys: np.ndarray, answered_at: np.ndarray
+) -> list[dict[str, Any]]:
+    """Per group key (a part, or a tag): the mean P(correct) over the bank questions of the group,
+    how many questions that is, how many of the learner's answers fall in it and when the last was.
+
+    keys (Q,) or (Q, M) group keys of each scored question (-1 = none); probs (Q,) their P(correct);
+    answered_keys (A,) or (A, M) the keys of each answered question; answered_at (A,) timestamps."""
+    width = keys.shape[1] if keys.ndim == 2 else 1
+    keys = keys.reshape(len(probs), width)
+    answered_keys = answered_keys.reshape(len(answered_at), width)  # (0, width) for a new learner
+    rows = np.repeat(np.arange(len(probs)), keys.shape[1])
+    flat = keys.reshape(-1)
+    valid = flat >= 0
+    groups, inverse = np.unique(flat[valid], return_inverse=True)
+    total = np.bincount(inverse, weights=probs[rows[valid]], minlength=len(groups))
+    count = np.bincount(inverse, minlength=len(groups))
+    a_rows = np.repeat(np.arange(len(answered_at)), answered_keys.shape[1])
+    a_flat = answered_keys.reshape(-1)
+    a_pos = np.searchsorted(groups, a_flat)
+    a_valid = (a_flat >= 0) & (a_pos < len(groups))
+    a_valid[a_valid] &= groups[a_pos[a_valid]] == a_flat[a_valid]
+    answers = np.bincount(a_pos[a_valid], minlength=len(groups))
+    last = np.full(len(groups), -1, np.int64)
+    np.maximum.at(last, a_pos[a_valid], answered_at[a_rows[a_valid]].astype(np.int64))
+    return [
+        {
+            "key": int(g),
+            "mastery": float(total[i] / count[i]),
+            "questions": int(count[i]),
+            "answers": int(answers[i]),
+            "last_answer_at": int(last[i]) if last[i] >= 0 else None,
+        }
+        for i, g in enumerate(groups.tolist())
+    ]

@@ -6,7 +6,7 @@ import asyncio
 import time
 
 import numpy as np
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -23,18 +23,20 @@ from service.deps import (
     check_user_id,
     require_api_key,
 )
-from service.events import events_to_history, events_to_items, make_events
+from service.events import MAX_SAFE_INT, events_to_history, events_to_items, make_events
 from service.predictor import Predictor
 from service.schemas import (
     BatchPredictRequest,
     BatchPredictResponse,
     DeleteResponse,
     ErrorResponse,
+    GroupMastery,
     HealthResponse,
     HistoryResponse,
     InteractionIn,
     InteractionsRequest,
     InteractionsResponse,
+    MasteryResponse,
     ModelResponse,
     Prediction,
     PredictRequest,
@@ -179,6 +181,7 @@ async def index() -> dict[str, object]:
             "POST /predict/batch": "the same for many learners in one call",
             "POST /recommend": "the questions of the bank closest to a target P(correct)",
             "GET /users/{user_id}/history": "a learner's stored history",
+            "GET /users/{user_id}/mastery": "mean P(correct) per part and per tag, now or ?at=",
             "DELETE /users/{user_id}": "erase a learner",
             "GET /model": "the loaded model: version, bank size, metrics",
             "GET /healthz, GET /readyz, GET /metrics": "probes and Prometheus metrics",
@@ -342,6 +345,48 @@ async def history(state: State, user_id: str = UserPath) -> HistoryResponse:
     events = await state.store_call("get", state.store.get(user_id))
     return HistoryResponse.model_validate(
         {"user_id": user_id, "history_length": len(events), "interactions": events_to_items(events)}
+    )
+
+
+@api.get("/users/{user_id}/mastery", response_model=MasteryResponse, tags=["history"])
+async def mastery(
+    state: State,
+    predictor: CurrentPredictor,
+    user_id: str = UserPath,
+    at: int | None = Query(None, ge=0, le=MAX_SAFE_INT, description="Moment (ms); default now."),
+) -> MasteryResponse:
+    """Per part and per tag: the mean P(correct) over that group's questions for this learner at
+    `at` (from the history before it), with the learner's answer count and last answer time."""
+    check_user_id(user_id, state.settings, ["path", "user_id"])
+    events = await state.store_call("get", state.store.get(user_id))
+    if at is not None:
+        events = events[: int(np.searchsorted(events["timestamp"], at, side="left"))]
+    vocab = predictor.vocab
+    assert vocab.tags is not None
+    bank = recommend_lib.bank_indices(vocab)
+    history = events_to_history(events, vocab)
+    requests = [CandidateRequest(history, c, at) for c in recommend_lib.chunks(bank)]
+    probs = np.concatenate(await _score(state, predictor, requests)) if requests else np.zeros(0)
+    answered = vocab.to_index(events["question_id"].astype(np.int64)) - 2  # -1 = unknown question
+    known = answered >= 0
+    at_times = events["timestamp"][known]
+    return MasteryResponse(
+        user_id=user_id,
+        model_version=predictor.version,
+        at=at,
+        history_length=len(events),
+        parts=[
+            GroupMastery.model_validate(g)
+            for g in recommend_lib.group_mastery(
+                vocab.parts, probs, vocab.parts[answered[known]], at_times
+            )
+        ],
+        tags=[
+            GroupMastery.model_validate(g)
+            for g in recommend_lib.group_mastery(
+                vocab.tags, probs, vocab.tags[answered[known]], at_times
+            )
+        ],
     )
 
 

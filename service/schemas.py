@@ -149,6 +149,23 @@ class RecommendResponse(BaseModel):
     recommendations: list[Recommendation]
 
 
+class GroupMastery(BaseModel):
+    key: int = Field(description="The part, or the tag.")
+    mastery: float = Field(description="Mean P(correct) over the group's questions, right now.")
+    questions: int = Field(description="Questions of the bank in the group.")
+    answers: int = Field(description="The learner's answers (known at the moment) in the group.")
+    last_answer_at: int | None = Field(description="Timestamp of the last of them.")
+
+
+class MasteryResponse(BaseModel):
+    user_id: str
+    model_version: str
+    at: int | None = Field(description="The moment (None: after the stored history, lag unknown).")
+    history_length: int = Field(description="Answers known at the moment.")
+    parts: list[GroupMastery]
+    tags: list[GroupMastery]
+
+
 class Prediction(BaseModel):
     question_id: int
     p_correct: float

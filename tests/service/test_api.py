@@ -731,3 +731,38 @@ def test_recommend_exclusion_window_and_errors(client: TestClient) -> None:
     unknown = client.post("/recommend", json={"user_id": "rec2", "question_ids": [99_999]})
     assert unknown.status_code == 422 and "99999" in unknown.text
     assert client.post("/recommend", json={"user_id": "rec2", "k": 0}).status_code == 422
+
+
+# -- mastery --------------------------------------------------------------------------------------
+def test_mastery_is_the_mean_prediction_per_part_and_tag(client: TestClient) -> None:
+    answered = [{"question_id": Q[i], "timestamp": 10_000 * (i + 1), "correct": i % 3 != 0}
+                for i in range(5)]  # fmt: skip
+    client.post("/interactions", json={"user_id": "m1", "interactions": answered})
+    r = client.get("/users/m1/mastery", params={"at": 45_000})  # the first 4 answers are known
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["at"] == 45_000 and out["history_length"] == 4
+    everything = probs(predict(client, "m1", Q, ts=45_000))  # what /predict says at that moment
+    parts = [1 + i % 7 for i in range(len(Q))]  # the test bank (tests/service/conftest.py)
+    tags = [[i % 5, 10 + i % 3] for i in range(len(Q))]
+    by_part = {g["key"]: g for g in out["parts"]}
+    assert sorted(by_part) == sorted(set(parts))
+    for part, g in by_part.items():
+        members = [j for j in range(len(Q)) if parts[j] == part]
+        assert g["mastery"] == pytest.approx(float(everything[members].mean()), abs=1e-6)
+        assert g["questions"] == len(members)
+        mine = [i for i in range(4) if parts[i] == part]
+        assert g["answers"] == len(mine)
+        assert g["last_answer_at"] == (10_000 * (max(mine) + 1) if mine else None)
+    by_tag = {g["key"]: g for g in out["tags"]}
+    assert sorted(by_tag) == [0, 1, 2, 3, 4, 10, 11, 12]
+    members = [j for j in range(len(Q)) if 11 in tags[j]]
+    assert by_tag[11]["mastery"] == pytest.approx(float(everything[members].mean()), abs=1e-6)
+    assert by_tag[11]["answers"] == sum(1 for i in range(4) if 11 in tags[i])
+    # later answers move it; an unknown learner gets the cold-start view
+    now = client.get("/users/m1/mastery")
+    assert now.status_code == 200, now.text
+    assert now.json()["history_length"] == 5
+    cold = client.get("/users/nobody/mastery").json()
+    assert cold["history_length"] == 0 and all(g["answers"] == 0 for g in cold["parts"])
+    assert client.get("/users/m1/mastery", params={"at": -1}).status_code == 422
