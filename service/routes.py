@@ -36,7 +36,9 @@ from service.schemas import (
     InteractionIn,
     InteractionsRequest,
     InteractionsResponse,
+    MasteryPoint,
     MasteryResponse,
+    MasteryTimelineResponse,
     ModelResponse,
     Prediction,
     PredictRequest,
@@ -182,6 +184,7 @@ async def index() -> dict[str, object]:
             "POST /recommend": "the questions of the bank closest to a target P(correct)",
             "GET /users/{user_id}/history": "a learner's stored history",
             "GET /users/{user_id}/mastery": "mean P(correct) per part and per tag, now or ?at=",
+            "GET /users/{user_id}/mastery/timeline": "the same after every N answers (?every=)",
             "DELETE /users/{user_id}": "erase a learner",
             "GET /model": "the loaded model: version, bank size, metrics",
             "GET /healthz, GET /readyz, GET /metrics": "probes and Prometheus metrics",
@@ -348,6 +351,33 @@ async def history(state: State, user_id: str = UserPath) -> HistoryResponse:
     )
 
 
+async def _mastery_at(
+    state: ServiceState, predictor: Predictor, events: np.ndarray, at: int | None
+) -> tuple[list[GroupMastery], list[GroupMastery]]:
+    """(per part, per tag) mastery from `events` (already cut at the moment), the bank scored as
+    one virtual bundle at `at`."""
+    vocab = predictor.vocab
+    assert vocab.tags is not None
+    history = events_to_history(events, vocab)
+    bank = recommend_lib.bank_indices(vocab)
+    requests = [CandidateRequest(history, c, at) for c in recommend_lib.chunks(bank)]
+    probs = np.concatenate(await _score(state, predictor, requests)) if requests else np.zeros(0)
+    answered = vocab.to_index(events["question_id"].astype(np.int64)) - 2  # -1 = unknown question
+    known = answered >= 0
+    times = events["timestamp"][known]
+    parts = recommend_lib.group_mastery(vocab.parts, probs, vocab.parts[answered[known]], times)
+    tags = recommend_lib.group_mastery(vocab.tags, probs, vocab.tags[answered[known]], times)
+    return (
+        [GroupMastery.model_validate(g) for g in parts],
+        [GroupMastery.model_validate(g) for g in tags],
+    )
+
+
+def _before(events: np.ndarray, at: int) -> np.ndarray:
+    """The events strictly before `at` (what is known at that moment)."""
+    return events[: int(np.searchsorted(events["timestamp"], at, side="left"))]
+
+
 @api.get("/users/{user_id}/mastery", response_model=MasteryResponse, tags=["history"])
 async def mastery(
     state: State,
@@ -360,33 +390,46 @@ async def mastery(
     check_user_id(user_id, state.settings, ["path", "user_id"])
     events = await state.store_call("get", state.store.get(user_id))
     if at is not None:
-        events = events[: int(np.searchsorted(events["timestamp"], at, side="left"))]
-    vocab = predictor.vocab
-    assert vocab.tags is not None
-    bank = recommend_lib.bank_indices(vocab)
-    history = events_to_history(events, vocab)
-    requests = [CandidateRequest(history, c, at) for c in recommend_lib.chunks(bank)]
-    probs = np.concatenate(await _score(state, predictor, requests)) if requests else np.zeros(0)
-    answered = vocab.to_index(events["question_id"].astype(np.int64)) - 2  # -1 = unknown question
-    known = answered >= 0
-    at_times = events["timestamp"][known]
+        events = _before(events, at)
+    parts, tags = await _mastery_at(state, predictor, events, at)
     return MasteryResponse(
         user_id=user_id,
         model_version=predictor.version,
         at=at,
         history_length=len(events),
-        parts=[
-            GroupMastery.model_validate(g)
-            for g in recommend_lib.group_mastery(
-                vocab.parts, probs, vocab.parts[answered[known]], at_times
-            )
-        ],
-        tags=[
-            GroupMastery.model_validate(g)
-            for g in recommend_lib.group_mastery(
-                vocab.tags, probs, vocab.tags[answered[known]], at_times
-            )
-        ],
+        parts=parts,
+        tags=tags,
+    )
+
+
+MAX_TIMELINE_POINTS = 50
+
+
+@api.get(
+    "/users/{user_id}/mastery/timeline", response_model=MasteryTimelineResponse, tags=["history"]
+)
+async def mastery_timeline(
+    state: State,
+    predictor: CurrentPredictor,
+    user_id: str = UserPath,
+    every: int = Query(10, ge=1, le=100_000, description="One point per this many answers."),
+) -> MasteryTimelineResponse:
+    """Mastery after every `every` answers of the stored history (and after the last one), for
+    plotting; at most MAX_TIMELINE_POINTS points (the most recent). Each point scores the whole bank
+    once, so the cost is points x the cost of /users/{id}/mastery."""
+    check_user_id(user_id, state.settings, ["path", "user_id"])
+    events = await state.store_call("get", state.store.get(user_id))
+    ends = list(range(every, len(events) + 1, every))
+    if len(events) and (not ends or ends[-1] != len(events)):
+        ends.append(len(events))
+    points = []
+    for end in ends[-MAX_TIMELINE_POINTS:]:
+        at = int(events["timestamp"][end - 1]) + 1  # just after the end-th answer
+        known = _before(events, at)  # its bundle-mates (same timestamp) are known too
+        parts, tags = await _mastery_at(state, predictor, known, at)
+        points.append(MasteryPoint(at=at, answers=len(known), parts=parts, tags=tags))
+    return MasteryTimelineResponse(
+        user_id=user_id, model_version=predictor.version, every=every, points=points
     )
 
 

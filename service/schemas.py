@@ -102,6 +102,7 @@ class PredictRequest(_In):
 
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+GroupKey = Annotated[int, Field(ge=0, le=MAX_SAFE_INT), _INTEGRAL]
 
 
 class RecommendRequest(_In):
@@ -116,11 +117,13 @@ class RecommendRequest(_In):
     )
     p_min: Probability = Field(0.0, description="Keep only questions with P(correct) >= p_min.")
     p_max: Probability = Field(1.0, description="Keep only questions with P(correct) <= p_max.")
-    k: int = Field(10, ge=1, le=1000, description="How many questions to return.")
-    parts: list[Annotated[int, Field(ge=0, le=MAX_SAFE_INT)]] | None = Field(
+    k: Annotated[int, Field(ge=1, le=1000), _INTEGRAL] = Field(
+        10, description="How many questions to return."
+    )
+    parts: list[GroupKey] | None = Field(
         None, max_length=1000, description="Only questions of these parts."
     )
-    tags: list[Annotated[int, Field(ge=0, le=MAX_SAFE_INT)]] | None = Field(
+    tags: list[GroupKey] | None = Field(
         None, max_length=1000, description="Only questions carrying at least one of these tags."
     )
     question_ids: list[QuestionId] | None = Field(
@@ -164,6 +167,20 @@ class MasteryResponse(BaseModel):
     history_length: int = Field(description="Answers known at the moment.")
     parts: list[GroupMastery]
     tags: list[GroupMastery]
+
+
+class MasteryPoint(BaseModel):
+    at: int = Field(description="Just after this answer's timestamp (ms).")
+    answers: int = Field(description="Answers known at that moment.")
+    parts: list[GroupMastery]
+    tags: list[GroupMastery]
+
+
+class MasteryTimelineResponse(BaseModel):
+    user_id: str
+    model_version: str
+    every: int
+    points: list[MasteryPoint]
 
 
 class Prediction(BaseModel):

@@ -766,3 +766,19 @@ def test_mastery_is_the_mean_prediction_per_part_and_tag(client: TestClient) -> 
     cold = client.get("/users/nobody/mastery").json()
     assert cold["history_length"] == 0 and all(g["answers"] == 0 for g in cold["parts"])
     assert client.get("/users/m1/mastery", params={"at": -1}).status_code == 422
+
+
+def test_mastery_timeline_points_equal_mastery_at_those_moments(client: TestClient) -> None:
+    answered = [{"question_id": Q[i], "timestamp": 10_000 * (i + 1), "correct": i % 2 == 0}
+                for i in range(7)]  # fmt: skip
+    client.post("/interactions", json={"user_id": "t1", "interactions": answered})
+    r = client.get("/users/t1/mastery/timeline", params={"every": 3})
+    assert r.status_code == 200, r.text
+    points = r.json()["points"]
+    assert [p["answers"] for p in points] == [3, 6, 7]  # every 3 answers, then the last one
+    for p in points:
+        same = client.get("/users/t1/mastery", params={"at": p["at"]}).json()
+        assert same["history_length"] == p["answers"]
+        assert same["parts"] == p["parts"] and same["tags"] == p["tags"]
+    assert client.get("/users/nobody/mastery/timeline").json()["points"] == []
+    assert client.get("/users/t1/mastery/timeline", params={"every": 0}).status_code == 422
