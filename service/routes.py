@@ -6,7 +6,7 @@ import asyncio
 import time
 
 import numpy as np
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -373,6 +373,18 @@ async def _mastery_at(
     )
 
 
+def _only_query(request: Request, allowed: set[str]) -> None:
+    """Unknown query parameters are an error (as unknown body fields are), not silently ignored."""
+    for name in request.query_params:
+        if name not in allowed:
+            raise ApiError(
+                422,
+                f"unknown query parameter {name!r} (allowed: {', '.join(sorted(allowed))})",
+                ["query", name],
+                "value_error",
+            )
+
+
 def _before(events: np.ndarray, at: int) -> np.ndarray:
     """The events strictly before `at` (what is known at that moment)."""
     return events[: int(np.searchsorted(events["timestamp"], at, side="left"))]
@@ -380,6 +392,7 @@ def _before(events: np.ndarray, at: int) -> np.ndarray:
 
 @api.get("/users/{user_id}/mastery", response_model=MasteryResponse, tags=["history"])
 async def mastery(
+    request: Request,
     state: State,
     predictor: CurrentPredictor,
     user_id: str = UserPath,
@@ -387,6 +400,7 @@ async def mastery(
 ) -> MasteryResponse:
     """Per part and per tag: the mean P(correct) over that group's questions for this learner at
     `at` (from the history before it), with the learner's answer count and last answer time."""
+    _only_query(request, {"at"})
     check_user_id(user_id, state.settings, ["path", "user_id"])
     events = await state.store_call("get", state.store.get(user_id))
     if at is not None:
@@ -409,6 +423,7 @@ MAX_TIMELINE_POINTS = 50
     "/users/{user_id}/mastery/timeline", response_model=MasteryTimelineResponse, tags=["history"]
 )
 async def mastery_timeline(
+    request: Request,
     state: State,
     predictor: CurrentPredictor,
     user_id: str = UserPath,
@@ -417,6 +432,7 @@ async def mastery_timeline(
     """Mastery after every `every` answers of the stored history (and after the last one), for
     plotting; at most MAX_TIMELINE_POINTS points (the most recent). Each point scores the whole bank
     once, so the cost is points x the cost of /users/{id}/mastery."""
+    _only_query(request, {"every"})
     check_user_id(user_id, state.settings, ["path", "user_id"])
     events = await state.store_call("get", state.store.get(user_id))
     ends = list(range(every, len(events) + 1, every))

@@ -782,3 +782,9 @@ def test_mastery_timeline_points_equal_mastery_at_those_moments(client: TestClie
         assert same["parts"] == p["parts"] and same["tags"] == p["tags"]
     assert client.get("/users/nobody/mastery/timeline").json()["points"] == []
     assert client.get("/users/t1/mastery/timeline", params={"every": 0}).status_code == 422
+
+
+def test_mastery_rejects_unknown_query_parameters(client: TestClient) -> None:
+    r = client.get("/users/t1/mastery", params={"at": 5, "when": 3})
+    assert r.status_code == 422 and "when" in r.text
+    assert client.get("/users/t1/mastery/timeline", params={"at": 5}).status_code == 422
