@@ -659,7 +659,7 @@ def apply_demo(args: argparse.Namespace) -> None:
     args.train_file = str(data_dir / "train.csv")
     args.questions_file = str(data_dir / "questions.csv")
     args.teacher_preset = "base"
-    args.epochs = 5.0
+    args.epochs = 4.0  # 4 trainings (two teachers, student, scratch) within the 5-minute budget
     args.batch_size = 64
     args.learning_rate = 2e-3
     args.early_stopping_patience = 0
