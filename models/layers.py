@@ -1,9 +1,11 @@
 """Shared torch building blocks: the bundle-aware visibility masks, attention, FFN, model outputs.
 
-The masks are the single place where the visibility rules of docs/design.md become tensors; every model builds
-them from `bundle` and `question` inside `forward`, so an exported ONNX graph keeps dynamic batch and
-length. Attention is explicit q/k/v projections + `F.scaled_dot_product_attention` (exports cleanly
-with both ONNX exporters, docs/design.md); the softmax is spelled out only when the maps are requested.
+The masks are the single place where the visibility rules of docs/design.md become tensors; every
+model builds them from `bundle` and `question` inside `forward`, so an exported ONNX graph keeps
+dynamic batch and length. Attention is explicit q/k/v projections + `F.scaled_dot_product_attention`
+under a boolean mask; the softmax is spelled out when the maps are requested and under the attention
+decay's additive bias (SDPA with a float mask fails torch's dynamo ONNX export with dynamic shapes).
+Also here: the content-aware item embedding and the IRT prior that every registry model shares.
 """
 
 from __future__ import annotations
