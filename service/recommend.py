@@ -4,7 +4,9 @@ The bank (or the filtered part of it) is scored for one learner at one moment as
 exactly as `/predict` scores candidates: every question sees the history and itself, never the other
 questions. The bundle is cut into chunks of RECOMMEND_CHUNK questions, one batch row each, all in one
 ONNX Runtime run: a row costs O((window + chunk)^2) attention, so chunks keep the cost linear in the
-bank size (13,523 Riiid questions = 27 rows of 99 history + 512 candidates).
+bank size, and rows * (window + chunk)^2 is smallest for a chunk near the window. Measured (docs/
+service.md): the 13,523-question Riiid bank, history 100, a 1M-parameter SAINT+ (d_model 128, 2+2
+layers), 1 ORT thread: chunk 64 / 128 / 256 / 512 -> 1.72 / 1.40 / 1.76 / 2.19 s (medians, busy machine).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 
 from models.features import FIRST_QUESTION_INDEX, QuestionVocab
 
-RECOMMEND_CHUNK = 512
+RECOMMEND_CHUNK = 128
 
 
 def bank_indices(
