@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from bench.quality import RIIID_SAMPLE, ROOT
-from bench.report import write_section
+from bench.report import BENCHMARKS_MD, write_section
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Reproduce: `{command}`.\n\n"
     )
     write_section(
-        ROOT / "docs" / "benchmarks.md",
+        BENCHMARKS_MD,
         f"distill-{args.dataset}",
         f"Distillation ({args.dataset})",
         intro + body + f"\n![distillation]({png.name})\n",

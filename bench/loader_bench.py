@@ -27,9 +27,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from bench.report import BENCHMARKS_MD as DOCS
+from bench.report import replace_section
+
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ROOT / "docs" / "benchmarks.md"
-START, END = "<!-- loader:start -->", "<!-- loader:end -->"
+SECTION = "loader"
 RIIID_ROWS = 101_230_332
 N_QUESTIONS, N_LECTURES = 13_523, 418
 COMMAND = "python -m bench.loader_bench"
@@ -144,6 +146,7 @@ def run_child(*args: str) -> tuple[dict, int]:
 
 
 def measure(rows: int, tmp: Path) -> dict:
+    """Generate `rows` rows in `tmp`, load them in fresh children; the numbers as a dict."""
     train, questions, cache = tmp / "train.csv", tmp / "questions.csv", tmp / "cache"
     t = time.perf_counter()
     n = generate(train, rows)
@@ -174,11 +177,11 @@ def measure(rows: int, tmp: Path) -> dict:
 
 
 def render(r: dict) -> str:
+    """The docs section (heading, setup, one table) of a `measure` result."""
     ok_speed = "yes" if r["rows_per_s"] >= 1e6 else "NO"
     ok_mem = "yes" if r["projected_101m_gb"] <= 8 else "NO"
     return "\n".join(
         [
-            START,
             "## Loader",
             "",
             f"`load_riiid` end to end (CSV -> sorted, validated, prior_* shifted `Interactions`) on a "
@@ -201,21 +204,8 @@ def render(r: dict) -> str:
             f"| peak RSS extrapolated to 101.2M rows | {r['projected_101m_gb']:.2f} GB | <= 8 GB: {ok_mem} |",
             f"| cache save / cache load (peak RSS) | {r['save_s']:.2f} s / {r['cache_load_s']:.2f} s "
             f"({r['cache_peak_rss_mb']:.0f} MB) | |",
-            END,
         ]
     )
-
-
-def update_docs(section: str, path: Path = DOCS) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        _, tail = rest.split(END, 1)
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     print(section)
     print(json.dumps(result))
     if not args.no_docs:
-        update_docs(section)
+        replace_section(DOCS, SECTION, section)
         print(f"updated {DOCS}")
     return 0
 

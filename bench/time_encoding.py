@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from bench.quality import ROOT, prepare_riiid, prepare_sim, train_and_evaluate
-from bench.report import write_section
+from bench.report import BENCHMARKS_MD, write_section
 
 VARIANTS = (
     ("saint", "none"),
@@ -67,9 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"| {dataset} | {model} | {encoding} | {row['valid_auc']:.4f} | {row['auc']:.4f} | {row['logloss']:.4f} |"
             )
     print("\n".join(lines))
-    write_section(
-        ROOT / "docs" / "benchmarks.md", "time-encoding", "SAINT+ time encodings", "\n".join(lines)
-    )
+    write_section(BENCHMARKS_MD, "time-encoding", "SAINT+ time encodings", "\n".join(lines))
     return 0
 
 
