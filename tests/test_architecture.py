@@ -1,7 +1,9 @@
 """Enforces the one-way doors of docs/design.md §1 by reading every module's imports (static, via ast).
 
 models <- training, models <- service; the service never imports training or torch. (training may
-use the torch-free `service.predictor`, so evaluation runs the exact serving code path.)
+use the torch-free `service.predictor`, so evaluation runs the exact serving code path.) bench/ and
+tests/ sit on top: no package imports them, bench never imports tests, and `bench/procs.py` (the
+process helpers the reliability tests share with the benchmarks) stays light.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ SERVICE_ALLOWED_PROJECT = {
     "models.numeric",
     "service",
 }
+# bench/procs.py: what the tests may import from bench without a benchmark's dependencies
+BENCH_PROCS_THIRD_PARTY = {"httpx", "redis"}
+BENCH_PROCS_ALLOWED_PROJECT = {"service.config", "service.store"}  # the service's Redis layout
 
 
 def _imports(path: Path) -> list[str]:
@@ -86,3 +91,27 @@ def test_models_package_import_does_not_load_torch() -> None:
 
     code = "import sys, models, models.features; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+@pytest.mark.parametrize(
+    "path",
+    _files("models") + _files("training") + _files("service") + _files("bench"),
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_nothing_imports_tests_and_no_package_imports_bench(path: Path) -> None:
+    rel = str(path.relative_to(ROOT))
+    for name in _imports(path):
+        top = name.split(".")[0]
+        assert top != "tests", f"{rel} imports {name} (tests import code, not the other way)"
+        if not rel.startswith("bench/"):
+            assert top != "bench", f"{rel} imports {name} (bench sits on top of the packages)"
+
+
+def test_bench_procs_imports_only_stdlib_httpx_redis_and_the_service_layout() -> None:
+    path = ROOT / "bench" / "procs.py"
+    for name in _imports(path):
+        top = name.split(".")[0]
+        if top in {"models", "training", "service", "bench", "tests"}:
+            assert name in BENCH_PROCS_ALLOWED_PROJECT, f"bench/procs.py imports {name}"
+        else:
+            assert top in STDLIB | BENCH_PROCS_THIRD_PARTY, f"bench/procs.py imports {name}"

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from bench.procs import RedisServer, redis_server_installed
 from tests.redis_required import skip_without_redis
-from tests.reliability.procs import RedisServer
 from tests.service.conftest import build_artifact
 
 
@@ -25,7 +24,7 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _need_redis_server() -> None:
-    if shutil.which("redis-server") is None:
+    if not redis_server_installed():
         skip_without_redis("redis-server is not installed")
 
 
@@ -42,6 +41,6 @@ def redis_server() -> Iterator[RedisServer]:
 def aof_redis_server() -> Iterator[RedisServer]:
     """A throwaway redis-server with AOF `appendfsync always` (survives SIGKILL losing nothing)."""
     _need_redis_server()
-    server = RedisServer(aof=True).start()
+    server = RedisServer(appendfsync="always").start()
     yield server
     server.cleanup()

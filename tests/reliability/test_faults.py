@@ -29,7 +29,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.reliability.procs import RedisServer, ServiceProcess
+from bench.procs import RedisServer, ServiceProcess
 from tests.service.conftest import QUESTION_IDS
 
 pytestmark = pytest.mark.slow
