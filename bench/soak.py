@@ -17,7 +17,12 @@ All on loopback, bounded in time (`--duration` + prefill) and count (rate x dura
    the rest POST /predict (1 candidate at the learner's next moment), learners uniformly at random.
 5. RSS of the service process sampled every 5 s; growth = last sample vs the sample after the
    warm-up (10% of the run, at least 20 s). Redis bytes per learner: INFO used_memory growth over
-   the prefill / learners, and the mean MEMORY USAGE of 200 sampled keys.
+   the prefill / learners, and the mean MEMORY USAGE of 200 sampled keys. The key format, the
+   history margin (KT_HISTORY_EXTRA) and the record size come from the service's own code
+   (`service.store`, `service.config`, `service.events`); a missing key fails the run.
+
+Code: `measure` (processes and raw numbers) -> `summarize` (a dict of the report's numbers) ->
+`render` (the docs section); `bench.procs` starts the processes, `bench.report` writes the section.
 
 Prints the report and replaces the `<!-- soak:start -->`…`<!-- soak:end -->` section of
 docs/benchmarks.md (created if missing; the rest of the file is left alone).
@@ -27,17 +32,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import platform
 import random
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,49 +51,24 @@ import numpy as np
 import psutil
 import redis
 
+from bench.procs import (
+    RedisServer,
+    ServiceProcess,
+    history_keys,
+    key_memory,
+    redis_server_installed,
+    service_default,
+)
+from bench.report import BENCHMARKS_MD as DOCS
+from bench.report import replace_section
 from bench.serve_bench import build_untrained_artifact
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ROOT / "docs" / "benchmarks.md"
-START, END = "<!-- soak:start -->", "<!-- soak:end -->"
+SECTION = "soak"
 logger = logging.getLogger("bench.soak")
 RSS_GOAL = 0.05
 MAX_IN_FLIGHT = 512  # bound on concurrent requests; beyond it a send counts as an error (shed)
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def spare_redis_port() -> int:
-    ports = list(range(7100, 7200))
-    random.shuffle(ports)
-    for port in ports:
-        if _free(port):
-            return port
-    raise RuntimeError("no free port in 7100-7199")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(check: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        with contextlib.suppress(Exception):
-            if check():
-                return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} not ready within {timeout_s} s")
-        time.sleep(0.05)
+KEY_SAMPLE = 200  # history keys whose MEMORY USAGE / STRLEN are read after the prefill
 
 
 @dataclass
@@ -157,6 +136,8 @@ async def prefill(url: str, learners: Learners, events: int, concurrency: int = 
             r = await client.post("/interactions", json=body)
             if r.status_code != 200:
                 raise RuntimeError(f"prefill failed: {r.status_code} {r.text[:200]}")
+            if r.json()["history_length"] != events:  # the service keeps fewer than its cap?
+                raise RuntimeError(f"prefill: {events} events sent, service kept {r.text[:200]}")
 
     async with httpx.AsyncClient(base_url=url, timeout=30.0) as client:
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
@@ -231,19 +212,281 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values) * 1000.0, q)) if values else float("nan")
 
 
-def write_docs(section: str) -> None:
-    block = f"{START}\n{section.rstrip()}\n{END}\n"
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        _, tail = rest.split(END, 1)
-        text = head + block + tail.lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    DOCS.write_text(text)
+# -- measure --------------------------------------------------------------------------------------
+@contextmanager
+def soak_stack(artifact: Path, history_extra: int) -> Iterator[tuple[RedisServer, ServiceProcess]]:
+    """A private Redis (AOF everysec, latency monitor at 50 ms) and `python -m service` on it.
+
+    One worker, KT_ORT_THREADS=1, unknown questions mapped; stopped (SIGTERM, then SIGKILL) and the
+    Redis data dir removed on exit.
+    """
+    server = RedisServer(appendfsync="everysec", extra=["--latency-monitor-threshold", "50"])
+    service: ServiceProcess | None = None
+    try:
+        server.start()
+        env = {
+            "KT_MODEL_DIR": str(artifact),
+            "KT_REDIS_URL": server.url,
+            "KT_ORT_THREADS": "1",
+            "KT_LOG_LEVEL": "warning",
+            "KT_HISTORY_EXTRA": str(history_extra),
+            "KT_UNKNOWN_QUESTIONS": "map",
+        }
+        service = ServiceProcess(env, inherit_output=True).start(ready_timeout_s=60)
+        yield server, service
+    finally:
+        if service is not None:
+            service.stop(timeout_s=10)
+            service.cleanup()
+        server.cleanup()
 
 
-def main(argv: list[str] | None = None) -> int:
+def redis_footprint(r: redis.Redis, n_learners: int) -> dict[str, Any]:
+    """MEMORY USAGE and STRLEN of a sample of history keys (named by `service.store`'s own code).
+
+    Raises if a key is missing: the bytes per learner must never silently read 0.
+    """
+    sample = random.Random(2).sample(range(n_learners), min(KEY_SAMPLE, n_learners))
+    keys = history_keys(f"soak-{u}" for u in sample)  # KT_KEY_PREFIX is the service's default
+    usage, strlen = zip(*(key_memory(r, key) for key in keys), strict=True)
+    return {"usage": list(usage), "strlen": list(strlen)}
+
+
+def run_load(
+    url: str, learners: Learners, args: argparse.Namespace, proc: psutil.Process
+) -> dict[str, Any]:
+    """The open-loop run with the service's RSS sampled every 5 s and its CPU time around it."""
+    rss: list[tuple[float, int]] = []
+
+    def tick(t: float) -> None:
+        rss.append((t, proc.memory_info().rss))
+        if len(rss) % 12 == 0:
+            logger.info("t=%4.0fs  RSS %.1f MiB", t, rss[-1][1] / 2**20)
+
+    logger.info("soak: %.0f req/s offered for %.0f s (%.0f%% ingest) ...", args.rate,
+                args.duration, 100 * args.ingest_share)  # fmt: skip
+    cpu0 = proc.cpu_times()
+    stats, elapsed = asyncio.run(
+        open_loop(url, learners, args.rate, args.duration, args.ingest_share, args.timeout, tick)
+    )
+    cpu1 = proc.cpu_times()
+    rss.append((elapsed, proc.memory_info().rss))
+    return {
+        "stats": stats,
+        "elapsed_s": elapsed,
+        "rss": rss,
+        "cpu_s": (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system),
+    }
+
+
+def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Export (or take) the model, start Redis + service, prefill, run the load: the raw numbers."""
+    artifact = args.artifact
+    if artifact is None:
+        logger.info("exporting an untrained demo-size saint_plus ...")
+        artifact = build_untrained_artifact(work / "model")
+    from models.features import load_spec
+    from service.events import RECORD_SIZE
+
+    spec, vocab = load_spec(artifact / "feature_spec.json")
+    history_extra = int(service_default("history_extra"))
+    cap = spec.window + history_extra  # the service's history cap (window + KT_HISTORY_EXTRA)
+    with soak_stack(artifact, history_extra) as (server, service):
+        r = server.client()
+        proc = psutil.Process(service.pid)
+        learners = Learners(args.learners, vocab.size - 1, start_events=cap)
+        mem_before = int(r.info("memory")["used_memory"])
+        logger.info("prefill: %d learners x %d events ...", args.learners, cap)
+        prefill_s = asyncio.run(prefill(service.url, learners, cap))
+        mem_after = int(r.info("memory")["used_memory"])
+        keys = redis_footprint(r, args.learners)
+        load = run_load(service.url, learners, args, proc)
+        result = {
+            "duration": args.duration,
+            "rate": args.rate,
+            "learners": args.learners,
+            "ingest_share": args.ingest_share,
+            "window": spec.window,
+            "cap": cap,
+            "record_bytes": RECORD_SIZE,
+            "prefill_s": prefill_s,
+            "redis_used": {"before": mem_before, "after": mem_after},
+            **keys,
+            **load,
+        }
+        result["redis_used"]["end"] = int(r.info("memory")["used_memory"])
+        result["aof_delayed_fsync"] = int(r.info("persistence").get("aof_delayed_fsync", 0))
+        latest = r.execute_command("LATENCY", "LATEST")
+        result["redis_latency_events"] = [(str(e[0]), int(e[3])) for e in latest]
+        r.close()
+    result["loadavg"] = os.getloadavg()[0]
+    return result
+
+
+# -- dict -----------------------------------------------------------------------------------------
+def latency_rows(m: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per request kind: sent, ok, errors, achieved req/s, p50/p99/max ms."""
+    stats: Stats = m["stats"]
+    errors = sum(stats.errors.values())
+    rows = []
+    for name, lat in (
+        ("all", stats.latencies["ingest"] + stats.latencies["predict"]),
+        ("ingest (POST /interactions, 1 event)", stats.latencies["ingest"]),
+        ("predict (POST /predict, 1 candidate, full history)", stats.latencies["predict"]),
+    ):
+        kind = name.split(" ")[0]
+        sent = (
+            stats.sent
+            if name == "all"
+            else len(lat) + sum(v for k, v in stats.errors.items() if k.startswith(kind))
+        )
+        rows.append(
+            {
+                "name": name,
+                "sent": sent,
+                "ok": len(lat),
+                "errors": errors if name == "all" else sent - len(lat),
+                "achieved_rps": len(lat) / m["elapsed_s"],
+                "p50_ms": pct(lat, 50),
+                "p99_ms": pct(lat, 99),
+                "max_ms": pct(lat, 100),
+            }
+        )
+    return rows
+
+
+def rss_growth(m: dict[str, Any]) -> dict[str, Any]:
+    """RSS after the warm-up (10% of the run, at least 20 s) vs the last sample."""
+    rss = m["rss"]
+    warm = max(0.1 * m["duration"], 20.0)
+    base = next((v for t, v in rss if t >= warm), rss[0][1])
+    last = rss[-1][1]
+    mib = [v / 2**20 for _, v in rss]
+    return {
+        "warm_s": warm,
+        "base_mib": base / 2**20,
+        "last_mib": last / 2**20,
+        "growth": (last - base) / base,
+        "min_mib": min(mib),
+        "max_mib": max(mib),
+        "samples": len(rss),
+    }
+
+
+def tail_windows(stats: Stats) -> dict[str, Any]:
+    """p99 per 5-s window of scheduled time: how many are calm, and the worst three."""
+    t_first = stats.timeline[0][0] if stats.timeline else 0.0
+    windows: dict[int, list[float]] = {}
+    for at, lat in stats.timeline:
+        windows.setdefault(int((at - t_first) // 5), []).append(lat)
+    window_p99 = sorted(((pct(v, 99), 5 * k) for k, v in windows.items()), reverse=True)
+    return {
+        "calm": sum(1 for p, _ in window_p99 if p <= 50.0),
+        "windows": len(window_p99),
+        "worst": window_p99[:3],
+    }
+
+
+def summarize(m: dict[str, Any]) -> dict[str, Any]:
+    """The numbers of the report, from `measure`'s raw result."""
+    stats: Stats = m["stats"]
+    used = m["redis_used"]
+    return {
+        key: m[key]
+        for key in ("duration", "rate", "learners", "ingest_share", "window", "cap", "prefill_s")
+    } | {
+        "machine": platform.machine(),
+        "cores": os.cpu_count(),
+        "rows": latency_rows(m),
+        "sent": stats.sent,
+        "errors": sum(stats.errors.values()),
+        "error_kinds": dict(sorted(stats.errors.items())),
+        "send_lag_p99_ms": pct(stats.send_lag, 99),
+        "rss": rss_growth(m),
+        "cpu_ms_per_req": 1000 * m["cpu_s"] / max(stats.sent, 1),
+        "tail": tail_windows(stats),
+        "aof_delayed_fsync": m["aof_delayed_fsync"],
+        "redis_latency_events": m["redis_latency_events"],
+        "loadavg": m["loadavg"],
+        "payload_bytes": m["cap"] * m["record_bytes"],
+        "record_bytes": m["record_bytes"],
+        "bytes_per_learner": (used["after"] - used["before"]) / m["learners"],
+        "memory_usage_mean": float(np.mean(m["usage"])),
+        "strlen_mean": float(np.mean(m["strlen"])),
+        "keys_sampled": len(m["usage"]),
+        "used_end_mib": used["end"] / 2**20,
+    }
+
+
+# -- render ---------------------------------------------------------------------------------------
+def render_setup(s: dict[str, Any]) -> list[str]:
+    """Heading, the command and the setup paragraph."""
+    return [
+        "## Soak: fixed offered load on Redis (`bench/soak.py`)",
+        "",
+        f"`python -m bench.soak --duration {s['duration']:.0f} --rate {s['rate']:.0f}` on "
+        f"{s['machine']}, {s['cores']} cores (load generator, service and Redis "
+        "share them): one `python -m service` worker (KT_ORT_THREADS=1) on a private Redis "
+        "(AOF everysec), an untrained saint_plus of the demo student's size (window "
+        f"{s['window']}), {s['learners']:,} learners prefilled to the history cap ({s['cap']} events), "
+        f"then {s['duration']:.0f} s open loop at {s['rate']:.0f} req/s "
+        f"({100 * s['ingest_share']:.0f}% ingest / {100 * (1 - s['ingest_share']):.0f}% predict, "
+        "learners uniformly at random; latency from the scheduled send time).",
+        "",
+    ]
+
+
+def render_table(s: dict[str, Any]) -> list[str]:
+    """The latency table: all, ingest, predict."""
+    lines = [
+        "| requests | sent | ok | errors | achieved req/s | p50 ms | p99 ms | max ms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for x in s["rows"]:
+        lines.append(
+            f"| {x['name']} | {x['sent']:,} | {x['ok']:,} | {x['errors']} | "
+            f"{x['achieved_rps']:.1f} | {x['p50_ms']:.2f} | {x['p99_ms']:.2f} | {x['max_ms']:.1f} |"
+        )
+    return lines
+
+
+def render_findings(s: dict[str, Any]) -> list[str]:
+    """Errors, RSS growth against the goal, CPU, the tail by window, Redis bytes per learner."""
+    rss, tail, errors = s["rss"], s["tail"], s["errors"]
+    verdict = "**yes**" if rss["growth"] <= RSS_GOAL else "**no**"
+    kinds = ", ".join(f"{k}: {v}" for k, v in s["error_kinds"].items())
+    return [
+        "",
+        f"- Errors: {errors} of {s['sent']:,}"
+        + (f" ({kinds})" if errors else "")
+        + f"; generator send lag p99 {s['send_lag_p99_ms']:.2f} ms.",
+        f"- Service RSS: {rss['base_mib']:.1f} MiB after the {rss['warm_s']:.0f} s warm-up -> "
+        f"{rss['last_mib']:.1f} MiB at the end (**{100 * rss['growth']:+.2f}%**; min "
+        f"{rss['min_mib']:.1f}, max {rss['max_mib']:.1f} MiB over {rss['samples']} samples). "
+        f"Goal ≤ {100 * RSS_GOAL:.0f}%: {verdict}.",
+        f"- Service CPU: {s['cpu_ms_per_req']:.2f} ms per request (user + system over the run).",
+        f"- Tail by 5-s window: {tail['calm']} of {tail['windows']} windows have p99 ≤ 50 ms; "
+        "the worst: "
+        + ", ".join(f"t={t}s p99 {p:,.0f} ms" for p, t in tail["worst"])
+        + f". Redis: aof_delayed_fsync {s['aof_delayed_fsync']}, latency events (max ms) "
+        + (", ".join(f"{n} {m}" for n, m in s["redis_latency_events"]) or "none")
+        + f"; host load average at the end {s['loadavg']:.1f} on {s['cores']} cores.",
+        f"- Redis bytes per learner at the cap ({s['cap']} events x {s['record_bytes']} B = "
+        f"{s['payload_bytes']:,} B of payload): {s['bytes_per_learner']:,.0f} B (INFO used_memory "
+        f"growth over the prefill / learners); MEMORY USAGE {s['memory_usage_mean']:,.0f} B per "
+        f"key (mean of {s['keys_sampled']}; STRLEN {s['strlen_mean']:,.0f} B). used_memory after "
+        f"the soak: {s['used_end_mib']:.1f} MiB for {s['learners']:,} learners "
+        f"(prefill took {s['prefill_s']:.1f} s).",
+    ]
+
+
+def render(s: dict[str, Any]) -> str:
+    """The docs section of a `summarize` result."""
+    return "\n".join(render_setup(s) + render_table(s) + render_findings(s)) + "\n"
+
+
+# -- CLI ------------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.soak", description=__doc__.split("\n")[0]
     )
@@ -263,170 +506,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.rate <= 0 or args.learners < 1 or not 0 <= args.ingest_share <= 1:
         parser.error("--duration, --rate, --learners must be positive; --ingest-share in [0, 1]")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure, summarize, render; print the section and write it to docs/benchmarks.md."""
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
-    if shutil.which("redis-server") is None:
+    if not redis_server_installed():
         logger.error("redis-server is not installed")
         return 2
-
     work = Path(tempfile.mkdtemp(prefix="kt-soak-"))
-    redis_proc: subprocess.Popen[bytes] | None = None
-    service: subprocess.Popen[bytes] | None = None
     try:
-        artifact = args.artifact
-        if artifact is None:
-            logger.info("exporting an untrained demo-size saint_plus ...")
-            artifact = build_untrained_artifact(work / "model")
-        from models.features import load_spec
-
-        spec, vocab = load_spec(artifact / "feature_spec.json")
-        history_extra = 16
-        cap = spec.window + history_extra
-
-        rport = spare_redis_port()
-        redis_proc = subprocess.Popen(
-            ["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--dir", str(work),
-             "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
-             "--latency-monitor-threshold", "50"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        r = redis.Redis(port=rport)
-        wait_until(r.ping, 10, "redis-server")
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KT_")} | {
-            "KT_MODEL_DIR": str(artifact),
-            "KT_REDIS_URL": f"redis://127.0.0.1:{rport}/0",
-            "KT_PORT": str(port),
-            "KT_ORT_THREADS": "1",
-            "KT_LOG_LEVEL": "warning",
-            "KT_HISTORY_EXTRA": str(history_extra),
-            "KT_UNKNOWN_QUESTIONS": "map",
-        }
-        service = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env)
-        url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: httpx.get(url + "/readyz", timeout=1).status_code == 200, 60, "service")
-        proc = psutil.Process(service.pid)
-
-        learners = Learners(args.learners, vocab.size - 1, start_events=cap)
-        mem_before = int(r.info("memory")["used_memory"])
-        logger.info("prefill: %d learners x %d events ...", args.learners, cap)
-        prefill_s = asyncio.run(prefill(url, learners, cap))
-        mem_after = int(r.info("memory")["used_memory"])
-        sample = random.Random(2).sample(range(args.learners), min(200, args.learners))
-        usage = [int(r.memory_usage(f"kt:{{soak-{u}}}:events") or 0) for u in sample]
-        strlen = [int(r.strlen(f"kt:{{soak-{u}}}:events")) for u in sample]
-
-        rss: list[tuple[float, int]] = []
-
-        def tick(t: float) -> None:
-            rss.append((t, proc.memory_info().rss))
-            if len(rss) % 12 == 0:
-                logger.info("t=%4.0fs  RSS %.1f MiB", t, rss[-1][1] / 2**20)
-
-        logger.info("soak: %.0f req/s offered for %.0f s (%.0f%% ingest) ...", args.rate,
-                    args.duration, 100 * args.ingest_share)  # fmt: skip
-        cpu0 = proc.cpu_times()
-        stats, elapsed = asyncio.run(
-            open_loop(
-                url, learners, args.rate, args.duration, args.ingest_share, args.timeout, tick
-            )
-        )
-        cpu1 = proc.cpu_times()
-        rss.append((elapsed, proc.memory_info().rss))
-        warm = max(0.1 * args.duration, 20.0)
-        base = next((v for t, v in rss if t >= warm), rss[0][1])
-        last = rss[-1][1]
-        growth = (last - base) / base
-        mem_end = int(r.info("memory")["used_memory"])
-        delayed_fsync = int(r.info("persistence").get("aof_delayed_fsync", 0))
-        redis_events = [(str(e[0]), int(e[3])) for e in r.execute_command("LATENCY", "LATEST")]
-        # 5-s windows by scheduled time: where do the tails come from?
-        t_first = stats.timeline[0][0] if stats.timeline else 0.0
-        windows: dict[int, list[float]] = {}
-        for at, lat in stats.timeline:
-            windows.setdefault(int((at - t_first) // 5), []).append(lat)
-        window_p99 = sorted(((pct(v, 99), 5 * k) for k, v in windows.items()), reverse=True)
-        calm = sum(1 for p, _ in window_p99 if p <= 50.0)
-        errors = sum(stats.errors.values())
-        all_lat = stats.latencies["ingest"] + stats.latencies["predict"]
-        cpu_ms = 1000 * ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)) / max(stats.sent, 1)
-
-        rows = [
-            ("all", all_lat),
-            ("ingest (POST /interactions, 1 event)", stats.latencies["ingest"]),
-            ("predict (POST /predict, 1 candidate, full history)", stats.latencies["predict"]),
-        ]
-        lines = [
-            "## Soak: fixed offered load on Redis (`bench/soak.py`)",
-            "",
-            f"`python -m bench.soak --duration {args.duration:.0f} --rate {args.rate:.0f}` on "
-            f"{platform.machine()}, {os.cpu_count()} cores (load generator, service and Redis "
-            "share them): one `python -m service` worker (KT_ORT_THREADS=1) on a private Redis "
-            "(AOF everysec), an untrained saint_plus of the demo student's size (window "
-            f"{spec.window}), {args.learners:,} learners prefilled to the history cap ({cap} events), "
-            f"then {args.duration:.0f} s open loop at {args.rate:.0f} req/s "
-            f"({100 * args.ingest_share:.0f}% ingest / {100 * (1 - args.ingest_share):.0f}% predict, "
-            "learners uniformly at random; latency from the scheduled send time).",
-            "",
-            "| requests | sent | ok | errors | achieved req/s | p50 ms | p99 ms | max ms |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for name, lat in rows:
-            sent = (
-                stats.sent
-                if name == "all"
-                else len(lat)
-                + sum(v for k, v in stats.errors.items() if k.startswith(name.split(" ")[0]))
-            )
-            err = errors if name == "all" else sent - len(lat)
-            lines.append(
-                f"| {name} | {sent:,} | {len(lat):,} | {err} | {len(lat) / elapsed:.1f} | "
-                f"{pct(lat, 50):.2f} | {pct(lat, 99):.2f} | {pct(lat, 100):.1f} |"
-            )
-        rss_mib = [v / 2**20 for _, v in rss]
-        verdict = "**yes**" if growth <= RSS_GOAL else "**no**"
-        lines += [
-            "",
-            f"- Errors: {errors} of {stats.sent:,}"
-            + (
-                f" ({', '.join(f'{k}: {v}' for k, v in sorted(stats.errors.items()))})"
-                if errors
-                else ""
-            )
-            + f"; generator send lag p99 {pct(stats.send_lag, 99):.2f} ms.",
-            f"- Service RSS: {base / 2**20:.1f} MiB after the {warm:.0f} s warm-up -> "
-            f"{last / 2**20:.1f} MiB at the end (**{100 * growth:+.2f}%**; min {min(rss_mib):.1f}, "
-            f"max {max(rss_mib):.1f} MiB over {len(rss)} samples). Goal ≤ {100 * RSS_GOAL:.0f}%: {verdict}.",
-            f"- Service CPU: {cpu_ms:.2f} ms per request (user + system over the run).",
-            f"- Tail by 5-s window: {calm} of {len(window_p99)} windows have p99 ≤ 50 ms; the worst: "
-            + ", ".join(f"t={t}s p99 {p:,.0f} ms" for p, t in window_p99[:3])
-            + f". Redis: aof_delayed_fsync {delayed_fsync}, latency events (max ms) "
-            + (", ".join(f"{n} {m}" for n, m in redis_events) or "none")
-            + f"; host load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.",
-            f"- Redis bytes per learner at the cap ({cap} events x 40 B = {cap * 40:,} B of payload): "
-            f"{(mem_after - mem_before) / args.learners:,.0f} B (INFO used_memory growth over the "
-            f"prefill / learners); MEMORY USAGE {np.mean(usage):,.0f} B per key (mean of "
-            f"{len(usage)}; STRLEN {np.mean(strlen):,.0f} B). used_memory after the soak: "
-            f"{mem_end / 2**20:.1f} MiB for {args.learners:,} learners "
-            f"(prefill took {prefill_s:.1f} s).",
-        ]
-        section = "\n".join(lines) + "\n"
-        logger.info("\n%s", section)
-        if not args.no_docs:
-            write_docs(section)
-            logger.info("wrote the soak section of %s", DOCS)
-        return 0 if errors == 0 else 1
+        summary = summarize(measure(args, work))
     finally:
-        if service is not None and service.poll() is None:
-            service.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                service.wait(timeout=10)
-            if service.poll() is None:
-                service.kill()
-        if redis_proc is not None:
-            redis_proc.kill()
-            redis_proc.wait(timeout=10)
         shutil.rmtree(work, ignore_errors=True)
+    section = render(summary)
+    logger.info("\n%s", section)
+    if not args.no_docs:
+        replace_section(DOCS, SECTION, section)
+        logger.info("wrote the soak section of %s", DOCS)
+    return 0 if summary["errors"] == 0 else 1
 
 
 if __name__ == "__main__":
