@@ -8,7 +8,8 @@ stop it cleanly", used by `bench.serve_bench`, `bench.soak` and `tests/reliabili
 - Every wait polls against a deadline and fails with what it waited for (and the service's log):
   never a fixed sleep.
 - Every process is stopped by its own handle (never by name) and every data dir is a temp dir
-  removed by `cleanup()`. Both classes are context managers: `with RedisServer() as r: ...`.
+  removed by `cleanup()`. Both classes are context managers that start (unless started already:
+  `with ServiceProcess(env).start(ready_timeout_s=60) as svc`) and on exit stop and clean up.
 
 Also the service's own Redis layout, read from its code (`service.store`, `service.config`), so a
 benchmark that inspects Redis cannot drift from what the service writes: `history_key`,
@@ -212,7 +213,7 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> RedisServer:
-        return self.start()
+        return self if self.proc is not None else self.start()
 
     def __exit__(
         self,
@@ -322,7 +323,7 @@ class ServiceProcess:
             self.log_path.unlink(missing_ok=True)
 
     def __enter__(self) -> ServiceProcess:
-        return self.start()
+        return self if self.proc is not None else self.start()
 
     def __exit__(
         self,

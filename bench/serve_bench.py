@@ -23,6 +23,10 @@ What it does, all on loopback:
 
 Prints the numbers and rewrites the `<!-- serve:start -->`…`<!-- serve:end -->` section of
 docs/benchmarks.md (the rest of the file is left alone) and docs/serve_bench.png.
+
+Code: `run` (measure: the processes via `bench.procs`, Redis keys named by `service.store`'s own
+code, a missing key fails the run) -> a dict (saved to bench/out/serve_bench.json, re-rendered with
+`--render-from`) -> `render` (the section, written by `bench.report`) and `plot`.
 """
 
 from __future__ import annotations
@@ -33,26 +37,32 @@ import json
 import os
 import platform
 import secrets
-import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench.procs import (
+    RedisServer,
+    ServiceProcess,
+    history_keys,
+    key_memory,
+    redis_server_installed,
+    redis_version,
+)
+from bench.report import BENCHMARKS_MD as DOCS
+from bench.report import replace_section
+
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ROOT / "docs" / "benchmarks.md"
+SECTION = "serve"
 PLOT = ROOT / "docs" / "serve_bench.png"
 RAW = ROOT / "bench" / "out" / "serve_bench.json"  # raw numbers of the last run (git-ignored)
-START, END = "<!-- serve:start -->", "<!-- serve:end -->"
 DEMO_ARTIFACT = ROOT / "artifacts" / "demo" / "artifact"
 COMMAND = "python -m bench.serve_bench"
 HISTORY = 100
@@ -109,86 +119,7 @@ def synthetic_history(rng: np.random.Generator, question_ids: np.ndarray, n: int
     return items
 
 
-# -- Redis and service subprocesses ---------------------------------------------------------------
-@contextmanager
-def own_redis(port: int) -> Iterator[tuple[str, int]]:
-    """A private redis-server (AOF everysec, like docker-compose.yml) in a temp dir: clean stats."""
-    import redis
-
-    with tempfile.TemporaryDirectory(prefix="serve-bench-redis-") as tmp:
-        args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", tmp]
-        args += ["--save", "", "--appendonly", "yes", "--appendfsync", "everysec"]
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"redis://127.0.0.1:{port}/0"
-        try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    if redis.Redis.from_url(url, socket_timeout=0.5).ping():
-                        break
-                except redis.RedisError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"redis-server on port {port} did not start") from None
-                    time.sleep(0.1)
-            yield url, proc.pid
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
-
-
-def redis_version() -> str:
-    out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
-    match = [w for w in out.split() if w.startswith("v=")]
-    return match[0][2:] if match else "?"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def running_service(
-    artifact: Path, redis_url: str, prefix: str, port: int, workers: int
-) -> Iterator[subprocess.Popen]:
-    env = {
-        **os.environ,
-        "KT_MODEL_DIR": str(artifact),
-        "KT_REDIS_URL": redis_url,
-        "KT_KEY_PREFIX": prefix,
-        "KT_ORT_THREADS": "1",
-        "KT_WORKERS": str(workers),
-        "KT_HOST": "127.0.0.1",
-        "KT_PORT": str(port),
-        "KT_LOG_LEVEL": "warning",
-    }
-    proc = subprocess.Popen([sys.executable, "-m", "service"], env=env, cwd=ROOT)
-    try:
-        import httpx
-
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"python -m service exited with {proc.returncode}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("service not ready after 60 s")
-            time.sleep(0.2)
-        yield proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
+# -- CPU accounting (Linux /proc) -------------------------------------------------------------
 def _process_tree(pid: int) -> list[int]:
     """pid and its descendants (uvicorn workers are children of the supervisor)."""
     out, todo = [], [pid]
@@ -476,17 +407,22 @@ def _yes(ok: bool) -> str:
     return "**yes**" if ok else "**no**"
 
 
-def render(r: dict[str, Any]) -> str:
+def _derived(r: dict[str, Any]) -> dict[str, Any]:
+    """The compared numbers: overheads above the model, the 100-vs-1 ratio, the target row."""
     rows = r["load"]
     at_target = next((x for x in rows if x["rate"] == TARGET_RATE), None)
-    m1, m100 = r["model_only"]["1"], r["model_only"]["100"]
-    e1, e100 = r["candidates"]["1"], r["candidates"]["100"]
-    overhead = e1["p50_ms"] - m1["p50_ms"]
-    overhead_hi = at_target["p50_ms"] - m1["p50_ms"] if at_target else float("nan")
-    ratio = e100["p50_ms"] / e1["p50_ms"]
-    mem = r["redis_memory"]
-    fl = r["floor"]
-    lines = [
+    m1, e1 = r["model_only"]["1"], r["candidates"]["1"]
+    return {
+        "at_target": at_target,
+        "overhead": e1["p50_ms"] - m1["p50_ms"],
+        "overhead_hi": at_target["p50_ms"] - m1["p50_ms"] if at_target else float("nan"),
+        "ratio": r["candidates"]["100"]["p50_ms"] / e1["p50_ms"],
+    }
+
+
+def render_setup(r: dict[str, Any]) -> list[str]:
+    """Heading, how to reproduce, machine, model, service, load method; the sweep table's head."""
+    return [
         "## Serving (open loop)",
         "",
         f"Reproduce: `{COMMAND}` (writes this section and `docs/serve_bench.png`).",
@@ -510,6 +446,12 @@ def render(r: dict[str, Any]) -> str:
         "| other jobs' CPU (cores) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+
+def render_sweep(r: dict[str, Any]) -> list[str]:
+    """One row per offered rate."""
+    rows = r["load"]
+    lines: list[str] = []
     for x in rows:
         err = str(x["errors"]) + (f" {x['error_kinds']}" if x["errors"] else "")
         lines.append(
@@ -517,8 +459,15 @@ def render(r: dict[str, Any]) -> str:
             f"{x['p50_ms']} | {x['p95_ms']} | {x['p99_ms']} | {x['max_ms']} | "
             f"{x['server_cpu_ms_per_req']} | {x['client_cpu_ms_per_req']} | {x['send_lag_p99_ms']} | {x['other_cores']} |"
         )
-    cpu = r["server_cpu_ms_per_req"]
-    lines += [
+    return lines
+
+
+def render_latency(r: dict[str, Any]) -> list[str]:
+    """The plot, model-only and end-to-end latency for 1 and 100 candidates, the HTTP floor."""
+    m1, m100 = r["model_only"]["1"], r["model_only"]["100"]
+    e1, e100 = r["candidates"]["1"], r["candidates"]["100"]
+    fl = r["floor"]
+    return [
         "",
         "![serve latency vs offered rate](serve_bench.png)",
         "",
@@ -534,9 +483,15 @@ def render(r: dict[str, Any]) -> str:
         f"| `GET /healthz` (HTTP floor: no body, no store, no model) | {fl['p50_ms']} "
         f"| {fl['p95_ms']} | {fl['p99_ms']} |",
         "",
-        "| target | measured | met |",
-        "|---|---|---|",
     ]
+
+
+def render_targets(r: dict[str, Any], d: dict[str, Any]) -> list[str]:
+    """The targets table: p99 at the target rate (every run), overhead, 100-candidate ratio."""
+    at_target, overhead, ratio = d["at_target"], d["overhead"], d["ratio"]
+    m1, m100 = r["model_only"]["1"], r["model_only"]["100"]
+    e1 = r["candidates"]["1"]
+    lines = ["| target | measured | met |", "|---|---|---|"]
     if at_target:
         reps = r.get("target_repeats") or [at_target["p99_ms"]]
         met = sum(p <= TARGET_P99_MS for p in reps)
@@ -549,9 +504,18 @@ def render(r: dict[str, Any]) -> str:
     lines += [
         f"| e2e p50 − model-only p50 ≤ {TARGET_OVERHEAD_MS} ms | at {r['low_rate']:g} req/s: "
         f"{e1['p50_ms']} − {m1['p50_ms']} = {overhead:.2f} ms; at {TARGET_RATE} req/s: "
-        f"{overhead_hi:.2f} ms | {_yes(overhead <= TARGET_OVERHEAD_MS)} |",
+        f"{d['overhead_hi']:.2f} ms | {_yes(overhead <= TARGET_OVERHEAD_MS)} |",
         f"| 100 candidates ≤ {TARGET_CAND_RATIO:g}× the latency of 1 (e2e p50) | {ratio:.2f}× "
         f"(model-only {m100['p50_ms'] / m1['p50_ms']:.2f}×) | {_yes(ratio <= TARGET_CAND_RATIO)} |",
+    ]
+    return lines
+
+
+def render_capacity(r: dict[str, Any]) -> list[str]:
+    """CPU per request (hence req/s per core), Redis bytes per learner, Redis µs per call."""
+    cpu = r["server_cpu_ms_per_req"]
+    mem = r["redis_memory"]
+    lines = [
         "",
         f"Capacity: the service process used {cpu:.3f} ms of CPU per request at {TARGET_RATE} "
         "req/s (more per request at low rates, where every request wakes idle threads), "
@@ -576,6 +540,14 @@ def render(r: dict[str, Any]) -> str:
             f"{1e6 / ops.get('append_1', float('nan')):,.0f} such appends/s or "
             f"{1e6 / ops.get('get', float('nan')):,.0f} history reads/s."
         )
+    return lines
+
+
+def render_reading(r: dict[str, Any], d: dict[str, Any]) -> list[str]:
+    """How to read the numbers: the neighbours' CPU, the overhead above the model, 100 candidates."""
+    rows, cpu, fl = r["load"], r["server_cpu_ms_per_req"], r["floor"]
+    overhead, overhead_hi = d["overhead"], d["overhead_hi"]
+    lines: list[str] = []
     others = [x["other_cores"] for x in rows if x["other_cores"] == x["other_cores"]]
     reps = r.get("target_repeats") or []
     busiest = max(max(others, default=0), 0)
@@ -610,186 +582,258 @@ def render(r: dict[str, Any]) -> str:
         "- *100 candidates* are one ORT run over 100 history + 100 candidate positions instead of "
         "100 + 1, so the model time roughly doubles; end to end that stays well under 3×.",
     ]
+    return lines
+
+
+def render(r: dict[str, Any]) -> str:
+    """The docs section of a `run` result (also of a saved one: `--render-from`)."""
+    d = _derived(r)
+    lines = render_setup(r) + render_sweep(r) + render_latency(r) + render_targets(r, d)
+    lines += render_capacity(r) + render_reading(r, d)
     if r.get("notes"):
         lines += ["", *r["notes"]]
     return "\n".join(lines)
-
-
-def write_docs(section: str) -> None:
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    block = f"{START}\n{section}\n{END}"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    DOCS.write_text(text)
 
 
 def _load_avg() -> str:
     return f"{os.getloadavg()[0]:.1f}"
 
 
-# -- main -----------------------------------------------------------------------------------------
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    import httpx
-    import redis
+# -- measure --------------------------------------------------------------------------------------
+def pick_artifact(args: argparse.Namespace, tmp: Path) -> Path:
+    """`--artifact`, else the demo student, else an untrained tiny saint_plus exported into `tmp`."""
+    if args.artifact:
+        return Path(args.artifact)
+    if (DEMO_ARTIFACT / "model.onnx").exists():
+        return DEMO_ARTIFACT
+    print("no artifact given and no demo model: exporting an untrained tiny saint_plus ...")
+    return build_untrained_artifact(tmp)
 
+
+def describe_model(artifact: Path, tmp: Path) -> tuple[str, np.ndarray]:
+    """The model line of the report and the artifact's question ids."""
     from service.predictor import Predictor
 
-    load_before = _load_avg()
-    tmp = tempfile.TemporaryDirectory(prefix="serve-bench-")
-    if args.artifact:
-        artifact = Path(args.artifact)
-    elif (DEMO_ARTIFACT / "model.onnx").exists():
-        artifact = DEMO_ARTIFACT
-    else:
-        print("no artifact given and no demo model: exporting an untrained tiny saint_plus ...")
-        artifact = build_untrained_artifact(Path(tmp.name))
     predictor = Predictor.load(artifact, threads=1)
     cfg = predictor.config
     params = predictor.manifest.get("params")
+    exported = artifact.is_relative_to(tmp)
     trained = (
         "untrained, the size of the distilled demo student (`training.distill` preset `tiny`), "
         "exported because no demo artifact was there — latency does not depend on the weights"
-        if artifact.is_relative_to(Path(tmp.name))
+        if exported
         else "trained"
     )
     model = (
         f"{cfg.get('name')} d_model {cfg.get('d_model')}, {cfg.get('n_layers')} layer(s), "
         f"{cfg.get('n_heads')} heads, window {predictor.spec.window}, {predictor.vocab.size} "
         f"question tokens{f', {params:,} parameters' if isinstance(params, int) else ''}; "
-        f"{trained}; artifact `{artifact if not artifact.is_relative_to(Path(tmp.name)) else 'temporary export'}` "
+        f"{trained}; artifact `{artifact if not exported else 'temporary export'}` "
         f"(version {predictor.version})"
     )
-    question_ids = predictor.vocab.question_ids
-    del predictor
+    return model, predictor.vocab.question_ids
 
-    rng = np.random.default_rng(0)
-    histories = [synthetic_history(rng, question_ids, HISTORY) for _ in range(N_USERS)]
-    moment = max(h[-1]["timestamp"] for h in histories) + 60_000
-    prefix = f"bench-{secrets.token_hex(4)}:"
-    users = [f"bench-user-{i}" for i in range(N_USERS)]
-    port = _free_port()
-    result: dict[str, Any] = {
-        "machine": f"{os.cpu_count()} CPUs ({platform.machine()}), shared",
-        "model": model,
-        "workers": args.workers,
-        "duration_s": args.duration,
-        "low_rate": args.low_rate,
-    }
-    stack = ExitStack()
-    redis_pid: int | None = None
+
+def open_redis(args: argparse.Namespace, stack: ExitStack) -> tuple[str, int | None, str]:
+    """(URL, pid of a private redis-server or None, description): `--redis-url`, else a private
+    redis-server on `--redis-port` (AOF everysec, stopped by `stack`), else 127.0.0.1:6379."""
     if args.redis_url:
-        redis_url, redis_desc = args.redis_url, f"the Redis at `{args.redis_url}`"
-    elif shutil.which("redis-server"):
-        redis_url, redis_pid = stack.enter_context(own_redis(args.redis_port))
-        redis_desc = (
+        return args.redis_url, None, f"the Redis at `{args.redis_url}`"
+    if redis_server_installed():
+        server = RedisServer(port=args.redis_port, appendfsync="everysec")
+        stack.callback(server.cleanup)
+        stack.callback(server.stop)
+        server.start()
+        desc = (
             f"a private `redis-server` {redis_version()} (AOF `appendfsync everysec`, as in "
             "docker-compose.yml) started by the benchmark"
         )
-    else:
-        redis_url, redis_desc = "redis://127.0.0.1:6379/0", "the Redis at 127.0.0.1:6379"
-    result["redis"] = redis_desc
+        return server.url, server.pid, desc
+    return "redis://127.0.0.1:6379/0", None, "the Redis at 127.0.0.1:6379"
+
+
+def record_histories(
+    url: str, users: list[str], histories: list[list[dict]], cap_history: list[dict]
+) -> int:
+    """POST every learner's history, and one learner ("bench-cap") past the cap; returns the cap."""
+    import httpx
+
+    with httpx.Client(base_url=url, timeout=10) as http:
+        for uid, items in zip(users, histories, strict=True):
+            r = http.post("/interactions", json={"user_id": uid, "interactions": items})
+            r.raise_for_status()
+        r = http.post("/interactions", json={"user_id": "bench-cap", "interactions": cap_history})
+        r.raise_for_status()
+    return int(r.json()["history_length"])
+
+
+def redis_memory(client: Any, prefix: str, user: str, cap: int) -> dict[str, int]:
+    """Bytes of a 100-event history and of one at the cap, under the service's own key names."""
+    key, cap_key = history_keys([user, "bench-cap"], prefix)
+    bytes_100, strlen_100 = key_memory(client, key, samples=0)
+    bytes_cap, _ = key_memory(client, cap_key, samples=0)
+    return {"strlen_100": strlen_100, "bytes_100": bytes_100, "cap": cap, "bytes_cap": bytes_cap}
+
+
+def predict_payloads(
+    users: list[str], question_ids: np.ndarray, moment: int, n_cand: int
+) -> list[bytes]:
+    """One POST /predict per learner with the first `n_cand` questions at `moment`."""
+    cands = [{"question_id": int(q), "timestamp": moment} for q in question_ids[:n_cand]]
+    return [http_post("/predict", {"user_id": u, "questions": cands}) for u in users]
+
+
+def rate_sweep(
+    port: int, pid: int, one: list[bytes], args: argparse.Namespace, redis_pid: int | None
+) -> dict[str, Any]:
+    """Warm-up, one step per offered rate, the target rate repeated; the per-request CPU there."""
+    load_step(port, pid, one, 100, 2.0, redis_pid)  # warm-up (not reported)
+    rows = []
+    for rate in args.rates:
+        rows.append(load_step(port, pid, one, rate, args.duration, redis_pid).row())
+        print("load:", json.dumps(rows[-1]))
+        time.sleep(1.0)
+    # the target rate again: on a shared machine one run is one sample of the neighbours' load
+    repeats = [x["p99_ms"] for x in rows if x["rate"] == TARGET_RATE]
+    for _ in range(max(args.target_repeats - len(repeats), 0) if repeats else 0):
+        time.sleep(1.0)
+        again = load_step(port, pid, one, TARGET_RATE, args.duration, redis_pid).row()
+        print("load (repeat):", json.dumps(again))
+        repeats.append(again["p99_ms"])
+    # marginal cost under load (at low rates idle wake-ups inflate the per-request CPU)
+    cpu = next(
+        (x["server_cpu_ms_per_req"] for x in rows if x["rate"] == TARGET_RATE),
+        float(np.median([x["server_cpu_ms_per_req"] for x in rows])),
+    )
+    return {"load": rows, "target_repeats": repeats, "server_cpu_ms_per_req": cpu}
+
+
+def candidate_steps(
+    port: int,
+    pid: int,
+    by_k: dict[str, list[bytes]],
+    low_rate: float,
+    duration: float,
+    redis_pid: int | None,
+) -> dict[str, Any]:
+    """One load step at the low rate per candidate count."""
+    out = {}
+    for k, payloads in by_k.items():
+        out[k] = load_step(port, pid, payloads, low_rate, duration, redis_pid).row()
+        print(f"{k} candidates:", json.dumps(out[k]))
+    return out
+
+
+def redis_ops_us(
+    client: Any, url: str, users: list[str], histories: list[list[dict]], moment: int
+) -> dict[str, float]:
+    """Redis µs per call so far (GET, EVALSHA), then of appending 1 event onto a full history."""
+    import httpx
+
+    stats = client.info("commandstats")
+    ops = {
+        op: float(stats[f"cmdstat_{op}"]["usec_per_call"])
+        for op in ("get", "evalsha")
+        if f"cmdstat_{op}" in stats
+    }
+    # steady state: one new answer appended to a full history (the /interactions path)
+    with httpx.Client(base_url=url, timeout=10) as http:
+        for i, (uid, items) in enumerate(zip(users, histories, strict=True)):
+            new = dict(items[-1], timestamp=moment + i, container_id=10_000)
+            http.post(
+                "/interactions", json={"user_id": uid, "interactions": [new]}
+            ).raise_for_status()
+    after = client.info("commandstats").get("cmdstat_evalsha")
+    before = stats.get("cmdstat_evalsha")
+    if after and before and after["calls"] > before["calls"]:
+        ops["append_1"] = (after["usec"] - before["usec"]) / (after["calls"] - before["calls"])
+    return ops
+
+
+def measure_service(
+    args: argparse.Namespace,
+    artifact: Path,
+    redis_url: str,
+    redis_pid: int | None,
+    question_ids: np.ndarray,
+    histories: list[list[dict]],
+    moment: int,
+    rng: np.random.Generator,
+) -> dict[str, Any]:
+    """Start the service on a fresh key prefix, fill it, run every load step; keys deleted after."""
+    import redis
+
+    prefix = f"bench-{secrets.token_hex(4)}:"
+    users = [f"bench-user-{i}" for i in range(N_USERS)]
+    env = {
+        "KT_MODEL_DIR": str(artifact),
+        "KT_REDIS_URL": redis_url,
+        "KT_KEY_PREFIX": prefix,
+        "KT_ORT_THREADS": "1",
+        "KT_WORKERS": str(args.workers),
+        "KT_HOST": "127.0.0.1",
+        "KT_LOG_LEVEL": "warning",
+    }
     client = redis.Redis.from_url(redis_url)
+    out: dict[str, Any] = {}
     try:
+        with ServiceProcess(env, inherit_output=True).start(ready_timeout_s=60) as svc:
+            cap_history = synthetic_history(rng, question_ids, 400)
+            cap = record_histories(svc.url, users, histories, cap_history)
+            out["redis_memory"] = redis_memory(client, prefix, users[0], cap)
+            print("redis:", json.dumps(out["redis_memory"]))
+            one = predict_payloads(users, question_ids, moment, 1)
+            out |= rate_sweep(svc.port, svc.pid, one, args, redis_pid)
+            by_k = {"1": one, "100": predict_payloads(users, question_ids, moment, 100)}
+            out["candidates"] = candidate_steps(
+                svc.port, svc.pid, by_k, args.low_rate, args.duration, redis_pid
+            )
+            out["redis_ops_us"] = redis_ops_us(client, svc.url, users, histories, moment)
+            floor = load_step(
+                svc.port, svc.pid, [http_get("/healthz")], args.low_rate, args.duration, redis_pid
+            )
+            out["floor"] = floor.row()
+            print("GET /healthz:", json.dumps(out["floor"]))
+    finally:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every measurement of the benchmark, as the dict `render` reads (and RAW stores)."""
+    load_before = _load_avg()
+    with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp_name, ExitStack() as stack:
+        tmp = Path(tmp_name)
+        artifact = pick_artifact(args, tmp)
+        model, question_ids = describe_model(artifact, tmp)
+        rng = np.random.default_rng(0)
+        histories = [synthetic_history(rng, question_ids, HISTORY) for _ in range(N_USERS)]
+        moment = max(h[-1]["timestamp"] for h in histories) + 60_000
+        result: dict[str, Any] = {
+            "machine": f"{os.cpu_count()} CPUs ({platform.machine()}), shared",
+            "model": model,
+            "workers": args.workers,
+            "duration_s": args.duration,
+            "low_rate": args.low_rate,
+        }
+        redis_url, redis_pid, result["redis"] = open_redis(args, stack)
         # model-only first, while nothing else of ours runs
         result["model_only"] = {
             str(k): _pct(model_only(artifact, histories[0], moment, k, args.model_iters))
             for k in (1, 100)
         }
         print("model-only:", json.dumps(result["model_only"]))
-        with running_service(artifact, redis_url, prefix, port, args.workers) as proc:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-                for uid, items in zip(users, histories, strict=True):
-                    r = http.post("/interactions", json={"user_id": uid, "interactions": items})
-                    r.raise_for_status()
-                extra = http.post(  # one learner at the cap (window + KT_HISTORY_EXTRA)
-                    "/interactions",
-                    json={
-                        "user_id": "bench-cap",
-                        "interactions": synthetic_history(rng, question_ids, 400),
-                    },
-                ).json()
-            key = f"{prefix}{{{users[0]}}}:events"
-            cap_key = f"{prefix}{{bench-cap}}:events"
-            result["redis_memory"] = {
-                "strlen_100": int(client.strlen(key)),
-                "bytes_100": int(client.memory_usage(key, samples=0) or 0),
-                "cap": int(extra["history_length"]),
-                "bytes_cap": int(client.memory_usage(cap_key, samples=0) or 0),
-            }
-            print("redis:", json.dumps(result["redis_memory"]))
-
-            def payloads(n_cand: int) -> list[bytes]:
-                cands = [
-                    {"question_id": int(q), "timestamp": moment} for q in question_ids[:n_cand]
-                ]
-                return [http_post("/predict", {"user_id": u, "questions": cands}) for u in users]
-
-            one = payloads(1)
-            load_step(port, proc.pid, one, 100, 2.0, redis_pid)  # warm-up (not reported)
-            rows = []
-            for rate in args.rates:
-                res = load_step(port, proc.pid, one, rate, args.duration, redis_pid)
-                rows.append(res.row())
-                print("load:", json.dumps(rows[-1]))
-                time.sleep(1.0)
-            result["load"] = rows
-            # the target rate again: on a shared machine one run is one sample of the neighbours' load
-            repeats = [x["p99_ms"] for x in rows if x["rate"] == TARGET_RATE]
-            for _ in range(max(args.target_repeats - len(repeats), 0) if repeats else 0):
-                time.sleep(1.0)
-                again = load_step(port, proc.pid, one, TARGET_RATE, args.duration, redis_pid).row()
-                print("load (repeat):", json.dumps(again))
-                repeats.append(again["p99_ms"])
-            result["target_repeats"] = repeats
-            # marginal cost under load (at low rates idle wake-ups inflate the per-request CPU)
-            result["server_cpu_ms_per_req"] = next(
-                (x["server_cpu_ms_per_req"] for x in rows if x["rate"] == TARGET_RATE),
-                float(np.median([x["server_cpu_ms_per_req"] for x in rows])),
-            )
-            cand = {}
-            for k, p in (("1", one), ("100", payloads(100))):
-                res = load_step(port, proc.pid, p, args.low_rate, args.duration, redis_pid)
-                cand[k] = res.row()
-                print(f"{k} candidates:", json.dumps(cand[k]))
-            result["candidates"] = cand
-            stats = client.info("commandstats")
-            result["redis_ops_us"] = {
-                op: float(stats[f"cmdstat_{op}"]["usec_per_call"])
-                for op in ("get", "evalsha")
-                if f"cmdstat_{op}" in stats
-            }
-            # steady state: one new answer appended to a full history (the /interactions path)
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-                for i, (uid, items) in enumerate(zip(users, histories, strict=True)):
-                    new = dict(items[-1], timestamp=moment + i, container_id=10_000)
-                    http.post(
-                        "/interactions", json={"user_id": uid, "interactions": [new]}
-                    ).raise_for_status()
-            after = client.info("commandstats").get("cmdstat_evalsha")
-            before = stats.get("cmdstat_evalsha")
-            if after and before and after["calls"] > before["calls"]:
-                result["redis_ops_us"]["append_1"] = (after["usec"] - before["usec"]) / (
-                    after["calls"] - before["calls"]
-                )
-            floor = load_step(
-                port, proc.pid, [http_get("/healthz")], args.low_rate, args.duration, redis_pid
-            )
-            result["floor"] = floor.row()
-            print("GET /healthz:", json.dumps(result["floor"]))
-    finally:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
-        stack.close()
-        tmp.cleanup()
+        result |= measure_service(
+            args, artifact, redis_url, redis_pid, question_ids, histories, moment, rng
+        )
     result["load_before"], result["load_after"] = load_before, _load_avg()
     return result
 
 
+# -- main -----------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.split("\n\n")[0])
     parser.add_argument("--artifact", default=None, help="serving artifact dir (default: demo)")
@@ -828,7 +872,7 @@ def main(argv: list[str] | None = None) -> int:
     section = render(result)
     print(section)
     if not args.no_docs:
-        write_docs(section)
+        replace_section(DOCS, SECTION, section)
         plot(result["load"], PLOT, f"POST /predict, history {HISTORY}, 1 candidate")
         print(f"wrote {DOCS} and {PLOT}")
     return 0
