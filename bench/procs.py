@@ -12,8 +12,8 @@ stop it cleanly", used by `bench.serve_bench`, `bench.soak` and `tests/reliabili
   `with ServiceProcess(env).start(ready_timeout_s=60) as svc`) and on exit stop and clean up.
 
 Also the service's own Redis layout, read from its code (`service.store`, `service.config`), so a
-benchmark that inspects Redis cannot drift from what the service writes: `history_key`,
-`service_default`.
+benchmark that inspects Redis cannot drift from what the service writes: `history_keys`,
+`key_memory`, `service_default`.
 
 Imports only the standard library, httpx and redis at module level (service code lazily), so the
 tests can use it without pulling in a benchmark's dependencies.
