@@ -62,6 +62,9 @@ elapsed, + ~8 s review if the explanation was seen; ~2 min for a lecture) + a ga
 session ``LogN(log 4 s, 0.8)``; the session ends with prob ``pi_n`` and the gap is then
 ``LogN(log 20 h, 1.6)`` clipped to [30 min, 120 days] (hours to weeks, heavy-tailed). Part choice:
 stay in the previous bundle's part with prob ``stay_in_part`` [0.75], else a random bundle.
+Retries (``retry_prob`` [0], CLI ``--retry-rate``): after a bundle with a wrong answer the learner
+answers the same bundle again as the next question event with this prob. (and again after another
+wrong one), as in ASSISTments skill builders: repeated attempts at the same item in a row.
 
 Riiid columns. ``task_container_id`` = the learner's event index (lectures take one too);
 ``prior_question_elapsed_time`` = floor(mean elapsed ms of the learner's previous *question* bundle),
@@ -149,6 +152,7 @@ class SimParams:
     stay_in_part: float = 0.75  # prob. the next bundle comes from the same part
     session_gap_median_h: float = 20.0  # median gap between sessions (hours)
     session_gap_sigma: float = 1.6  # log-normal sigma of that gap (heavy tail)
+    retry_prob: float = 0.0  # after a bundle with a wrong answer, retry it next with this prob.
 
 
 @dataclass(frozen=True)
@@ -342,6 +346,7 @@ class Learners:
     last_skill: np.ndarray  # (N,) primary skill of the last bundle, -1 = none
     prev_elapsed: np.ndarray  # (N,) mean elapsed of the last question bundle, NaN = none
     prev_expl: np.ndarray  # (N,) explanation flag of the last question bundle, -1 = none
+    retry: np.ndarray  # (N,) bundle to answer again next (retry_prob), -1 = none
 
 
 def make_learners(
@@ -373,6 +378,7 @@ def make_learners(
         last_skill=np.full(n, -1, dtype=np.int64),
         prev_elapsed=np.full(n, np.nan),
         prev_expl=np.full(n, -1, dtype=np.int8),
+        retry=np.full(n, -1, dtype=np.int64),
     )
 
 
@@ -415,7 +421,8 @@ def _pick_bundles(
     new_part = 1 + np.searchsorted(np.cumsum(bank.part_probs), rng.random(n), side="right")
     part = np.where(switch, np.minimum(new_part, len(bank.part_probs)), lr.last_part[who])
     within = (rng.random(n) * bank.part_n_bundles[part - 1]).astype(np.int64)
-    return bank.part_first_bundle[part - 1] + within
+    picked = bank.part_first_bundle[part - 1] + within
+    return np.where(lr.retry[who] >= 0, lr.retry[who], picked)
 
 
 def _ability(
@@ -495,6 +502,9 @@ def _bundle_step(
     lr.prev_expl[who] = expl
     lr.last_part[who] = bank.bundle_part[b]
     lr.last_skill[who] = skills[:, 0]
+    if params.retry_prob > 0:  # no draw otherwise: default runs keep their random stream
+        again = any_wrong & (rng.random(n) < params.retry_prob)
+        lr.retry[who] = np.where(again, b, -1)
     review = np.where(expl, rng.lognormal(np.log(8000.0), 0.5, n), 0.0)
     return rows, (elapsed * mask).sum(1) + review
 
@@ -627,6 +637,8 @@ def simulate(
     """Simulate ``n_learners`` learners; deterministic for ``seed``. See the module docstring."""
     _validate(n_learners, n_questions, n_parts, n_skills, mean_length, lecture_rate)
     params = params or SimParams()
+    if not 0.0 <= params.retry_prob < 1.0:
+        raise ValueError(f"retry-rate must be in [0, 1), got {params.retry_prob}")
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
     bank = make_bank(n_questions, n_parts, n_skills, params, rng)
@@ -828,6 +840,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skills", type=_positive_int, default=20, help="number of skills (tags)")
     p.add_argument("--mean-length", type=_mean_length, default=200.0, help="mean rows per learner")
     p.add_argument("--lecture-rate", type=_rate, default=0.03, help="prob. an event is a lecture")
+    p.add_argument(
+        "--retry-rate",
+        type=_rate,
+        default=0.0,
+        help="prob. a bundle with a wrong answer is answered again right after (default 0)",
+    )
     return p
 
 
@@ -843,6 +861,7 @@ def main(argv: list[str] | None = None) -> int:
             n_skills=args.skills,
             mean_length=args.mean_length,
             lecture_rate=args.lecture_rate,
+            params=SimParams(retry_prob=args.retry_rate),
         )
         write(sim, args.out)
     except (ValueError, OSError) as exc:

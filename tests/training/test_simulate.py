@@ -323,6 +323,57 @@ def test_elapsed_time_grows_with_difficulty_and_rushing_hurts(big: SimulatedData
     assert penalty[fast].mean() < penalty[~fast].mean() - 0.05
 
 
+def _question_bundles(sim: SimulatedData) -> list[tuple[int, int, bool]]:
+    """(learner, bundle, any wrong) per answered bundle, in each learner's order."""
+    rows = sim.train
+    is_q = rows["content_type_id"] == 0
+    bundle_of = dict(zip(sim.questions["question_id"], sim.questions["bundle_id"], strict=True))
+    out: list[tuple[int, int, bool]] = []
+    last: tuple[int, float] | None = None
+    for user, t, q, y in zip(
+        rows["user_id"][is_q],
+        rows["timestamp"][is_q],
+        rows["content_id"][is_q],
+        rows["answered_correctly"][is_q],
+        strict=True,
+    ):
+        if (user, t) != last:
+            out.append((int(user), int(bundle_of[q]), False))
+            last = (user, t)
+        if y == 0:
+            out[-1] = (out[-1][0], out[-1][1], True)
+    return out
+
+
+@pytest.mark.parametrize("retry_prob", [0.0, 0.6])
+def test_retries_repeat_a_wrongly_answered_bundle_at_the_given_rate(retry_prob: float) -> None:
+    sim = simulate(300, 3, **SMALL, params=SimParams(retry_prob=retry_prob))
+    bundles = _question_bundles(sim)
+    after_wrong = [
+        cur[1] == nxt[1]
+        for cur, nxt in zip(bundles, bundles[1:], strict=False)
+        if cur[0] == nxt[0] and cur[2]
+    ]
+    after_right = [
+        cur[1] == nxt[1]
+        for cur, nxt in zip(bundles, bundles[1:], strict=False)
+        if cur[0] == nxt[0] and not cur[2]
+    ]
+    # after a right answer the next bundle is the same only by chance (a small bank: ~4 %) ...
+    chance = float(np.mean(after_right))
+    assert chance < 0.08
+    # ... after a wrong one, by retry or by chance
+    expected = retry_prob + (1 - retry_prob) * chance
+    assert np.mean(after_wrong) == pytest.approx(expected, abs=0.03)
+
+
+def test_no_retries_keeps_the_default_random_stream() -> None:
+    default = simulate(50, 4, **SMALL)
+    explicit = simulate(50, 4, **SMALL, params=SimParams(retry_prob=0.0))
+    for name, column in default.train.items():
+        np.testing.assert_array_equal(column, explicit.train[name])
+
+
 # ---------------------------------------------------------------------------- errors and CLI
 
 
@@ -334,6 +385,7 @@ def test_elapsed_time_grows_with_difficulty_and_rushing_hurts(big: SimulatedData
         ({"n_questions": 10}, "questions"),
         ({"mean_length": 0.5}, "mean-length"),
         ({"lecture_rate": 1.5}, "lecture-rate"),
+        ({"params": SimParams(retry_prob=1.0)}, "retry-rate"),
     ],
 )
 def test_simulate_rejects_bad_arguments(kwargs: dict, message: str) -> None:
