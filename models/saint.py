@@ -44,7 +44,9 @@ class EncoderLayer(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.ln_attn = nn.LayerNorm(cfg.d_model)
-        self.attn = Attention(cfg.d_model, cfg.n_heads, cfg.dropout, cfg.attention_decay)
+        self.attn = Attention(
+            cfg.d_model, cfg.n_heads, cfg.dropout, cfg.attention_decay, cfg.attention_dropout
+        )
         self.ln_ffn = nn.LayerNorm(cfg.d_model)
         self.ffn = FeedForward(cfg.d_model, cfg.ffn_mult, cfg.dropout)
 
@@ -62,9 +64,13 @@ class DecoderLayer(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.ln_resp = nn.LayerNorm(cfg.d_model)
-        self.resp_attn = Attention(cfg.d_model, cfg.n_heads, cfg.dropout, cfg.attention_decay)
+        self.resp_attn = Attention(
+            cfg.d_model, cfg.n_heads, cfg.dropout, cfg.attention_decay, cfg.attention_dropout
+        )
         self.ln_cross = nn.LayerNorm(cfg.d_model)
-        self.cross_attn = Attention(cfg.d_model, cfg.n_heads, cfg.dropout, cfg.attention_decay)
+        self.cross_attn = Attention(
+            cfg.d_model, cfg.n_heads, cfg.dropout, cfg.attention_decay, cfg.attention_dropout
+        )
         self.ln_ffn = nn.LayerNorm(cfg.d_model)
         self.ffn = FeedForward(cfg.d_model, cfg.ffn_mult, cfg.dropout)
 

@@ -296,7 +296,7 @@ def _size_args(
             cfg.n_layers,
             cfg.n_heads,
         )
-        args.dropout = cfg.dropout
+        args.dropout, args.attention_dropout = cfg.dropout, cfg.attention_dropout
         args.student_file_config = cfg  # every other field (ffn_mult, time_encoding, ...) too
     return args
 

@@ -215,6 +215,7 @@ def build_config(args: argparse.Namespace, spec: FeatureSpec) -> ModelConfig:
         n_layers=args.layers,
         n_heads=args.heads,
         dropout=args.dropout,
+        attention_dropout=args.attention_dropout,
         time_encoding=args.time_encoding,
         question_residual=args.question_residual,
         use_stats=args.stats,
@@ -562,6 +563,13 @@ def add_architecture_flags(parser: argparse.ArgumentParser | argparse._ArgumentG
         help="SAINT/SAINT+: attention favours recent bundles (learned per-head slope) (default on)",
     )
     parser.add_argument(
+        "--attention-dropout",
+        type=float,
+        default=None,
+        help="SAINT/SAINT+: dropout on the attention weights (default: --dropout's value); 0 lets "
+        "training use the fused attention kernel (~20%% faster steps on CPU, weaker regularisation)",
+    )
+    parser.add_argument(
         "--irt-prior",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -596,6 +604,10 @@ def validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
             "--d-model, --layers and --heads must be positive",
         ),
         (0.0 <= args.dropout < 1.0, "--dropout must be in [0, 1)"),
+        (
+            args.attention_dropout is None or 0.0 <= args.attention_dropout < 1.0,
+            "--attention-dropout must be in [0, 1)",
+        ),
         (0.0 <= args.valid_fraction < 1.0, "--valid-fraction must be in [0, 1)"),
         (args.batch_size > 0, "--batch-size must be positive"),
         (args.learning_rate is None or args.learning_rate > 0, "--learning-rate must be positive"),

@@ -335,3 +335,43 @@ def test_parameter_counts_are_positive_and_logistic_is_small() -> None:
     assert all(c > 0 for c in counts.values())
     assert counts["logistic"] < 2 * VOCAB.size + 50
     assert counts["saint_plus"] > counts["saint"]
+
+
+@pytest.mark.parametrize("decay", [False, True])
+def test_fused_training_attention_equals_the_spelled_out_one(decay: bool) -> None:
+    """In training (no weight dropout) attention runs through SDPA; asking for the maps runs the
+    spelled-out softmax (the export path). Outputs and gradients must agree."""
+    from models.layers import Attention, bundle_distance, response_mask
+
+    torch.manual_seed(0)
+    attn = Attention(32, 4, dropout=0.0, decay=decay).train()
+    bundle = torch.tensor([[0, 1, 1, 2, 3, 3, 4, 5], [0, 0, 1, 2, 3, 4, 0, 0]])
+    question = torch.tensor([[2, 3, 4, 5, 6, 7, 8, 9], [2, 3, 4, 5, 6, 7, 0, 0]])
+    mask = response_mask(bundle, question)  # (B, 1, T, T + 1)
+    distance = bundle_distance(bundle, null_key=True) if decay else None
+    x = torch.randn(2, 8, 32, requires_grad=True)
+    memory = torch.randn(2, 9, 32, requires_grad=True)
+    grads = []
+    outs = []
+    for need_weights in (False, True):
+        attn.zero_grad()
+        x.grad = memory.grad = None
+        y, weights = attn(x, memory, mask, need_weights=need_weights, distance=distance)
+        assert (weights is not None) == need_weights
+        (y * torch.linspace(-1, 1, 32)).sum().backward()
+        outs.append(y.detach())
+        grads.append(
+            [x.grad.clone(), memory.grad.clone()] + [p.grad.clone() for p in attn.parameters()]
+        )
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-4)
+    for fused, spelled in zip(grads[0], grads[1], strict=True):
+        torch.testing.assert_close(fused, spelled, atol=1e-5, rtol=1e-4)
+
+
+def test_attention_dropout_is_a_validated_config_field() -> None:
+    assert ModelConfig(dropout=0.2).attention_dropout == 0.2  # default: the dropout
+    assert ModelConfig(dropout=0.2, attention_dropout=0.0).attention_dropout == 0.0
+    with pytest.raises(ValueError, match="attention_dropout"):
+        ModelConfig(attention_dropout=1.0)
+    model = build_model(ModelConfig(name="saint_plus", attention_dropout=0.5)).train()
+    assert all(m.attn_drop.p == 0.5 for m in model.modules() if hasattr(m, "attn_drop"))
