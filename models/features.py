@@ -227,6 +227,10 @@ class QuestionVocab:
     question_ids: np.ndarray  # (Q,) int64, sorted ascending, unique
     parts: np.ndarray  # (Q,) int64, raw part of each question (>= 0)
     tags: np.ndarray | None = None  # (Q, M) int64 raw tag ids, -1 = none; None = no tags
+    # Catalogue facts the encoding does not read (GET /questions): raw bundle id (-1 unknown; None =
+    # no questions table) and answers in the model's training data (None = not recorded).
+    bundles: np.ndarray | None = None  # (Q,) int64
+    train_answers: np.ndarray | None = None  # (Q,) int64
     tag_ids: np.ndarray = field(init=False)  # (n_tags - 1,) sorted unique raw tag ids
     _index_parts: np.ndarray = field(init=False, repr=False)
 
@@ -244,6 +248,13 @@ class QuestionVocab:
         if tags.ndim != 2 or tags.shape[0] != q:
             raise ValueError(f"tags must be a (Q, M) array with Q = {q}, got shape {tags.shape}")
         self.tags = np.where(tags >= 0, tags, -1).astype(np.int64)
+        for name in ("bundles", "train_answers"):
+            value = getattr(self, name)
+            if value is not None:
+                value = np.asarray(value, dtype=np.int64)
+                if value.shape != (q,):
+                    raise ValueError(f"{name} must be a (Q,) array with Q = {q}, got {value.shape}")
+                setattr(self, name, value)
         self.tag_ids = np.unique(self.tags[self.tags >= 0])
         # index -> encoded part (pad and unknown -> 0)
         self._index_parts = np.concatenate([[PAD, PAD], self.parts + 1]).astype(np.int64)
@@ -326,15 +337,21 @@ class QuestionVocab:
         }
         if len(self.tag_ids):
             data["tags"] = [[int(t) for t in row if t >= 0] for row in self.tags]
+        for name in ("bundles", "train_answers"):
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = value.tolist()
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> QuestionVocab:
         tags = data.get("tags")
+        optional = {k: np.asarray(data[k]) for k in ("bundles", "train_answers") if k in data}
         return cls(
             np.asarray(data["question_ids"]),
             np.asarray(data["parts"]),
             None if tags is None else pad_tags(tags),
+            **optional,
         )
 
 

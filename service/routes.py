@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 
 import numpy as np
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from models.features import CandidateRequest
+from models.features import FIRST_QUESTION_INDEX, CandidateRequest, History
 from service import lifecycle
 from service import recommend as recommend_lib
 from service.config import USER_ID_PATTERN
@@ -43,6 +44,8 @@ from service.schemas import (
     Prediction,
     PredictRequest,
     PredictResponse,
+    QuestionOut,
+    QuestionsResponse,
     ReadyResponse,
     Recommendation,
     RecommendRequest,
@@ -186,6 +189,8 @@ async def index() -> dict[str, object]:
             "GET /users/{user_id}/mastery": "mean P(correct) per part and per tag, now or ?at=",
             "GET /users/{user_id}/mastery/timeline": "the same after every N answers (?every=)",
             "DELETE /users/{user_id}": "erase a learner",
+            "GET /questions": "the bank, paged (?part=, ?tag=, ?offset=, ?limit=), with difficulty",
+            "GET /questions/{question_id}": "one question of the bank",
             "GET /model": "the loaded model: version, bank size, metrics",
             "GET /healthz, GET /readyz, GET /metrics": "probes and Prometheus metrics",
         },
@@ -455,6 +460,95 @@ async def erase(state: State, user_id: str = UserPath) -> DeleteResponse:
     check_user_id(user_id, state.settings, ["path", "user_id"])
     deleted = await state.store_call("delete", state.store.delete(user_id))
     return DeleteResponse(user_id=user_id, deleted=deleted)
+
+
+# -- question catalogue ---------------------------------------------------------------------------
+# P(correct) of every bank question for a learner with no history, per loaded model (computed on the
+# first catalogue call: the bank as one virtual bundle, as /recommend scores it).
+_NEW_LEARNER_P: weakref.WeakKeyDictionary[Predictor, np.ndarray] = weakref.WeakKeyDictionary()
+
+
+async def _new_learner_p(state: ServiceState, predictor: Predictor) -> np.ndarray:
+    cached = _NEW_LEARNER_P.get(predictor)
+    if cached is None:
+        bank = recommend_lib.bank_indices(predictor.vocab)
+        requests = [CandidateRequest(History.empty(), c, None) for c in recommend_lib.chunks(bank)]
+        scored = await _score(state, predictor, requests) if requests else []
+        cached = np.concatenate(scored) if scored else np.zeros(0)
+        _NEW_LEARNER_P[predictor] = cached
+    return cached
+
+
+def _question_out(predictor: Predictor, position: int, p_new: np.ndarray) -> QuestionOut:
+    """Catalogue entry of the vocabulary question at `position` (0-based, = index - 2)."""
+    vocab = predictor.vocab
+    assert vocab.tags is not None  # set by QuestionVocab.__post_init__
+    counts = vocab.train_answers
+    bundle = None if vocab.bundles is None else int(vocab.bundles[position])
+    return QuestionOut(
+        question_id=int(vocab.question_ids[position]),
+        part=int(vocab.parts[position]),
+        tags=[int(t) for t in vocab.tags[position] if t >= 0],
+        bundle_id=bundle if bundle is None or bundle >= 0 else None,
+        trained=None if counts is None else bool(counts[position] > 0),
+        train_answers=None if counts is None else int(counts[position]),
+        p_correct_new_learner=float(p_new[position]),
+    )
+
+
+@api.get("/questions", response_model=QuestionsResponse, tags=["questions"])
+async def questions(
+    request: Request,
+    state: State,
+    predictor: CurrentPredictor,
+    part: int | None = Query(None, ge=0, le=MAX_SAFE_INT, description="Only this part."),
+    tag: int | None = Query(
+        None, ge=0, le=MAX_SAFE_INT, description="Only questions with this tag."
+    ),
+    offset: int = Query(0, ge=0, le=MAX_SAFE_INT, description="Skip this many (paging)."),
+    limit: int = Query(100, ge=1, le=1000, description="Page size."),
+) -> QuestionsResponse:
+    """The model's question bank, ascending by id, paged, filtered by part and tag: each question's
+    part, tags, bundle, whether (and on how many answers) the model was trained on it, and its
+    difficulty as the model sees it (P(correct) for a learner with no history)."""
+    _only_query(request, {"part", "tag", "offset", "limit"})
+    vocab = predictor.vocab
+    selected = (
+        recommend_lib.bank_indices(
+            vocab, None if part is None else [part], None if tag is None else [tag]
+        )
+        - FIRST_QUESTION_INDEX
+    )
+    page = selected[offset : offset + limit]
+    p_new = await _new_learner_p(state, predictor) if len(page) else np.zeros(0)
+    return QuestionsResponse(
+        model_version=predictor.version,
+        total=len(selected),
+        offset=offset,
+        limit=limit,
+        questions=[_question_out(predictor, int(i), p_new) for i in page],
+    )
+
+
+@api.get(
+    "/questions/{question_id}",
+    response_model=QuestionOut,
+    tags=["questions"],
+    responses={404: {"model": ErrorResponse}},
+)
+async def question(
+    state: State,
+    predictor: CurrentPredictor,
+    question_id: int = Path(ge=0, le=MAX_SAFE_INT),
+) -> QuestionOut:
+    """One question of the bank (404 when the model does not know it)."""
+    index = int(predictor.vocab.to_index(np.array([question_id]))[0])
+    if index < FIRST_QUESTION_INDEX:
+        raise ApiError(
+            404, f"unknown question id {question_id}", ["path", "question_id"], "not_found"
+        )
+    p_new = await _new_learner_p(state, predictor)
+    return _question_out(predictor, index - FIRST_QUESTION_INDEX, p_new)
 
 
 @api.get("/model", response_model=ModelResponse, tags=["ops"])

@@ -242,6 +242,35 @@ class ModelResponse(BaseModel):
     manifest: dict[str, Any]
 
 
+class QuestionOut(BaseModel):
+    """One question of the model's bank, as the model sees it."""
+
+    question_id: int
+    part: int
+    tags: list[int]
+    bundle_id: int | None = Field(
+        description="Bundle of the question (null: the training data had no questions table)."
+    )
+    trained: bool | None = Field(
+        description="Whether the training data held answers to it (null: not recorded, an older "
+        "artifact)."
+    )
+    train_answers: int | None = Field(
+        description="Answers to it in the training data (validation learners not counted)."
+    )
+    p_correct_new_learner: Probability = Field(
+        description="Its difficulty as the model sees it: P(correct) for a learner with no history."
+    )
+
+
+class QuestionsResponse(BaseModel):
+    model_version: str
+    total: int = Field(description="Questions that pass the filters (all pages).")
+    offset: int
+    limit: int
+    questions: list[QuestionOut]
+
+
 class ReloadRequest(_In):
     model_dir: str | None = Field(
         None,

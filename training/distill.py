@@ -49,6 +49,7 @@ from training.train import (
     add_architecture_flags,
     add_data_flags,
     add_training_flags,
+    catalogue_vocab,
     compute_metrics,
     load_and_prepare,
     masked_bce,
@@ -495,7 +496,7 @@ def run_distillation(args: argparse.Namespace) -> dict[str, Any]:
                 model,
                 cfg,
                 data.spec,
-                data.vocab,
+                catalogue_vocab(data),
                 metrics={**metrics, "model": name, "data_fingerprint": data.fingerprint},
             )
         export_artifact(model_dir, export_dirs[name], int8=args.int8 and name == "student")

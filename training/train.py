@@ -9,6 +9,7 @@ Runs under `torchrun --nproc_per_node 2 -m training.train ...` (DDP; gloo on CPU
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -33,7 +34,13 @@ from training.calibration import calibrate_model
 from training.cli import OneLineArgumentParser
 from training.data import DataError, Interactions, add_format_flags, dataset_options, load_dataset
 from training.splits import split_by_learner
-from training.windows import IGNORE_LABEL, WindowDataset, collate_windows, learner_histories
+from training.windows import (
+    IGNORE_LABEL,
+    WindowDataset,
+    answer_counts,
+    collate_windows,
+    learner_histories,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +176,12 @@ def prepare_data(
         valid = WindowDataset(histories, spec, items, score_from=cuts)
         return PreparedData(spec, vocab, train, valid, fingerprint)
     raise ValueError(f"--validation must be learner, time or none, got {validation!r}")
+
+
+def catalogue_vocab(data: PreparedData) -> QuestionVocab:
+    """The vocabulary with each question's answer count in the training windows (the catalogue's
+    'trained on' facts: validation learners are not counted)."""
+    return dataclasses.replace(data.vocab, train_answers=answer_counts(data.train, data.vocab))
 
 
 def _time_cut(history: Any, fraction: float) -> int:
@@ -410,7 +423,8 @@ def run_training(
                 calibration["valid_ece"],
             )
     if trainer.is_world_process_zero():
-        save_model_dir(output_dir, model, config, data.spec, data.vocab, metrics=metrics)
+        vocab = catalogue_vocab(data)
+        save_model_dir(output_dir, model, config, data.spec, vocab, metrics=metrics)
         plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png")
         logger.info("wrote %s", output_dir)
     return metrics

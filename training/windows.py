@@ -118,6 +118,14 @@ class WindowDataset(Dataset):
         return sum(w.end - w.score_from for w in self.windows)
 
 
+def answer_counts(dataset: WindowDataset, vocab: QuestionVocab) -> np.ndarray:
+    """(Q,) how many answers to each vocabulary question the dataset's histories hold."""
+    counts = np.zeros(vocab.size, np.int64)
+    for h in dataset.histories:
+        counts += np.bincount(np.asarray(h.question, np.int64), minlength=vocab.size)
+    return counts[FIRST_QUESTION_INDEX:]
+
+
 def collate_windows(items: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
     """Pad a list of encoded windows to a (B, T) batch of tensors; padded labels are IGNORE_LABEL."""
     batch = collate(items)

@@ -258,6 +258,24 @@ def test_bad_spec_is_rejected(kwargs: dict, message: str) -> None:
         FeatureSpec(**kwargs)
 
 
+def test_vocab_catalogue_facts_round_trip_and_are_checked(tmp_path) -> None:
+    vocab = QuestionVocab(
+        np.array([10, 20, 30]),
+        np.array([1, 1, 2]),
+        bundles=np.array([10, 10, -1]),
+        train_answers=np.array([4, 0, 7]),
+    )
+    spec = FeatureSpec(window=50, n_questions=vocab.size, n_parts=vocab.n_parts)
+    save_spec(tmp_path / "feature_spec.json", spec, vocab)
+    _, again = load_spec(tmp_path / "feature_spec.json")
+    assert again.bundles is not None and again.bundles.tolist() == [10, 10, -1]
+    assert again.train_answers is not None and again.train_answers.tolist() == [4, 0, 7]
+    plain = QuestionVocab(np.array([10]), np.array([1]))
+    assert plain.bundles is None and "bundles" not in plain.to_dict()
+    with pytest.raises(ValueError, match="train_answers"):
+        QuestionVocab(np.array([10, 20]), np.array([1, 1]), train_answers=np.array([1]))
+
+
 def test_vocab_rejects_unsorted_ids() -> None:
     with pytest.raises(ValueError, match="sorted"):
         QuestionVocab(np.array([3, 1]), np.array([0, 0]))

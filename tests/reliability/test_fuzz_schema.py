@@ -52,6 +52,8 @@ OPERATIONS = [
     "GET /users/{user_id}/mastery",
     "GET /users/{user_id}/mastery/timeline",
     "DELETE /users/{user_id}",
+    "GET /questions",
+    "GET /questions/{question_id}",
     "GET /model",
     "POST /admin/reload",
     "GET /metrics",

@@ -788,3 +788,63 @@ def test_mastery_rejects_unknown_query_parameters(client: TestClient) -> None:
     r = client.get("/users/t1/mastery", params={"at": 5, "when": 3})
     assert r.status_code == 422 and "when" in r.text
     assert client.get("/users/t1/mastery/timeline", params={"at": 5}).status_code == 422
+
+
+# -- question catalogue ---------------------------------------------------------------------------
+def test_question_catalogue_pages_filters_and_scores_a_new_learner(client: TestClient) -> None:
+    everything = client.get("/questions", params={"limit": 1000})
+    assert everything.status_code == 200, everything.text
+    body = everything.json()
+    items = body["questions"]
+    assert body["total"] == len(items) == len(Q)
+    assert [q["question_id"] for q in items] == Q  # ascending by id
+    # difficulty as the model sees it: what /predict gives a learner with no history
+    fresh = probs(predict(client, "nobody-yet", Q))
+    np.testing.assert_allclose([q["p_correct_new_learner"] for q in items], fresh, atol=1e-6)
+    # the test artifact records no catalogue facts (as an artifact of an older training run)
+    assert all(q["bundle_id"] is None and q["trained"] is None for q in items)
+    assert items[3]["part"] == 1 + 3 % 7 and items[3]["tags"] == [3, 10]
+    # paging: consecutive pages tile the bank
+    pages = [
+        client.get("/questions", params={"offset": o, "limit": 25}).json() for o in (0, 25, 50)
+    ]
+    assert [q for p in pages for q in p["questions"]] == items
+    assert [len(p["questions"]) for p in pages] == [25, 25, 10]
+    # filters
+    part_2 = client.get("/questions", params={"part": 2}).json()
+    assert part_2["total"] == sum(1 for i in range(len(Q)) if 1 + i % 7 == 2)
+    assert all(q["part"] == 2 for q in part_2["questions"])
+    tag_11 = client.get("/questions", params={"tag": 11, "part": 2}).json()["questions"]
+    assert tag_11 and all(11 in q["tags"] and q["part"] == 2 for q in tag_11)
+    # one question, and the errors
+    one = client.get(f"/questions/{Q[3]}")
+    assert one.status_code == 200 and one.json() == items[3]
+    missing = client.get("/questions/5")
+    assert missing.status_code == 404 and "unknown question id 5" in missing.text
+    assert missing.json()["detail"][0]["loc"] == ["path", "question_id"]
+    for bad in ({"limit": 0}, {"limit": 1001}, {"offset": -1}, {"part": "x"}, {"page": 2}):
+        r = client.get("/questions", params=bad)
+        assert r.status_code == 422 and next(iter(bad)) in r.text, (bad, r.text)
+
+
+def test_question_catalogue_reports_what_training_recorded(
+    make_client: Callable[..., TestClient], artifact: Path, tmp_path: Path
+) -> None:
+    """An artifact whose vocabulary carries bundles and training counts (what training.train writes)."""
+    import json
+    import shutil
+
+    from models.features import load_spec, save_spec
+
+    copy = tmp_path / "artifact"
+    shutil.copytree(artifact, copy)
+    spec, vocab = load_spec(copy / "feature_spec.json")
+    vocab.bundles = np.array([q - q % 2 for q in Q], np.int64)
+    vocab.train_answers = np.array([0 if i < 5 else i for i in range(len(Q))], np.int64)
+    save_spec(copy / "feature_spec.json", spec, vocab)
+    assert "train_answers" in json.loads((copy / "feature_spec.json").read_text())["vocab"]
+    client = make_client(model_dir=copy)
+    items = client.get("/questions", params={"limit": 1000}).json()["questions"]
+    assert [q["bundle_id"] for q in items] == [q - q % 2 for q in Q]
+    assert [q["trained"] for q in items] == [i >= 5 for i in range(len(Q))]
+    assert [q["train_answers"] for q in items] == [0 if i < 5 else i for i in range(len(Q))]

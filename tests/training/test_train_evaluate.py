@@ -136,6 +136,24 @@ def test_train_writes_model_dir_and_metrics(sim_dir: Path, tmp_path: Path) -> No
     assert metrics["n"] == again["n"] == valid.n_scored() > 100
     assert metrics["auc"] == pytest.approx(again["auc"], abs=1e-6)
     assert metrics["logloss"] == pytest.approx(again["logloss"], abs=1e-5)
+    # the catalogue facts: each question's bundle (questions.csv) and its answers in the training
+    # windows (the validation learners' answers are not counted)
+    import csv
+
+    from models.features import load_spec
+
+    train, _ = _validation_windows(sim_dir)
+    _, vocab = load_spec(tmp_path / "m" / "feature_spec.json")
+    assert vocab.train_answers is not None and vocab.bundles is not None
+    answers: dict[int, int] = {}
+    for h in train.histories:
+        for q in h.question.tolist():
+            answers[q] = answers.get(q, 0) + 1
+    expected = [answers.get(i + 2, 0) for i in range(len(vocab.question_ids))]
+    assert vocab.train_answers.tolist() == expected and 0 < sum(expected) < len(train) * 20
+    with open(sim_dir / "questions.csv", newline="") as f:
+        bundle_of = {int(r["question_id"]): int(r["bundle_id"]) for r in csv.DictReader(f)}
+    assert vocab.bundles.tolist() == [bundle_of[q] for q in vocab.question_ids.tolist()]
 
 
 def test_time_validation_and_dkt(sim_dir: Path, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 
 from models.features import History, QuestionVocab
 
-CACHE_FORMAT = 2  # bump when the on-disk layout or the loader semantics change
+CACHE_FORMAT = 3  # bump when the on-disk layout or the loader semantics change
 
 
 class DataError(ValueError):
@@ -139,6 +139,8 @@ class Interactions:
         np.save(tmp / "vocab_parts.npy", self.vocab.parts, allow_pickle=False)
         assert self.vocab.tags is not None  # set by QuestionVocab.__post_init__
         np.save(tmp / "vocab_tags.npy", self.vocab.tags, allow_pickle=False)
+        if self.vocab.bundles is not None:
+            np.save(tmp / "vocab_bundles.npy", self.vocab.bundles, allow_pickle=False)
         meta = {
             "format": CACHE_FORMAT,
             "n_learners": self.n_learners,
@@ -167,5 +169,6 @@ class Interactions:
             np.load(path / "vocab_question_ids.npy"),
             np.load(path / "vocab_parts.npy"),
             np.load(path / "vocab_tags.npy"),
+            bundles=np.load(bundles) if (bundles := path / "vocab_bundles.npy").exists() else None,
         )
         return cls(vocab=vocab, duplicates_dropped=int(meta.get("duplicates_dropped", 0)), **arrays)

@@ -139,10 +139,13 @@ def _question_table(
             path, lines[int(order[dup[0] + 1])], "question_id", f"duplicate question_id {qid}"
         )
     tag_table = None if tags is None else pad_tags(tags)[order]
-    vocab = QuestionVocab(sorted_ids, np.asarray(parts, dtype=np.int64)[order], tag_table)
+    bundle_id = np.asarray(bundles, dtype=np.int64)[order]
+    vocab = QuestionVocab(
+        sorted_ids, np.asarray(parts, dtype=np.int64)[order], tag_table, bundles=bundle_id
+    )
     return QuestionTable(
         vocab=vocab,
-        bundle_id=np.asarray(bundles, dtype=np.int64)[order],
+        bundle_id=bundle_id,
         correct_answer=np.asarray(answers, dtype=np.int8)[order],
     )
 
