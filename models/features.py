@@ -652,7 +652,9 @@ def encode(
     elapsed_capped = np.minimum(np.where(elapsed_known, elapsed, 0.0), spec.elapsed_cap_ms)
     pad_k = np.zeros(k, np.int64)
     return {
-        "question": question,
+        # rows of `items` past the model's vocabulary (questions registered after training) are the
+        # unknown question to the model: their part and tags above carry what is known of them
+        "question": np.where(question >= spec.n_questions, UNKNOWN_QUESTION, question),
         "part": part,
         "position": positions,
         "bundle": ordinals,

@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from service.catalogue import Catalogue
 from service.config import USER_ID_RE, Settings
 from service.metrics import Metrics
 from service.predictor import Predictor
@@ -51,6 +52,7 @@ class ServiceState:
     executor: ThreadPoolExecutor
     predictor: Predictor | None = None
     load_error: str | None = None
+    catalogue: Catalogue = field(default_factory=Catalogue)
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def store_call(self, op: str, awaitable: Awaitable[T]) -> T:

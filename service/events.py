@@ -20,6 +20,7 @@ rules:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,12 +125,16 @@ def merge_events(old: np.ndarray, new: np.ndarray, max_len: int) -> AppendResult
     return AppendResult(len(added) - stale, duplicates, stale, merged[cut:].copy())
 
 
-def events_to_history(events: np.ndarray, vocab: QuestionVocab) -> History:
+def events_to_history(
+    events: np.ndarray,
+    vocab: QuestionVocab,
+    to_index: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> History:
     """Stored events (canonical order) -> `models.features.History` with the artifact's vocabulary.
 
     Bundle key: a new bundle starts wherever (timestamp, container_id) changes, so the keys are
     non-decreasing and every bundle shares one timestamp. Question ids unknown to this vocabulary
-    map to the unknown token.
+    map to the unknown token (`to_index`: a mapping that also knows registered questions).
     """
     n = len(events)
     if n == 0:
@@ -142,7 +147,7 @@ def events_to_history(events: np.ndarray, vocab: QuestionVocab) -> History:
     elapsed = events["elapsed_ms"].astype(np.float32)
     elapsed[events["elapsed_ms"] < 0] = np.nan
     return History(
-        question=vocab.to_index(events["question_id"]),
+        question=(to_index or vocab.to_index)(events["question_id"]),
         correct=events["correct"].astype(np.int8),
         timestamp=ts.astype(np.int64),
         bundle=np.cumsum(change),

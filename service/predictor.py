@@ -22,6 +22,7 @@ from models.features import (
     CandidateRequest,
     FeatureSpec,
     History,
+    ItemTable,
     QuestionVocab,
     encode_candidate_batch,
     load_spec,
@@ -181,16 +182,20 @@ class Predictor:
         return self.requested_providers[0] in self.active_providers
 
     # -- scoring ------------------------------------------------------------------------------
-    def score(self, requests: list[CandidateRequest]) -> list[np.ndarray]:
-        """P(correct) per candidate of each request (float64 arrays), from ONE ORT run."""
+    def score(
+        self, requests: list[CandidateRequest], items: ItemTable | None = None
+    ) -> list[np.ndarray]:
+        """P(correct) per candidate of each request (float64 arrays), from ONE ORT run. `items`:
+        the vocabulary's table extended with registered questions (service.catalogue)."""
         if not requests:
             return []
+        items = self._items if items is None else items
         for r in requests:
             if len(r.candidates) == 0:
                 raise ValueError("every request needs at least one candidate")
-            if np.any(r.candidates < 1) or np.any(r.candidates >= self._vocab.size):
+            if np.any(r.candidates < 1) or np.any(r.candidates >= len(items.parts)):
                 raise ValueError("candidate question indices out of the vocabulary range")
-        batch, spans = encode_candidate_batch(requests, self._spec, self._items)
+        batch, spans = encode_candidate_batch(requests, self._spec, items)
         feeds = {name: batch[name].astype(dtype, copy=False) for name, dtype in self._inputs}
         (logits,) = self._session.run(["logits"], feeds)
         return [sigmoid(logits[b, s:e]) for b, (s, e) in enumerate(spans)]

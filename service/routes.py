@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from models.features import FIRST_QUESTION_INDEX, CandidateRequest, History
 from service import lifecycle
 from service import recommend as recommend_lib
+from service.catalogue import ExtendedBank, RegisteredQuestion
 from service.config import USER_ID_PATTERN
 from service.deps import (
     ApiError,
@@ -44,6 +45,7 @@ from service.schemas import (
     Prediction,
     PredictRequest,
     PredictResponse,
+    QuestionIn,
     QuestionOut,
     QuestionsResponse,
     ReadyResponse,
@@ -75,12 +77,29 @@ def _to_events(items: list[InteractionIn]) -> np.ndarray:
     )
 
 
+async def _bank(state: ServiceState, predictor: Predictor, ids: list[int]) -> ExtendedBank:
+    """The model's bank plus the registered questions, after asking the store about any of `ids`
+    this process does not know yet (a question registered through another worker)."""
+    bank = state.catalogue.bank(predictor.vocab)
+    unknown = np.unique(bank.unknown(np.asarray(ids, dtype=np.int64)))
+    if len(unknown):
+        found = await state.store_call("get_questions", state.store.get_questions(unknown.tolist()))
+        if found:
+            state.catalogue.add(found)
+            bank = state.catalogue.bank(predictor.vocab)
+    return bank
+
+
+def _request_ids(req: PredictRequest) -> list[int]:
+    return [q.question_id for q in req.questions] + [i.question_id for i in req.interactions or []]
+
+
 def _check_unknown(
-    state: ServiceState, predictor: Predictor, ids: list[int], loc: list[str | int]
+    state: ServiceState, bank: ExtendedBank, ids: list[int], loc: list[str | int]
 ) -> None:
     if state.settings.unknown_questions == "map" or not ids:
         return
-    unknown = sorted(set(predictor.vocab.unknown(np.asarray(ids, dtype=np.int64)).tolist()))
+    unknown = sorted(set(bank.unknown(np.asarray(ids, dtype=np.int64)).tolist()))
     if unknown:
         shown = unknown[:50]
         more = f" (+{len(unknown) - 50} more)" if len(unknown) > 50 else ""
@@ -94,7 +113,7 @@ def _check_unknown(
 
 
 def _check_interactions(
-    state: ServiceState, predictor: Predictor, items: list[InteractionIn], loc: list
+    state: ServiceState, bank: ExtendedBank, items: list[InteractionIn], loc: list
 ) -> None:
     check_count(
         len(items),
@@ -103,11 +122,11 @@ def _check_interactions(
         "interactions",
         loc,
     )
-    _check_unknown(state, predictor, [i.question_id for i in items], loc)
+    _check_unknown(state, bank, [i.question_id for i in items], loc)
 
 
 def _check_predict(
-    state: ServiceState, predictor: Predictor, req: PredictRequest, loc: list
+    state: ServiceState, bank: ExtendedBank, req: PredictRequest, loc: list
 ) -> int | None:
     """Validate one predict request; returns the moment (timestamp) of its candidates."""
     s = state.settings
@@ -122,31 +141,33 @@ def _check_predict(
             "the questions of one request are one moment: their timestamps must be equal",
             [*loc, "questions"],
         )
-    _check_unknown(state, predictor, [q.question_id for q in req.questions], [*loc, "questions"])
+    _check_unknown(state, bank, [q.question_id for q in req.questions], [*loc, "questions"])
     if req.interactions:
-        _check_interactions(state, predictor, req.interactions, [*loc, "interactions"])
+        _check_interactions(state, bank, req.interactions, [*loc, "interactions"])
     return moments.pop() if moments else None
 
 
 def _candidate_request(
-    predictor: Predictor, events: np.ndarray, req: PredictRequest, moment: int | None
+    bank: ExtendedBank, events: np.ndarray, req: PredictRequest, moment: int | None
 ) -> CandidateRequest:
     if moment is not None:  # only strictly earlier events are known at the moment of the prediction
         events = events[: int(np.searchsorted(events["timestamp"], moment, side="left"))]
     # No slicing to the window here: `encode` keeps the last window-1 items and uses the one before
     # them for the first item's lag, exactly as for offline evaluation on a full history.
-    candidates = predictor.vocab.to_index(
-        np.asarray([q.question_id for q in req.questions], dtype=np.int64)
-    )
-    return CandidateRequest(events_to_history(events, predictor.vocab), candidates, moment)
+    candidates = bank.to_index(np.asarray([q.question_id for q in req.questions], dtype=np.int64))
+    history = events_to_history(events, bank.vocab, bank.to_index)
+    return CandidateRequest(history, candidates, moment)
 
 
 async def _score(
-    state: ServiceState, predictor: Predictor, requests: list[CandidateRequest]
+    state: ServiceState,
+    predictor: Predictor,
+    requests: list[CandidateRequest],
+    bank: ExtendedBank | None = None,
 ) -> list[np.ndarray]:
     def run() -> list[np.ndarray]:
         start = time.perf_counter()
-        out = predictor.score(requests)
+        out = predictor.score(requests, None if bank is None else bank.items)
         state.metrics.inference_latency.observe(time.perf_counter() - start)
         return out
 
@@ -159,15 +180,17 @@ def _max_len(state: ServiceState, predictor: Predictor) -> int:
 
 
 def _response(
-    req: PredictRequest, predictor: Predictor, n_events: int, probs: np.ndarray
+    req: PredictRequest, predictor: Predictor, bank: ExtendedBank, n_events: int, probs: np.ndarray
 ) -> PredictResponse:
+    ids = [q.question_id for q in req.questions]
+    cold = bank.is_registered(bank.to_index(np.asarray(ids, dtype=np.int64))).tolist()
     return PredictResponse(
         user_id=req.user_id,
         model_version=predictor.version,
         history_length=n_events,
         predictions=[
-            Prediction(question_id=q.question_id, p_correct=float(p))
-            for q, p in zip(req.questions, probs.tolist(), strict=True)
+            Prediction(question_id=q.question_id, p_correct=float(p), cold_start=bool(c))
+            for q, p, c in zip(req.questions, probs.tolist(), cold, strict=True)
         ],
     )
 
@@ -191,6 +214,7 @@ async def index() -> dict[str, object]:
             "DELETE /users/{user_id}": "erase a learner",
             "GET /questions": "the bank, paged (?part=, ?tag=, ?offset=, ?limit=), with difficulty",
             "GET /questions/{question_id}": "one question of the bank",
+            "PUT /questions/{question_id}": "register a new question (part, tags) without retraining",
             "GET /model": "the loaded model: version, bank size, metrics",
             "GET /healthz, GET /readyz, GET /metrics": "probes and Prometheus metrics",
         },
@@ -218,7 +242,8 @@ async def predict(
     body: PredictRequest, state: State, predictor: CurrentPredictor
 ) -> PredictResponse:
     """K candidate questions at one moment, scored as one virtual bundle in one forward pass."""
-    moment = _check_predict(state, predictor, body, ["body"])
+    bank = await _bank(state, predictor, _request_ids(body))
+    moment = _check_predict(state, bank, body, ["body"])
     if body.interactions:
         result = await state.store_call(
             "append",
@@ -230,8 +255,9 @@ async def predict(
     else:
         events = await state.store_call("get", state.store.get(body.user_id))
     state.metrics.history_length.observe(len(events))
-    (probs,) = await _score(state, predictor, [_candidate_request(predictor, events, body, moment)])
-    return _response(body, predictor, len(events), probs)
+    request = _candidate_request(bank, events, body, moment)
+    (probs,) = await _score(state, predictor, [request], bank)
+    return _response(body, predictor, bank, len(events), probs)
 
 
 @api.post("/recommend", response_model=RecommendResponse, tags=["predict"])
@@ -242,27 +268,34 @@ async def recommend(
     closest to `target_p` inside [p_min, p_max]; the bank is one virtual bundle, as in /predict."""
     if body.p_min > body.p_max:
         raise ApiError(422, "p_min must be <= p_max", ["body", "p_min"], "value_error")
+    bank = await _bank(state, predictor, body.question_ids or [])
     if body.question_ids:
-        _check_unknown(state, predictor, body.question_ids, ["body", "question_ids"])
+        _check_unknown(state, bank, body.question_ids, ["body", "question_ids"])
     events = await state.store_call("get", state.store.get(body.user_id))
     vocab = predictor.vocab
-    candidates = recommend_lib.bank_indices(vocab, body.parts, body.tags, body.question_ids)
+    filters = (body.parts, body.tags, body.question_ids)
+    candidates = np.concatenate(
+        [recommend_lib.bank_indices(vocab, *filters), bank.registered_indices(*filters)]
+    )
+    raw_ids = bank.raw_ids_of(candidates)
     if body.exclude_answered:
         answered = recommend_lib.answered_question_ids(
             events, body.timestamp, body.exclude_within_ms
         )
-        candidates = candidates[~np.isin(vocab.question_ids[candidates - 2], answered)]
+        keep = ~np.isin(raw_ids, answered)
+        candidates, raw_ids = candidates[keep], raw_ids[keep]
     known = events
     if body.timestamp is not None:  # only strictly earlier events are known at the moment
         known = events[: int(np.searchsorted(events["timestamp"], body.timestamp, side="left"))]
-    history = events_to_history(known, vocab)
+    history = events_to_history(known, vocab, bank.to_index)
     requests = [
         CandidateRequest(history, chunk, body.timestamp)
         for chunk in recommend_lib.chunks(candidates)
     ]
-    probs = np.concatenate(await _score(state, predictor, requests)) if requests else np.zeros(0)
+    scored = await _score(state, predictor, requests, bank)
+    probs = np.concatenate(scored) if requests else np.zeros(0)
     best = recommend_lib.rank(probs, body.target_p, body.p_min, body.p_max, body.k)
-    assert vocab.tags is not None
+    described = [bank.describe(int(candidates[i])) for i in best.tolist()]
     return RecommendResponse(
         user_id=body.user_id,
         model_version=predictor.version,
@@ -270,12 +303,13 @@ async def recommend(
         scored=len(candidates),
         recommendations=[
             Recommendation(
-                question_id=int(vocab.question_ids[candidates[i] - 2]),
+                question_id=qid,
                 p_correct=float(probs[i]),
-                part=int(vocab.parts[candidates[i] - 2]),
-                tags=[int(t) for t in vocab.tags[candidates[i] - 2] if t >= 0],
+                part=part,
+                tags=tags,
+                cold_start=bool(bank.is_registered(candidates[i])),
             )
-            for i in best.tolist()
+            for i, (qid, part, tags, _) in zip(best.tolist(), described, strict=True)
         ],
     )
 
@@ -292,9 +326,9 @@ async def predict_batch(
         "learners",
         ["body", "requests"],
     )
+    bank = await _bank(state, predictor, [q for r in body.requests for q in _request_ids(r)])
     moments = [
-        _check_predict(state, predictor, r, ["body", "requests", i])
-        for i, r in enumerate(body.requests)
+        _check_predict(state, bank, r, ["body", "requests", i]) for i, r in enumerate(body.requests)
     ]
     cap = _max_len(state, predictor)
     writes = [r for r in body.requests if r.interactions]
@@ -314,14 +348,14 @@ async def predict_batch(
     for events in histories:
         state.metrics.history_length.observe(len(events))
     requests = [
-        _candidate_request(predictor, ev, r, m)
+        _candidate_request(bank, ev, r, m)
         for ev, r, m in zip(histories, body.requests, moments, strict=True)
     ]
-    probs = await _score(state, predictor, requests)
+    probs = await _score(state, predictor, requests, bank)
     return BatchPredictResponse(
         model_version=predictor.version,
         results=[
-            _response(r, predictor, len(ev), p)
+            _response(r, predictor, bank, len(ev), p)
             for r, ev, p in zip(body.requests, histories, probs, strict=True)
         ],
     )
@@ -333,7 +367,8 @@ async def interactions(
 ) -> InteractionsResponse:
     """Record answered questions: atomic, idempotent, sorted, capped, TTL refreshed."""
     check_user_id(body.user_id, state.settings, ["body", "user_id"])
-    _check_interactions(state, predictor, body.interactions, ["body", "interactions"])
+    bank = await _bank(state, predictor, [i.question_id for i in body.interactions])
+    _check_interactions(state, bank, body.interactions, ["body", "interactions"])
     result = await state.store_call(
         "append",
         state.store.append(body.user_id, _to_events(body.interactions), _max_len(state, predictor)),
@@ -463,37 +498,53 @@ async def erase(state: State, user_id: str = UserPath) -> DeleteResponse:
 
 
 # -- question catalogue ---------------------------------------------------------------------------
-# P(correct) of every bank question for a learner with no history, per loaded model (computed on the
+# P(correct) of every model question for a learner with no history, per loaded model (computed on the
 # first catalogue call: the bank as one virtual bundle, as /recommend scores it).
 _NEW_LEARNER_P: weakref.WeakKeyDictionary[Predictor, np.ndarray] = weakref.WeakKeyDictionary()
 
 
-async def _new_learner_p(state: ServiceState, predictor: Predictor) -> np.ndarray:
-    cached = _NEW_LEARNER_P.get(predictor)
-    if cached is None:
-        bank = recommend_lib.bank_indices(predictor.vocab)
-        requests = [CandidateRequest(History.empty(), c, None) for c in recommend_lib.chunks(bank)]
+async def _new_learner_p(
+    state: ServiceState, predictor: Predictor, bank: ExtendedBank, indices: np.ndarray
+) -> np.ndarray:
+    """P(correct) for a learner with no history of each of `indices` (model or registered)."""
+    model_p = _NEW_LEARNER_P.get(predictor)
+    if model_p is None:
+        every = recommend_lib.bank_indices(predictor.vocab)
+        requests = [CandidateRequest(History.empty(), c, None) for c in recommend_lib.chunks(every)]
         scored = await _score(state, predictor, requests) if requests else []
-        cached = np.concatenate(scored) if scored else np.zeros(0)
-        _NEW_LEARNER_P[predictor] = cached
-    return cached
+        model_p = np.concatenate([np.zeros(FIRST_QUESTION_INDEX), *scored])
+        _NEW_LEARNER_P[predictor] = model_p
+    out = np.zeros(len(indices))
+    is_reg = bank.is_registered(indices)
+    out[~is_reg] = model_p[indices[~is_reg]]
+    if is_reg.any():
+        reg = indices[is_reg]
+        requests = [CandidateRequest(History.empty(), c, None) for c in recommend_lib.chunks(reg)]
+        out[is_reg] = np.concatenate(await _score(state, predictor, requests, bank))
+    return out
 
 
-def _question_out(predictor: Predictor, position: int, p_new: np.ndarray) -> QuestionOut:
-    """Catalogue entry of the vocabulary question at `position` (0-based, = index - 2)."""
-    vocab = predictor.vocab
-    assert vocab.tags is not None  # set by QuestionVocab.__post_init__
-    counts = vocab.train_answers
-    bundle = None if vocab.bundles is None else int(vocab.bundles[position])
+def _question_out(bank: ExtendedBank, index: int, p_new: float) -> QuestionOut:
+    qid, part, tags, bundle = bank.describe(index)
+    registered = bool(bank.is_registered(index))
+    counts = bank.vocab.train_answers
+    answers = 0 if registered else None if counts is None else int(counts[index - 2])
     return QuestionOut(
-        question_id=int(vocab.question_ids[position]),
-        part=int(vocab.parts[position]),
-        tags=[int(t) for t in vocab.tags[position] if t >= 0],
-        bundle_id=bundle if bundle is None or bundle >= 0 else None,
-        trained=None if counts is None else bool(counts[position] > 0),
-        train_answers=None if counts is None else int(counts[position]),
-        p_correct_new_learner=float(p_new[position]),
+        question_id=qid,
+        part=part,
+        tags=tags,
+        bundle_id=bundle,
+        trained=None if answers is None else answers > 0,
+        train_answers=answers,
+        p_correct_new_learner=p_new,
+        cold_start=registered,
     )
+
+
+async def _full_bank(state: ServiceState, predictor: Predictor) -> ExtendedBank:
+    """The bank with every registration in the store (the catalogue lists them all)."""
+    state.catalogue.add(await state.store_call("get_questions", state.store.get_questions()))
+    return state.catalogue.bank(predictor.vocab)
 
 
 @api.get("/questions", response_model=QuestionsResponse, tags=["questions"])
@@ -508,26 +559,29 @@ async def questions(
     offset: int = Query(0, ge=0, le=MAX_SAFE_INT, description="Skip this many (paging)."),
     limit: int = Query(100, ge=1, le=1000, description="Page size."),
 ) -> QuestionsResponse:
-    """The model's question bank, ascending by id, paged, filtered by part and tag: each question's
-    part, tags, bundle, whether (and on how many answers) the model was trained on it, and its
-    difficulty as the model sees it (P(correct) for a learner with no history)."""
+    """The question bank, ascending by id, paged, filtered by part and tag: the model's questions
+    and those registered after training. Each with its part, tags, bundle, whether (and on how
+    many answers) the model was trained on it, and its difficulty as the model sees it
+    (P(correct) for a learner with no history)."""
     _only_query(request, {"part", "tag", "offset", "limit"})
-    vocab = predictor.vocab
-    selected = (
-        recommend_lib.bank_indices(
-            vocab, None if part is None else [part], None if tag is None else [tag]
-        )
-        - FIRST_QUESTION_INDEX
+    bank = await _full_bank(state, predictor)
+    filters = (None if part is None else [part], None if tag is None else [tag])
+    selected = np.concatenate(
+        [recommend_lib.bank_indices(predictor.vocab, *filters), bank.registered_indices(*filters)]
     )
+    selected = selected[np.argsort(bank.raw_ids_of(selected), kind="stable")]
     page = selected[offset : offset + limit]
-    p_new = await _new_learner_p(state, predictor) if len(page) else np.zeros(0)
+    p_new = await _new_learner_p(state, predictor, bank, page) if len(page) else np.zeros(0)
     return QuestionsResponse(
         model_version=predictor.version,
         total=len(selected),
         offset=offset,
         limit=limit,
-        questions=[_question_out(predictor, int(i), p_new) for i in page],
+        questions=[_question_out(bank, int(i), float(p)) for i, p in zip(page, p_new, strict=True)],
     )
+
+
+QuestionPath = Path(ge=0, le=MAX_SAFE_INT, description="Raw question id.")
 
 
 @api.get(
@@ -537,18 +591,63 @@ async def questions(
     responses={404: {"model": ErrorResponse}},
 )
 async def question(
-    state: State,
-    predictor: CurrentPredictor,
-    question_id: int = Path(ge=0, le=MAX_SAFE_INT),
+    state: State, predictor: CurrentPredictor, question_id: int = QuestionPath
 ) -> QuestionOut:
-    """One question of the bank (404 when the model does not know it)."""
-    index = int(predictor.vocab.to_index(np.array([question_id]))[0])
+    """One question of the bank (404 when it is neither trained on nor registered)."""
+    bank = await _bank(state, predictor, [question_id])
+    index = int(bank.to_index(np.array([question_id]))[0])
     if index < FIRST_QUESTION_INDEX:
         raise ApiError(
             404, f"unknown question id {question_id}", ["path", "question_id"], "not_found"
         )
-    p_new = await _new_learner_p(state, predictor)
-    return _question_out(predictor, index - FIRST_QUESTION_INDEX, p_new)
+    (p_new,) = await _new_learner_p(state, predictor, bank, np.array([index]))
+    return _question_out(bank, index, float(p_new))
+
+
+@api.put(
+    "/questions/{question_id}",
+    response_model=QuestionOut,
+    tags=["questions"],
+    status_code=201,
+    responses={200: {"model": QuestionOut}, 409: {"model": ErrorResponse}},
+)
+async def register_question(
+    body: QuestionIn,
+    response: Response,
+    state: State,
+    predictor: CurrentPredictor,
+    question_id: int = QuestionPath,
+) -> QuestionOut:
+    """Register a new question (part, tags, bundle) without retraining: its predictions come from
+    its content. Stored in the history store (shared by every worker, kept across restarts and
+    reloads); 201 when new, 200 when it replaces an earlier registration; 409 for a question the
+    model was trained on."""
+    vocab = predictor.vocab
+    if int(vocab.to_index(np.array([question_id]))[0]) >= FIRST_QUESTION_INDEX:
+        raise ApiError(
+            409,
+            f"question {question_id} is in the model's bank (trained on); only new questions "
+            "are registered",
+            ["path", "question_id"],
+            "conflict",
+        )
+    max_part = predictor.spec.n_parts - 2  # encoded part = raw part + 1 < n_parts
+    if body.part > max_part:
+        raise ApiError(
+            422,
+            f"part {body.part} is unknown to the model (it knows parts 0..{max_part})",
+            ["body", "part"],
+        )
+    record = RegisteredQuestion(question_id, body.part, tuple(body.tags), body.bundle_id)
+    created = await state.store_call(
+        "put_question", state.store.put_question(question_id, record.to_json())
+    )
+    state.catalogue.add({question_id: record.to_json()})
+    bank = state.catalogue.bank(vocab)
+    index = int(bank.to_index(np.array([question_id]))[0])
+    (p_new,) = await _new_learner_p(state, predictor, bank, np.array([index]))
+    response.status_code = 201 if created else 200
+    return _question_out(bank, index, float(p_new))
 
 
 @api.get("/model", response_model=ModelResponse, tags=["ops"])

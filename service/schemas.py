@@ -142,6 +142,9 @@ class Recommendation(BaseModel):
     p_correct: float
     part: int
     tags: list[int]
+    cold_start: bool = Field(
+        False, description="Registered after training: predicted from its part and tags."
+    )
 
 
 class RecommendResponse(BaseModel):
@@ -186,6 +189,9 @@ class MasteryTimelineResponse(BaseModel):
 class Prediction(BaseModel):
     question_id: int
     p_correct: float
+    cold_start: bool = Field(
+        False, description="Registered after training: predicted from its part and tags."
+    )
 
 
 class PredictResponse(BaseModel):
@@ -261,6 +267,19 @@ class QuestionOut(BaseModel):
     p_correct_new_learner: Probability = Field(
         description="Its difficulty as the model sees it: P(correct) for a learner with no history."
     )
+    cold_start: bool = Field(
+        False, description="Registered after training: predicted from its part and tags."
+    )
+
+
+class QuestionIn(_In):
+    """A question to register (PUT /questions/{id}): what the model can know of it."""
+
+    part: Annotated[int, Field(ge=0, le=MAX_SAFE_INT), _INTEGRAL]
+    tags: list[Annotated[int, Field(ge=0, le=MAX_SAFE_INT), _INTEGRAL]] = Field(
+        default_factory=list, max_length=64, description="Tag / skill ids (raw)."
+    )
+    bundle_id: Annotated[int, Field(ge=0, le=MAX_SAFE_INT), _INTEGRAL] | None = None
 
 
 class QuestionsResponse(BaseModel):

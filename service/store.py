@@ -52,6 +52,12 @@ class HistoryStore(Protocol):
 
     async def close(self) -> None: ...
 
+    # Questions registered after training (service.catalogue): raw id -> JSON record, one table
+    # shared by every worker and replica, kept with no TTL.
+    async def put_question(self, question_id: int, record: str) -> bool: ...
+
+    async def get_questions(self, question_ids: Sequence[int] | None = None) -> dict[int, str]: ...
+
 
 def _check_user(user_id: str) -> None:
     if not user_id or "{" in user_id or "}" in user_id:
@@ -66,6 +72,7 @@ class MemoryHistoryStore:
     def __init__(self, ttl_s: float, sweep_every: int = 1024) -> None:
         self._ttl_s = float(ttl_s)
         self._data: dict[str, tuple[np.ndarray, float]] = {}
+        self._questions: dict[int, str] = {}
         # A plain lock: every operation below is synchronous (no await inside), so it is atomic on
         # the event loop; the lock also makes the store safe to call from worker threads.
         self._lock = threading.Lock()
@@ -123,6 +130,18 @@ class MemoryHistoryStore:
     async def close(self) -> None:
         with self._lock:
             self._data.clear()
+
+    async def put_question(self, question_id: int, record: str) -> bool:
+        with self._lock:
+            created = question_id not in self._questions
+            self._questions[question_id] = record
+            return created
+
+    async def get_questions(self, question_ids: Sequence[int] | None = None) -> dict[int, str]:
+        with self._lock:
+            if question_ids is None:
+                return dict(self._questions)
+            return {q: self._questions[q] for q in question_ids if q in self._questions}
 
 
 # KEYS[1] = events key. ARGV[1] = new packed records, ARGV[2] = cap, ARGV[3] = ttl in ms.
@@ -323,6 +342,28 @@ class RedisHistoryStore:
 
     async def ping(self) -> None:
         await self._call("ping", self._client.ping())
+
+    @property
+    def questions_key(self) -> str:
+        return f"{self._prefix}questions"
+
+    async def put_question(self, question_id: int, record: str) -> bool:
+        created = await self._call(
+            "put_question", self._client.hset(self.questions_key, str(question_id), record)
+        )
+        return bool(created)
+
+    async def get_questions(self, question_ids: Sequence[int] | None = None) -> dict[int, str]:
+        if question_ids is None:
+            raw = await self._call("get_questions", self._client.hgetall(self.questions_key))
+            return {int(k): v.decode() for k, v in raw.items()}
+        ids = list(question_ids)
+        if not ids:
+            return {}
+        values = await self._call(
+            "get_questions", self._client.hmget(self.questions_key, [str(q) for q in ids])
+        )
+        return {q: v.decode() for q, v in zip(ids, values, strict=True) if v is not None}
 
     async def close(self) -> None:
         try:

@@ -356,3 +356,47 @@ def test_learner_stats_match_a_naive_reference(
     ref = _naive_stats({**enc, "_seconds": ts, "_window": window}, h, correct)
     np.testing.assert_allclose(enc["stats"], ref, atol=1e-5)
     assert enc["stats"].shape == (len(enc["question"]), N_STATS)
+
+
+def test_items_past_the_vocabulary_are_the_unknown_question_with_their_content() -> None:
+    """The service appends rows for questions registered after training: the model input is the
+    unknown question, part and tags come from the row, and the statistics still tell such
+    questions apart (a second answer to the same registered question is its attempt 2)."""
+    from models.features import ItemTable
+
+    spec = FeatureSpec(window=10, n_questions=VOCAB.size, n_parts=9, n_tags=VOCAB.n_tags)
+    extra = VOCAB.size  # first registered index
+    items = ItemTable(
+        parts=np.concatenate([PARTS.parts, [4, 6]]),
+        tags=np.concatenate([PARTS.tags, [[3, 0], [1, 2]]]),
+    )
+    history = History(
+        question=np.array([2, extra, extra + 1, extra]),
+        correct=np.array([1, 0, 1, 1], np.int8),
+        timestamp=np.array([0, 10, 20, 30]),
+        bundle=np.array([0, 1, 2, 3]),
+        elapsed_ms=np.full(4, np.nan, np.float32),
+        explanation=np.full(4, -1, np.int8),
+    )
+    enc = encode(history, spec, items, candidates=np.array([extra + 1, 3]), candidate_timestamp=40)
+    assert enc["question"].tolist() == [2, UNKNOWN_QUESTION, UNKNOWN_QUESTION, UNKNOWN_QUESTION,
+                                        UNKNOWN_QUESTION, 3]  # fmt: skip
+    assert enc["part"][1:5].tolist() == [4, 6, 4, 6]
+    assert enc["tags"][2].tolist() == [1, 2]
+    # the same encoding with the registered questions merged into one unknown id differs only in
+    # the statistics that count answers to the same question
+    merged = encode(
+        History(
+            question=np.array([2, 1, 1, 1]),
+            correct=history.correct,
+            timestamp=history.timestamp,
+            bundle=history.bundle,
+            elapsed_ms=history.elapsed_ms,
+            explanation=history.explanation,
+        ),
+        spec,
+        items,
+        candidates=np.array([1, 3]),
+        candidate_timestamp=40,
+    )
+    assert not np.array_equal(enc["stats"], merged["stats"])

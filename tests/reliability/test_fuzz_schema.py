@@ -54,6 +54,7 @@ OPERATIONS = [
     "DELETE /users/{user_id}",
     "GET /questions",
     "GET /questions/{question_id}",
+    "PUT /questions/{question_id}",
     "GET /model",
     "POST /admin/reload",
     "GET /metrics",

@@ -226,7 +226,9 @@ def test_batch_equals_single_and_runs_once(
     predictor = client.app.state.kt.predictor
     calls: list[int] = []
     original = predictor.score
-    monkeypatch.setattr(predictor, "score", lambda rs: calls.append(len(rs)) or original(rs))
+    monkeypatch.setattr(
+        predictor, "score", lambda rs, items=None: calls.append(len(rs)) or original(rs, items)
+    )
     r = client.post("/predict/batch", json={"requests": reqs})
     assert r.status_code == 200, r.text
     assert calls == [3]
@@ -848,3 +850,68 @@ def test_question_catalogue_reports_what_training_recorded(
     assert [q["bundle_id"] for q in items] == [q - q % 2 for q in Q]
     assert [q["trained"] for q in items] == [i >= 5 for i in range(len(Q))]
     assert [q["train_answers"] for q in items] == [0 if i < 5 else i for i in range(len(Q))]
+
+
+NEW_ID = 5_000  # not in the test vocabulary (QUESTION_IDS are 1000..1059)
+
+
+def test_registered_question_is_predicted_from_its_content(
+    make_client: Callable[..., TestClient], artifacts: tuple[Path, Path]
+) -> None:
+    client = make_client()
+    body = {"part": 3, "tags": [2, 11, 999], "bundle_id": 77}
+    created = client.put(f"/questions/{NEW_ID}", json=body)
+    assert created.status_code == 201, created.text
+    entry = created.json()
+    assert entry["cold_start"] is True and entry["trained"] is False
+    assert entry["train_answers"] == 0 and entry["bundle_id"] == 77
+    assert entry["part"] == 3 and entry["tags"] == [2, 11, 999]
+    assert client.put(f"/questions/{NEW_ID}", json=body).status_code == 200  # replaced
+    assert client.get(f"/questions/{NEW_ID}").json() == entry
+    # listed with the model's questions, ascending by id
+    listed = client.get("/questions", params={"limit": 1000}).json()
+    assert listed["total"] == len(Q) + 1 and listed["questions"][-1] == entry
+    assert client.get("/questions", params={"tag": 999}).json()["questions"] == [entry]
+
+    # answers to it are accepted (the default policy rejects unknown ids) and predicted, cold start
+    answers = [ia(1_000, NEW_ID, False), ia(2_000, Q[0], True)]
+    r = client.post("/interactions", json={"user_id": "cs", "interactions": answers})
+    assert r.status_code == 200, r.text
+    pred = predict(client, "cs", [NEW_ID, Q[1]], ts=10_000)
+    assert [p["cold_start"] for p in pred["predictions"]] == [True, False]
+    # its content matters: the same question with other content, or as an unknown id, differs
+    p_registered = probs(predict(client, "fresh", [NEW_ID]))[0]
+    assert p_registered == pytest.approx(entry["p_correct_new_learner"], abs=1e-6)
+    mapped = make_client(unknown_questions="map")  # own embedded store: never registered there
+    p_unknown = probs(predict(mapped, "fresh", [NEW_ID]))[0]
+    client.put(f"/questions/{NEW_ID}", json={"part": 6, "tags": [4]})
+    p_other = probs(predict(client, "fresh", [NEW_ID]))[0]
+    assert len({round(p, 6) for p in (p_registered, p_unknown, p_other)}) == 3
+    # /recommend ranks it with the bank and /predict/batch scores it too
+    recs = client.post(
+        "/recommend",
+        json={"user_id": "cs", "question_ids": [NEW_ID, Q[5]], "k": 5, "exclude_answered": False},
+    ).json()["recommendations"]
+    assert {r["question_id"]: r["cold_start"] for r in recs} == {NEW_ID: True, Q[5]: False}
+    batch = client.post(
+        "/predict/batch",
+        json={"requests": [{"user_id": "cs", "questions": [{"question_id": NEW_ID}]}]},
+    )
+    assert batch.status_code == 200 and batch.json()["results"][0]["predictions"][0]["cold_start"]
+    # it survives a reload (registrations live in the store, not in the model)
+    assert client.post("/admin/reload", json={"model_dir": str(artifacts[1])}).status_code == 200
+    assert client.get(f"/questions/{NEW_ID}").json()["cold_start"] is True
+    assert predict(client, "cs", [NEW_ID])["predictions"][0]["cold_start"] is True
+
+
+def test_registration_errors_name_the_field(client: TestClient) -> None:
+    trained = client.put(f"/questions/{Q[0]}", json={"part": 1})
+    assert trained.status_code == 409 and "trained on" in trained.text
+    assert trained.json()["detail"][0]["loc"] == ["path", "question_id"]
+    part = client.put(f"/questions/{NEW_ID}", json={"part": 99})
+    assert part.status_code == 422 and "part 99 is unknown" in part.text
+    assert part.json()["detail"][0]["loc"] == ["body", "part"]
+    for bad in ({}, {"part": -1}, {"part": 1, "tags": ["x"]}, {"part": 1, "extra": 1}):
+        r = client.put(f"/questions/{NEW_ID}", json=bad)
+        assert r.status_code == 422, (bad, r.text)
+    assert client.get(f"/questions/{NEW_ID}").status_code == 404  # nothing was registered

@@ -169,3 +169,31 @@ def test_paused_redis_times_out_at_the_deadline(artifact: Path, own_redis: Redis
         while c.post("/interactions", json=body).status_code != 200:
             assert time.monotonic() < deadline
             time.sleep(0.05)
+
+
+def test_registered_questions_are_shared_by_workers_and_survive_restarts(
+    artifact: Path, redis_url: str, key_prefix: str
+) -> None:
+    """Two apps on one Redis stand for two workers (or replicas): a question registered through one
+    is known to the other on first use, and to an app started afterwards (a restart)."""
+    settings = Settings(model_dir=artifact, redis_url=redis_url, key_prefix=key_prefix)
+    new_id = 5_001
+    with (
+        TestClient(create_app(settings), raise_server_exceptions=False) as a,
+        TestClient(create_app(settings), raise_server_exceptions=False) as b,
+    ):
+        before = b.post("/predict", json={"user_id": "w", "questions": [{"question_id": new_id}]})
+        assert before.status_code == 422  # unknown everywhere yet
+        r = a.put(f"/questions/{new_id}", json={"part": 2, "tags": [1], "bundle_id": 9})
+        assert r.status_code == 201, r.text
+        after = b.post("/predict", json={"user_id": "w", "questions": [{"question_id": new_id}]})
+        assert after.status_code == 200, after.text
+        assert after.json()["predictions"][0]["cold_start"] is True
+        p_a = a.post("/predict", json={"user_id": "w", "questions": [{"question_id": new_id}]})
+        assert p_a.json()["predictions"] == after.json()["predictions"]
+    with TestClient(create_app(settings), raise_server_exceptions=False) as restarted:
+        entry = restarted.get(f"/questions/{new_id}").json()
+        assert entry["cold_start"] is True and entry["bundle_id"] == 9 and entry["tags"] == [1]
+    raw = redis.Redis.from_url(redis_url)
+    assert raw.hkeys(f"{key_prefix}questions") == [str(new_id).encode()]
+    raw.close()
