@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     # question ids unknown to the model: 422 listing them, or map them to the unknown token
     unknown_questions: Literal["reject", "map"] = "reject"
 
+    # -- time
+    # a request without a timestamp gets the server's receive time (ms since the Unix epoch); false:
+    # an interaction must carry one, and a prediction without one has an unknown lag
+    server_time: bool = True
+    # interactions more than this far ahead of the server's clock are refused with 422
+    max_future_skew_ms: Annotated[int, Field(ge=0, le=10**15)] = 300_000
+
     # -- history store
     # unset -> in-process store (the embedded default; one worker only, lost on restart)
     redis_url: str | None = None

@@ -78,6 +78,11 @@ class Metrics:
             multiprocess_mode="liveall",
         )
         self.reloads = Counter("kt_model_reloads", "Model reload attempts", ["outcome"], registry=r)
+        self.stale_events = Counter(
+            "kt_stale_events",
+            "New events older than the learner's whole stored window (not stored)",
+            registry=r,
+        )
         self._model_labels: tuple[str, str] | None = None
 
     def set_model(self, version: str, name: str) -> None:

@@ -65,9 +65,21 @@ UserPath = Path(min_length=1, max_length=1024, pattern=USER_ID_PATTERN)
 
 
 # -- helpers --------------------------------------------------------------------------------------
-def _to_events(items: list[InteractionIn]) -> np.ndarray:
+def _receive_time_ms() -> int:
+    """The server's clock (ms since the Unix epoch): the time of requests that carry none."""
+    return time.time_ns() // 1_000_000
+
+
+def _now_moment(state: ServiceState, received_ms: int) -> int | None:
+    """The moment of a prediction without a timestamp: just after the receive time (so what was
+    received with it is history), or None (lag unknown) with KT_SERVER_TIME=false."""
+    return received_ms + 1 if state.settings.server_time else None
+
+
+def _to_events(items: list[InteractionIn], received_ms: int) -> np.ndarray:
+    """Events of validated interactions; those without a timestamp get the receive time."""
     return make_events(
-        timestamp=[i.timestamp for i in items],
+        timestamp=[received_ms if i.timestamp is None else i.timestamp for i in items],
         question_id=[i.question_id for i in items],
         correct=[i.correct for i in items],
         elapsed_ms=[i.elapsed_time_ms for i in items],
@@ -113,20 +125,42 @@ def _check_unknown(
 
 
 def _check_interactions(
-    state: ServiceState, bank: ExtendedBank, items: list[InteractionIn], loc: list
+    state: ServiceState,
+    bank: ExtendedBank,
+    items: list[InteractionIn],
+    loc: list,
+    received_ms: int,
 ) -> None:
+    s = state.settings
     check_count(
         len(items),
-        state.settings.max_interactions_per_request,
+        s.max_interactions_per_request,
         "KT_MAX_INTERACTIONS_PER_REQUEST",
         "interactions",
         loc,
     )
+    latest = received_ms + s.max_future_skew_ms
+    for k, item in enumerate(items):
+        if item.timestamp is None and not s.server_time:
+            raise ApiError(
+                422,
+                "timestamp is required (KT_SERVER_TIME=false)",
+                [*loc, k, "timestamp"],
+                "missing",
+            )
+        if item.timestamp is not None and item.timestamp > latest:
+            raise ApiError(
+                422,
+                f"timestamp {item.timestamp} is {item.timestamp - received_ms} ms ahead of the "
+                f"server's clock ({received_ms}); at most KT_MAX_FUTURE_SKEW_MS="
+                f"{s.max_future_skew_ms} is allowed",
+                [*loc, k, "timestamp"],
+            )
     _check_unknown(state, bank, [i.question_id for i in items], loc)
 
 
 def _check_predict(
-    state: ServiceState, bank: ExtendedBank, req: PredictRequest, loc: list
+    state: ServiceState, bank: ExtendedBank, req: PredictRequest, loc: list, received_ms: int
 ) -> int | None:
     """Validate one predict request; returns the moment (timestamp) of its candidates."""
     s = state.settings
@@ -143,8 +177,8 @@ def _check_predict(
         )
     _check_unknown(state, bank, [q.question_id for q in req.questions], [*loc, "questions"])
     if req.interactions:
-        _check_interactions(state, bank, req.interactions, [*loc, "interactions"])
-    return moments.pop() if moments else None
+        _check_interactions(state, bank, req.interactions, [*loc, "interactions"], received_ms)
+    return moments.pop() if moments else _now_moment(state, received_ms)
 
 
 def _candidate_request(
@@ -242,13 +276,14 @@ async def predict(
     body: PredictRequest, state: State, predictor: CurrentPredictor
 ) -> PredictResponse:
     """K candidate questions at one moment, scored as one virtual bundle in one forward pass."""
+    received_ms = _receive_time_ms()
     bank = await _bank(state, predictor, _request_ids(body))
-    moment = _check_predict(state, bank, body, ["body"])
+    moment = _check_predict(state, bank, body, ["body"], received_ms)
     if body.interactions:
         result = await state.store_call(
             "append",
             state.store.append(
-                body.user_id, _to_events(body.interactions), _max_len(state, predictor)
+                body.user_id, _to_events(body.interactions, received_ms), _max_len(state, predictor)
             ),
         )
         events = result.events
@@ -268,6 +303,9 @@ async def recommend(
     closest to `target_p` inside [p_min, p_max]; the bank is one virtual bundle, as in /predict."""
     if body.p_min > body.p_max:
         raise ApiError(422, "p_min must be <= p_max", ["body", "p_min"], "value_error")
+    moment = (
+        body.timestamp if body.timestamp is not None else _now_moment(state, _receive_time_ms())
+    )
     bank = await _bank(state, predictor, body.question_ids or [])
     if body.question_ids:
         _check_unknown(state, bank, body.question_ids, ["body", "question_ids"])
@@ -279,18 +317,15 @@ async def recommend(
     )
     raw_ids = bank.raw_ids_of(candidates)
     if body.exclude_answered:
-        answered = recommend_lib.answered_question_ids(
-            events, body.timestamp, body.exclude_within_ms
-        )
+        answered = recommend_lib.answered_question_ids(events, moment, body.exclude_within_ms)
         keep = ~np.isin(raw_ids, answered)
         candidates, raw_ids = candidates[keep], raw_ids[keep]
     known = events
-    if body.timestamp is not None:  # only strictly earlier events are known at the moment
-        known = events[: int(np.searchsorted(events["timestamp"], body.timestamp, side="left"))]
+    if moment is not None:  # only strictly earlier events are known at the moment
+        known = events[: int(np.searchsorted(events["timestamp"], moment, side="left"))]
     history = events_to_history(known, vocab, bank.to_index)
     requests = [
-        CandidateRequest(history, chunk, body.timestamp)
-        for chunk in recommend_lib.chunks(candidates)
+        CandidateRequest(history, chunk, moment) for chunk in recommend_lib.chunks(candidates)
     ]
     scored = await _score(state, predictor, requests, bank)
     probs = np.concatenate(scored) if requests else np.zeros(0)
@@ -327,8 +362,10 @@ async def predict_batch(
         ["body", "requests"],
     )
     bank = await _bank(state, predictor, [q for r in body.requests for q in _request_ids(r)])
+    received_ms = _receive_time_ms()
     moments = [
-        _check_predict(state, bank, r, ["body", "requests", i]) for i, r in enumerate(body.requests)
+        _check_predict(state, bank, r, ["body", "requests", i], received_ms)
+        for i, r in enumerate(body.requests)
     ]
     cap = _max_len(state, predictor)
     writes = [r for r in body.requests if r.interactions]
@@ -337,7 +374,9 @@ async def predict_batch(
             "append",
             asyncio.gather(
                 *(
-                    state.store.append(r.user_id, _to_events(r.interactions or []), cap)
+                    state.store.append(
+                        r.user_id, _to_events(r.interactions or [], received_ms), cap
+                    )
                     for r in writes
                 )
             ),
@@ -366,17 +405,27 @@ async def interactions(
     body: InteractionsRequest, state: State, predictor: CurrentPredictor
 ) -> InteractionsResponse:
     """Record answered questions: atomic, idempotent, sorted, capped, TTL refreshed."""
+    received_ms = _receive_time_ms()
     check_user_id(body.user_id, state.settings, ["body", "user_id"])
     bank = await _bank(state, predictor, [i.question_id for i in body.interactions])
-    _check_interactions(state, bank, body.interactions, ["body", "interactions"])
+    _check_interactions(state, bank, body.interactions, ["body", "interactions"], received_ms)
+    cap = _max_len(state, predictor)
     result = await state.store_call(
-        "append",
-        state.store.append(body.user_id, _to_events(body.interactions), _max_len(state, predictor)),
+        "append", state.store.append(body.user_id, _to_events(body.interactions, received_ms), cap)
     )
+    reason = None
+    if result.stale:
+        state.metrics.stale_events.inc(result.stale)
+        reason = (
+            f"{result.stale} event(s) are older than every one of the {cap} events stored for this "
+            "learner (the model's window plus KT_HISTORY_EXTRA): they can no longer change a "
+            "prediction, so they were not stored"
+        )
     return InteractionsResponse(
         recorded=result.recorded,
         duplicates=result.duplicates,
         stale=result.stale,
+        stale_reason=reason,
         history_length=len(result.events),
     )
 
@@ -443,6 +492,8 @@ async def mastery(
     _only_query(request, {"at"})
     check_user_id(user_id, state.settings, ["path", "user_id"])
     events = await state.store_call("get", state.store.get(user_id))
+    if at is None:
+        at = _now_moment(state, _receive_time_ms())
     if at is not None:
         events = _before(events, at)
     parts, tags = await _mastery_at(state, predictor, events, at)

@@ -52,7 +52,11 @@ class InteractionIn(_In):
     """One answered question."""
 
     question_id: QuestionId
-    timestamp: TimestampMs
+    timestamp: TimestampMs | None = Field(
+        None,
+        description="When it was answered (ms). Absent: the server's receive time (KT_SERVER_TIME); "
+        "then send interaction_id to make retries idempotent.",
+    )
     correct: bool
     elapsed_time_ms: ElapsedMs | None = None
     had_explanation: bool | None = None
@@ -83,13 +87,19 @@ class InteractionsResponse(BaseModel):
     recorded: int = Field(description="New events stored by this call.")
     duplicates: int = Field(description="Events whose identity was already stored (retries).")
     stale: int = Field(0, description="New events older than a full history window (not stored).")
+    stale_reason: str | None = Field(
+        None, description="Why the stale events were not stored (null when there are none)."
+    )
     history_length: int
 
 
 class Candidate(_In):
     question_id: QuestionId
     timestamp: TimestampMs | None = Field(
-        None, description="The moment of the prediction; all candidates of a request share it."
+        None,
+        description="The moment of the prediction; all candidates of a request share it. Absent: "
+        "just after the server's receive time (KT_SERVER_TIME), so the request's own "
+        "interactions are history.",
     )
 
 
@@ -110,7 +120,9 @@ class RecommendRequest(_In):
 
     user_id: UserId
     timestamp: TimestampMs | None = Field(
-        None, description="The moment of the recommendation (default: lag unknown, as /predict)."
+        None,
+        description="The moment of the recommendation (default: just after the server's receive "
+        "time, as /predict).",
     )
     target_p: Probability = Field(
         0.7, description="Rank by closeness of P(correct) to this target (the difficulty you want)."

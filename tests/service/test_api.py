@@ -105,7 +105,13 @@ def test_ingest_then_predict(client: TestClient) -> None:
 
     r = client.post("/interactions", json={"user_id": "u1", "interactions": some_history(5)})
     assert r.status_code == 200, r.text
-    assert r.json() == {"recorded": 5, "duplicates": 0, "stale": 0, "history_length": 5}
+    assert r.json() == {
+        "recorded": 5,
+        "duplicates": 0,
+        "stale": 0,
+        "stale_reason": None,
+        "history_length": 5,
+    }
     warm = predict(client, "u1", [Q[0], Q[1]], ts=10**6)
     assert warm["history_length"] == 5
     assert not np.allclose(probs(warm), probs(cold))
@@ -326,8 +332,13 @@ BAD_INPUTS = [
             "questions": [{"question_id": Q[0]}],
             "interactions": [{"question_id": Q[0]}],
         },
-        "interactions[0].timestamp",
+        "interactions[0].correct",
     ),  # fmt: skip
+    (
+        "/interactions",
+        {"user_id": "u", "interactions": [ia(10**15, Q[0])]},  # year 33658: beyond the skew
+        "interactions[0].timestamp",
+    ),
     (
         "/interactions",
         {"user_id": "u", "interactions": [ia(1, Q[0], correct="yes")]},
@@ -915,3 +926,79 @@ def test_registration_errors_name_the_field(client: TestClient) -> None:
         r = client.put(f"/questions/{NEW_ID}", json=bad)
         assert r.status_code == 422, (bad, r.text)
     assert client.get(f"/questions/{NEW_ID}").status_code == 404  # nothing was registered
+
+
+# -- time -------------------------------------------------------------------------------------------
+def test_the_server_clock_stamps_requests_without_time(client: TestClient) -> None:
+    import time
+
+    before = time.time_ns() // 1_000_000
+    untimed = [{"question_id": Q[2], "correct": False, "interaction_id": "a1"}]
+    r = client.post("/interactions", json={"user_id": "clock", "interactions": untimed})
+    after = time.time_ns() // 1_000_000
+    assert r.status_code == 200, r.text
+    stamped = client.get("/users/clock/history").json()["interactions"][0]["timestamp"]
+    assert before <= stamped <= after  # the receive time, visible in the history
+    # a predict without a timestamp is "now": its own untimed interactions are history
+    both = {"user_id": "clock2", "questions": [{"question_id": Q[3]}],
+            "interactions": [{"question_id": Q[4], "correct": True}]}  # fmt: skip
+    out = client.post("/predict", json=both).json()
+    assert out["history_length"] == 1
+    now_p = probs(out)[0]
+    # the same request with the moment spelled out just after the stored answer gives the same p
+    stored = client.get("/users/clock2/history").json()["interactions"][0]["timestamp"]
+    explicit = probs(predict(client, "clock2", [Q[3]], ts=stored + 1))[0]
+    assert now_p == pytest.approx(explicit, abs=1e-6)
+    # /recommend and /mastery read the same clock: a moment a few ms later than the answer (the
+    # lag moves p by ~1e-6 per ms here), nothing like the unknown lag of a prediction without time
+    rec = client.post(
+        "/recommend", json={"user_id": "clock2", "question_ids": [Q[3]], "exclude_answered": False}
+    ).json()["recommendations"][0]["p_correct"]
+    assert rec == pytest.approx(explicit, abs=1e-3)
+    at = client.get("/users/clock2/mastery").json()["at"]
+    assert stored + 1 <= at <= time.time_ns() // 1_000_000 + 1
+
+
+def test_without_server_time_a_timestamp_is_required_and_the_lag_is_unknown(
+    make_client: Callable[..., TestClient],
+) -> None:
+    client = make_client(server_time=False)
+    r = client.post(
+        "/interactions",
+        json={"user_id": "c", "interactions": [{"question_id": Q[0], "correct": True}]},
+    )
+    assert r.status_code == 422 and "KT_SERVER_TIME" in r.text
+    assert r.json()["detail"][0]["loc"] == ["body", "interactions", 0, "timestamp"]
+    client.post("/interactions", json={"user_id": "c", "interactions": some_history(4)})
+    untimed = probs(predict(client, "c", [Q[1]]))[0]
+    timed_far = probs(predict(client, "c", [Q[1]], ts=10**12))[0]
+    assert untimed != pytest.approx(timed_far, abs=1e-6)  # unknown lag, not "now"
+
+
+def test_future_events_are_refused_beyond_the_configured_skew(
+    make_client: Callable[..., TestClient],
+) -> None:
+    import time
+
+    soon = time.time_ns() // 1_000_000 + 600_000  # 10 minutes ahead
+    client = make_client()  # default skew: 5 minutes
+    r = client.post("/interactions", json={"user_id": "f", "interactions": [ia(soon, Q[0])]})
+    assert r.status_code == 422 and "KT_MAX_FUTURE_SKEW_MS=300000" in r.text
+    assert client.get("/users/f/history").json()["history_length"] == 0  # nothing written
+    lenient = make_client(max_future_skew_ms=3_600_000)
+    r = lenient.post("/interactions", json={"user_id": "f", "interactions": [ia(soon, Q[0])]})
+    assert r.status_code == 200, r.text
+
+
+def test_late_events_are_counted_and_explained(client: TestClient) -> None:
+    cap = WINDOW + Settings().history_extra
+    recent = [ia(1_000_000 + i, Q[i % len(Q)]) for i in range(cap)]
+    client.post("/interactions", json={"user_id": "late", "interactions": recent})
+    r = client.post("/interactions", json={"user_id": "late", "interactions": [ia(5, Q[0])]})
+    body = r.json()
+    assert body["stale"] == 1 and body["recorded"] == 0
+    assert (
+        "older than every one of the" in body["stale_reason"] and str(cap) in body["stale_reason"]
+    )
+    metrics = client.get("/metrics").text
+    assert "kt_stale_events_total 1.0" in metrics
