@@ -115,3 +115,30 @@ def test_bench_procs_imports_only_stdlib_httpx_redis_and_the_service_layout() ->
             assert name in BENCH_PROCS_ALLOWED_PROJECT, f"bench/procs.py imports {name}"
         else:
             assert top in STDLIB | BENCH_PROCS_THIRD_PARTY, f"bench/procs.py imports {name}"
+
+
+# Modules of training/ allowed past ~500 lines, each owning a single thing.
+LONG_TRAINING_MODULES = {
+    "training/simulate.py": "the learner simulator (generative model, bank, learners, CSV writer)",
+    "training/export.py": "the ONNX export with its parity check and the INT8 decision",
+    "training/distill.py": "distillation (teachers, the distillation loop, the demo recipe)",
+}
+
+
+@pytest.mark.parametrize("path", _files("training"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_training_modules_are_short_or_own_one_thing(path: Path) -> None:
+    rel = str(path.relative_to(ROOT))
+    lines = len(path.read_text().splitlines())
+    assert lines <= 500 or rel in LONG_TRAINING_MODULES, f"{rel}: {lines} lines"
+    assert ast.get_docstring(ast.parse(path.read_text())), f"{rel} has no module docstring"
+
+
+@pytest.mark.parametrize("path", _files("training"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_module_imports_the_train_entry_point(path: Path) -> None:
+    """training.train only parses, calls training.trainer and reports: the shared code lives in
+    training.trainer and training.flags, so nothing imports train.py but for its parser."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "training.train":
+            names = {a.name for a in node.names}
+            assert names <= {"build_parser"}, f"{path.relative_to(ROOT)} imports {names}"

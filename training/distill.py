@@ -45,17 +45,21 @@ from training.distill_losses import (
     temperature_at,
     weight_at,
 )
-from training.train import (
+from training.flags import (
     add_architecture_flags,
     add_data_flags,
     add_training_flags,
+    validate_args,
+)
+from training.trainer import (
+    build_config,
     catalogue_vocab,
     compute_metrics,
     load_and_prepare,
     masked_bce,
     plot_training_curves,
+    run_training,
     training_arguments,
-    validate_args,
 )
 from training.windows import WindowDataset, collate_windows
 
@@ -93,7 +97,7 @@ class DistillationModule(nn.Module):
     ) -> Any:
         # One forward (DDP-safe): the student's logits, hidden states and attention maps.
         # num_items_in_batch: a plain Trainer (the scratch student) passes the step's labelled
-        # count, as for training.train.KTForTraining (see there why the loss must use it).
+        # count, as for training.trainer.KTForTraining (see there why the loss must use it).
         out = self.student(
             inputs, output_hidden_states=return_features, output_attentions=return_features
         )
@@ -305,8 +309,6 @@ def _size_args(
 def _train_teacher(args: argparse.Namespace, out: Path, model: str | None = None) -> Path:
     """Train the teacher (or, with `model`, an extra ensemble teacher of that registry model with
     the same preset and flags) into out/teacher[_<model>]."""
-    from training.train import run_training
-
     targs = copy.copy(args)
     targs.model = model or args.teacher_model
     targs.d_model, targs.layers, targs.heads = PRESETS[args.teacher_preset]
@@ -364,8 +366,6 @@ def _build_distill_config(args: argparse.Namespace) -> DistillationConfig:
 def student_config(student_args: argparse.Namespace, spec: Any) -> ModelConfig:
     """The student's ModelConfig: from the size flags, or the whole `--student` JSON (its every
     field kept), with the data-dependent sizes (vocabulary, buckets, window) from the data."""
-    from training.train import build_config
-
     config = build_config(student_args, spec)
     file_config = getattr(student_args, "student_file_config", None)
     if file_config is None:

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from training.data import Interactions, dataset_options, load_dataset
+from training.flags import validate_args
 from training.train import build_parser as build_train_parser
-from training.train import data_fingerprint, prepare_data, run_training, validate_args
+from training.trainer import data_fingerprint, prepare_data, run_training
 
 logger = logging.getLogger(__name__)
 

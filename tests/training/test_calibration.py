@@ -135,7 +135,7 @@ def _train(sim_dir: Path, out: Path, *extra: str) -> dict:
 def _valid_windows(sim_dir: Path):
     """The validation learners of `_train`'s split (learner split, 10 %, seq 20, seed 0)."""
     from training.data import load_dataset
-    from training.train import prepare_data
+    from training.trainer import prepare_data
 
     inter = load_dataset(sim_dir / "train.csv", sim_dir / "questions.csv")
     data = prepare_data(inter, seq_len=20, validation="learner", valid_fraction=0.1, seed=0)

@@ -16,7 +16,7 @@ from training.data import load_dataset
 from training.distill import DistillationModule, DistillationTrainer, check_matches
 from training.distill_losses import DistillationConfig, IntermediateMatch
 from training.simulate import simulate, write
-from training.train import build_config, prepare_data
+from training.trainer import build_config, prepare_data
 from training.windows import collate_windows
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,7 +80,7 @@ def _trainer(
     config: DistillationConfig,
     save_steps: int = 2,
 ):
-    from training.train import training_arguments
+    from training.trainer import training_arguments
 
     args = _args(
         max_steps=max_steps,

@@ -249,7 +249,7 @@ def test_cli_int8_gate_on_held_out_data(tmp_path: Path, capsys: pytest.CaptureFi
     from models.registry import build_model
     from training.data import load_dataset
     from training.simulate import simulate, write
-    from training.train import prepare_data
+    from training.trainer import prepare_data
 
     write(simulate(30, seed=3, n_questions=60, mean_length=30.0), tmp_path / "sim")
     sim = tmp_path / "sim"

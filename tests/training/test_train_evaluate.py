@@ -72,7 +72,7 @@ def _trainer_state(out: Path) -> dict:
 def _validation_windows(sim_dir: Path, seed: int = 0):
     """The training split of `_train` (learner split, 10 %, seq 20): (train, valid) datasets."""
     from training.data import load_dataset
-    from training.train import prepare_data
+    from training.trainer import prepare_data
 
     inter = load_dataset(sim_dir / "train.csv", sim_dir / "questions.csv")
     data = prepare_data(inter, seq_len=20, validation="learner", valid_fraction=0.1, seed=seed)
@@ -351,7 +351,8 @@ def test_gradient_accumulation_matches_the_larger_batch(sim_dir: Path, tmp_path:
 def test_early_stopping_stops_a_run_that_cannot_improve(sim_dir: Path, tmp_path: Path) -> None:
     """Learning rate 0: the weights, hence the validation AUC, never change, so patience 2
     ends an 8-epoch run after exactly 3 evaluations (the first sets the best)."""
-    from training.train import build_parser, run_training
+    from training.train import build_parser
+    from training.trainer import run_training
 
     out = tmp_path / "m"
     args = build_parser().parse_args(
@@ -405,11 +406,12 @@ def test_report_to_tensorboard_writes_the_logged_scalars(
 ) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from training import train as train_mod
+    from training import trainer as trainer_mod
+    from training.train import main as train_main
 
     # the run's own directory (out/runs), whatever the environment running the tests says;
     # setenv first so that monkeypatch restores the variable training_arguments() overwrites
-    monkeypatch.setattr(train_mod, "_USER_TENSORBOARD_DIR", None)
+    monkeypatch.setattr(trainer_mod, "_USER_TENSORBOARD_DIR", None)
     monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", "unused")
     out = tmp_path / "m"
     argv = _argv(
@@ -418,7 +420,7 @@ def test_report_to_tensorboard_writes_the_logged_scalars(
         "--no-load-best-model-at-end",
     )  # fmt: skip
     argv[argv.index("--report-to") + 1] = "tensorboard"
-    assert train_mod.main(argv) == 0
+    assert train_main(argv) == 0
     events = list((out / "runs").rglob("events.out.tfevents.*"))
     assert events, sorted(p.name for p in out.iterdir())
     acc = EventAccumulator(str(events[0].parent))
@@ -541,7 +543,7 @@ def test_compute_metrics_ignores_padding_and_context_labels() -> None:
     from types import SimpleNamespace
 
     from training.binary_metrics import roc_auc
-    from training.train import compute_metrics
+    from training.trainer import compute_metrics
 
     logits = np.array([[2.0, -1.0, 5.0, -100.0], [0.5, -3.0, -100.0, -100.0]])
     labels = np.array([[1.0, 0.0, -100.0, -100.0], [1.0, 0.0, -100.0, -100.0]])
