@@ -40,12 +40,15 @@ demo-model: setup
 serve: demo-model
 	KT_MODEL_DIR=$${KT_MODEL_DIR:-$(DEMO_DIR)/artifact} $(PY) -m service
 
-# Long: quality trains 4 models on the Riiid sample and Statics, then on 500 and 2,000 simulated learners, then a large SAINT+ teacher for the
-# simulator distillation (31 min here); soak runs 5 minutes. Each writes its docs/benchmarks.md section.
+# Long: quality trains 4 models on the Riiid sample, on Statics, on 500 and 2,000 simulated learners and on the
+# simulator with retries (the medium-data stand-in), then a large SAINT+ teacher for the simulator distillation;
+# soak runs 5 minutes. Each writes its docs/benchmarks.md section.
 bench: setup
 	$(PY) -m bench.loader_bench
-	$(PY) -m bench.quality --datasets riiid,statics
+	$(PY) -m bench.quality --datasets riiid
+	$(PY) -m bench.quality --datasets statics --section quality-statics
 	$(PY) -m bench.quality --datasets sim --learners 500,2000 --section quality-sim
+	$(PY) -m bench.quality --datasets retry --learners 1700 --models logistic,dkt,saint_plus --section quality-retry
 	$(PY) -m training.train --train-file bench/out/quality/sim2000/split/history.csv \
 	  --questions-file bench/out/quality/sim2000/questions.csv --model saint_plus \
 	  --d-model 256 --layers 3 --heads 8 --epochs 6 --report-to none --output-dir bench/out/teachers/sim_large
