@@ -47,8 +47,10 @@ from training.distill_losses import (
 )
 from training.flags import (
     add_architecture_flags,
+    add_config_flag,
     add_data_flags,
     add_training_flags,
+    parse_with_config,
     validate_args,
 )
 from training.trainer import (
@@ -645,6 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--time-encoding", choices=["bucket", "continuous", "both"], default="both")
     add_architecture_flags(parser)
     add_training_flags(parser)
+    add_config_flag(parser)
     return parser
 
 
@@ -678,7 +681,7 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_exporter_logs()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_with_config(parser, argv)
     args.model = args.teacher_model
     if args.learning_rate is None:
         args.learning_rate = 1e-3

@@ -4,6 +4,7 @@ training) and their checks: one definition per flag, with its help and bounds.""
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from models.registry import MODEL_REGISTRY
@@ -219,3 +220,75 @@ def validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         args.learning_rate = DEFAULT_LEARNING_RATES.get(args.model, 1e-3)
     if args.resume_from_checkpoint == "true":
         args.resume_from_checkpoint = True
+
+
+def add_config_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE.json",
+        help='a whole run\'s flags as one JSON object ({"model": "dkt", "epochs": 10, ...}: keys '
+        "are flag names, with - or _); flags given on the command line win",
+    )
+
+
+def _config_value(
+    parser: argparse.ArgumentParser, action: argparse.Action, key: str, value: object
+) -> object:
+    """A JSON value for `action`, converted and checked as the command line would be."""
+    where = f"--config: {key!r}"
+    if isinstance(action, argparse.BooleanOptionalAction | argparse._StoreTrueAction):
+        if not isinstance(value, bool):
+            parser.error(f"{where} must be true or false, got {value!r}")
+        return value
+    if value is None:
+        return None
+    if action.nargs in ("+", "*") or isinstance(action, argparse._AppendAction):
+        items = value if isinstance(value, list) else [value]
+        return [_convert(parser, action, where, v) for v in items]
+    return _convert(parser, action, where, value)
+
+
+def _convert(
+    parser: argparse.ArgumentParser, action: argparse.Action, where: str, value: object
+) -> object:
+    if isinstance(value, bool | list | dict):
+        parser.error(f"{where} must be a single value, got {value!r}")
+    converted: object = value
+    if callable(action.type):
+        try:
+            converted = action.type(str(value))
+        except (argparse.ArgumentTypeError, TypeError, ValueError) as exc:
+            parser.error(f"{where}: {exc}")
+    if action.choices is not None and converted not in action.choices:
+        choices = ", ".join(map(str, action.choices))
+        parser.error(f"{where} must be one of {choices}, got {value!r}")
+    return converted
+
+
+def parse_with_config(
+    parser: argparse.ArgumentParser, argv: list[str] | None
+) -> argparse.Namespace:
+    """`parser.parse_args(argv)`, with the defaults first taken from `--config FILE.json`."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    if known.config:
+        path = Path(known.config)
+        try:
+            data = json.loads(path.read_text())
+        except OSError as exc:
+            parser.error(f"--config: {path}: {exc.strerror or exc}")
+        except json.JSONDecodeError as exc:
+            parser.error(f"--config: {path}:{exc.lineno}:{exc.colno}: {exc.msg}")
+        if not isinstance(data, dict):
+            parser.error(f"--config: {path}: expected a JSON object of flag names")
+        actions = {a.dest: a for a in parser._actions if a.option_strings}
+        defaults = {}
+        for key, value in data.items():
+            dest = str(key).lstrip("-").replace("-", "_")
+            if dest not in actions or dest in ("help", "config"):
+                parser.error(f"--config: {path}: unknown flag {key!r}")
+            defaults[dest] = _config_value(parser, actions[dest], key, value)
+            actions[dest].required = False  # given by the file
+        parser.set_defaults(**defaults)
+    return parser.parse_args(argv)

@@ -18,7 +18,14 @@ import torch
 
 from training.cli import OneLineArgumentParser
 from training.data import DataError
-from training.flags import add_data_flags, add_model_flags, add_training_flags, validate_args
+from training.flags import (
+    add_config_flag,
+    add_data_flags,
+    add_model_flags,
+    add_training_flags,
+    parse_with_config,
+    validate_args,
+)
 from training.trainer import run_training
 
 logger = logging.getLogger(__name__)
@@ -37,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="model dir to write (config.json, model.safetensors, ...)",
     )
     add_training_flags(parser)
+    add_config_flag(parser)
     return parser
 
 
@@ -53,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_with_config(parser, argv)
     validate_args(parser, args)
     try:
         metrics = run_training(args)
