@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.features import FIRST_QUESTION_INDEX, UNKNOWN_QUESTION, ItemTable, QuestionVocab
+from service.recommend import bank_indices, filter_mask
 
 
 @dataclass(frozen=True)
@@ -86,18 +87,18 @@ class ExtendedBank:
             out[j, : len(r.tags)] = r.tags
         return out
 
-    def registered_indices(
+    def indices(
         self,
         parts: list[int] | None = None,
         tags: list[int] | None = None,
         question_ids: list[int] | None = None,
     ) -> np.ndarray:
-        """Indices of the registered questions that pass every given filter (ascending)."""
+        """Indices of the model's questions, then of the registered ones, that pass every given
+        filter (each group ascending)."""
         part = np.array([r.part for r in self.records], np.int64)
-        keep = _filter(
-            part, self.raw_tags, self.ids, part=parts, tag=tags, question_ids=question_ids
-        )
-        return np.flatnonzero(keep).astype(np.int64) + self.vocab.size
+        keep = filter_mask(self.ids, part, self.raw_tags, parts, tags, question_ids)
+        registered = np.flatnonzero(keep).astype(np.int64) + self.vocab.size
+        return np.concatenate([bank_indices(self.vocab, parts, tags, question_ids), registered])
 
     def raw_ids_of(self, indices: np.ndarray) -> np.ndarray:
         """Raw ids of model or registered indices (vectorised)."""
@@ -144,22 +145,3 @@ class Catalogue:
         if self._bank is None or self._bank.vocab is not vocab:
             self._bank = ExtendedBank(vocab, self.registered)
         return self._bank
-
-
-def _filter(
-    parts: np.ndarray,
-    tags: np.ndarray,
-    raw_ids: np.ndarray,
-    *,
-    part: list[int] | None,
-    tag: list[int] | None,
-    question_ids: list[int] | None,
-) -> np.ndarray:
-    keep = np.ones(len(raw_ids), dtype=bool)
-    if part is not None:
-        keep &= np.isin(parts, np.asarray(part, np.int64))
-    if tag is not None:
-        keep &= np.isin(tags, np.asarray(tag, np.int64)).any(axis=1)
-    if question_ids is not None:
-        keep &= np.isin(raw_ids, np.asarray(question_ids, np.int64))
-    return keep

@@ -20,6 +20,26 @@ from models.features import FIRST_QUESTION_INDEX, QuestionVocab
 RECOMMEND_CHUNK = 128
 
 
+def filter_mask(
+    raw_ids: np.ndarray,
+    raw_parts: np.ndarray,
+    raw_tags: np.ndarray,
+    parts: list[int] | None = None,
+    tags: list[int] | None = None,
+    question_ids: list[int] | None = None,
+) -> np.ndarray:
+    """(Q,) True for the questions (raw ids (Q,), parts (Q,), tags (Q, M) -1 padded) that pass every
+    given filter: one of `parts`, at least one of `tags`, one of `question_ids`."""
+    keep = np.ones(len(raw_ids), dtype=bool)
+    if parts is not None:
+        keep &= np.isin(raw_parts, np.asarray(parts, dtype=np.int64))
+    if tags is not None:
+        keep &= np.isin(raw_tags, np.asarray(tags, dtype=np.int64)).any(axis=1)
+    if question_ids is not None:
+        keep &= np.isin(raw_ids, np.asarray(question_ids, dtype=np.int64))
+    return keep
+
+
 def bank_indices(
     vocab: QuestionVocab,
     parts: list[int] | None = None,
@@ -27,14 +47,8 @@ def bank_indices(
     question_ids: list[int] | None = None,
 ) -> np.ndarray:
     """Vocabulary indices of the bank's questions that pass every given filter (ascending)."""
-    keep = np.ones(len(vocab.question_ids), dtype=bool)
-    if parts is not None:
-        keep &= np.isin(vocab.parts, np.asarray(parts, dtype=np.int64))
-    if tags is not None:
-        assert vocab.tags is not None  # always set by QuestionVocab.__post_init__
-        keep &= np.isin(vocab.tags, np.asarray(tags, dtype=np.int64)).any(axis=1)
-    if question_ids is not None:
-        keep &= np.isin(vocab.question_ids, np.asarray(question_ids, dtype=np.int64))
+    assert vocab.tags is not None  # always set by QuestionVocab.__post_init__
+    keep = filter_mask(vocab.question_ids, vocab.parts, vocab.tags, parts, tags, question_ids)
     return np.flatnonzero(keep).astype(np.int64) + FIRST_QUESTION_INDEX
 
 

@@ -311,10 +311,7 @@ async def recommend(
         _check_unknown(state, bank, body.question_ids, ["body", "question_ids"])
     events = await state.store_call("get", state.store.get(body.user_id))
     vocab = predictor.vocab
-    filters = (body.parts, body.tags, body.question_ids)
-    candidates = np.concatenate(
-        [recommend_lib.bank_indices(vocab, *filters), bank.registered_indices(*filters)]
-    )
+    candidates = bank.indices(body.parts, body.tags, body.question_ids)
     raw_ids = bank.raw_ids_of(candidates)
     if body.exclude_answered:
         answered = recommend_lib.answered_question_ids(events, moment, body.exclude_within_ms)
@@ -616,10 +613,7 @@ async def questions(
     (P(correct) for a learner with no history)."""
     _only_query(request, {"part", "tag", "offset", "limit"})
     bank = await _full_bank(state, predictor)
-    filters = (None if part is None else [part], None if tag is None else [tag])
-    selected = np.concatenate(
-        [recommend_lib.bank_indices(predictor.vocab, *filters), bank.registered_indices(*filters)]
-    )
+    selected = bank.indices(None if part is None else [part], None if tag is None else [tag])
     selected = selected[np.argsort(bank.raw_ids_of(selected), kind="stable")]
     page = selected[offset : offset + limit]
     p_new = await _new_learner_p(state, predictor, bank, page) if len(page) else np.zeros(0)

@@ -112,6 +112,9 @@ class PredictRequest(_In):
 
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+ColdStart = Annotated[
+    bool, Field(description="Registered after training: predicted from its part and tags.")
+]
 GroupKey = Annotated[int, Field(ge=0, le=MAX_SAFE_INT), _INTEGRAL]
 
 
@@ -154,9 +157,7 @@ class Recommendation(BaseModel):
     p_correct: float
     part: int
     tags: list[int]
-    cold_start: bool = Field(
-        False, description="Registered after training: predicted from its part and tags."
-    )
+    cold_start: ColdStart = False
 
 
 class RecommendResponse(BaseModel):
@@ -201,9 +202,7 @@ class MasteryTimelineResponse(BaseModel):
 class Prediction(BaseModel):
     question_id: int
     p_correct: float
-    cold_start: bool = Field(
-        False, description="Registered after training: predicted from its part and tags."
-    )
+    cold_start: ColdStart = False
 
 
 class PredictResponse(BaseModel):
@@ -279,9 +278,7 @@ class QuestionOut(BaseModel):
     p_correct_new_learner: Probability = Field(
         description="Its difficulty as the model sees it: P(correct) for a learner with no history."
     )
-    cold_start: bool = Field(
-        False, description="Registered after training: predicted from its part and tags."
-    )
+    cold_start: ColdStart = False
 
 
 class QuestionIn(_In):
