@@ -20,12 +20,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service import lifecycle, openapi
+from service import lifecycle, openapi, ui
 from service.config import Settings, get_settings
 from service.deps import ApiError, ServiceState
 from service.metrics import Metrics
 from service.middleware import BodyLimitMiddleware, MetricsMiddleware, UnhandledErrorMiddleware
-from service.routes import api, public
+from service.routes import api, index, public
 
 logger = logging.getLogger(__name__)
 
@@ -127,8 +127,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0",
         summary="P(correct) for candidate questions from a learner's history (SAINT+/ONNX Runtime).",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc come from service.ui, with vendored assets (no CDN)
+        redoc_url=None,
     )
     app.include_router(public)
+    ui.install(app, settings, index)
     app.include_router(api)
     openapi.install(app, settings)  # limits and auth as configured
     app.add_exception_handler(RequestValidationError, _validation_error)

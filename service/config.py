@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     api_key: SecretStr | None = None  # when set, `Authorization: Bearer <key>` is required
     cors_origins: str = ""  # comma-separated allowed origins; empty = CORS off
+    ui: bool = True  # the learner page at /ui (and / redirects there); false removes both
 
     # -- limits (over a limit -> 413/422 naming it)
     max_body_bytes: Annotated[int, Field(ge=1024)] = 1 << 20

@@ -49,6 +49,8 @@ from service.schemas import (
     QuestionOut,
     QuestionsResponse,
     ReadyResponse,
+    RecentUser,
+    RecentUsersResponse,
     Recommendation,
     RecommendRequest,
     RecommendResponse,
@@ -230,18 +232,22 @@ def _response(
 
 
 # -- public probes --------------------------------------------------------------------------------
-@public.get("/", tags=["ops"])
+@public.get("/api", tags=["ops"])
 async def index() -> dict[str, object]:
-    """A short index of the API; the interactive reference is at /docs."""
+    """A short index of the API; the interactive reference is at /docs. `GET /` answers the same
+    when the learner page is off (KT_UI=false), else redirects to /ui."""
     return {
         "service": "knowledge-tracing prediction service",
         "docs": "/docs",
+        "redoc": "/redoc",
+        "ui": "/ui (when KT_UI is on)",
         "openapi": "/openapi.json",
         "endpoints": {
             "POST /interactions": "record a learner's answers",
             "POST /predict": "P(correct) of candidate questions for one learner at one moment",
             "POST /predict/batch": "the same for many learners in one call",
             "POST /recommend": "the questions of the bank closest to a target P(correct)",
+            "GET /users": "the learners with the most recent interactions",
             "GET /users/{user_id}/history": "a learner's stored history",
             "GET /users/{user_id}/mastery": "mean P(correct) per part and per tag, now or ?at=",
             "GET /users/{user_id}/mastery/timeline": "the same after every N answers (?every=)",
@@ -331,6 +337,7 @@ async def recommend(
     return RecommendResponse(
         user_id=body.user_id,
         model_version=predictor.version,
+        at=moment,
         history_length=len(events),
         scored=len(candidates),
         recommendations=[
@@ -424,6 +431,23 @@ async def interactions(
         stale=result.stale,
         stale_reason=reason,
         history_length=len(result.events),
+    )
+
+
+@api.get("/users", response_model=RecentUsersResponse, tags=["history"])
+async def recent_users(
+    request: Request,
+    state: State,
+    limit: int = Query(20, ge=1, le=1000, description="At most this many learners."),
+) -> RecentUsersResponse:
+    """The learners with the most recent stored interactions, newest first (erased and expired
+    learners are left out). Redis Cluster cannot tell: `supported` is false there."""
+    _only_query(request, {"limit"})
+    rows = await state.store_call("recent_users", state.store.recent_users(limit))
+    if rows is None:
+        return RecentUsersResponse(supported=False, users=[])
+    return RecentUsersResponse(
+        supported=True, users=[RecentUser(user_id=u, last_write_at=ms) for u, ms in rows]
     )
 
 
@@ -696,10 +720,16 @@ async def register_question(
 
 
 @api.get("/model", response_model=ModelResponse, tags=["ops"])
-async def model_info(predictor: CurrentPredictor) -> ModelResponse:
+async def model_info(state: State, predictor: CurrentPredictor) -> ModelResponse:
     """Version, config and training metrics of the loaded artifact."""
     manifest = predictor.manifest
     metrics = manifest.get("metrics")
+    fingerprint = manifest.get("data_fingerprint")
+    spec = predictor.spec
+    try:
+        registered: int | None = len((await _full_bank(state, predictor)).records)
+    except ApiError:  # the store is down: the model card still answers
+        registered = None
     return ModelResponse(
         version=predictor.version,
         name=predictor.model_name,
@@ -708,6 +738,10 @@ async def model_info(predictor: CurrentPredictor) -> ModelResponse:
         window=predictor.spec.window,
         n_questions=len(predictor.vocab.question_ids),
         n_tags=len(predictor.vocab.tag_ids),
+        data_fingerprint=fingerprint if isinstance(fingerprint, str) else None,
+        int8=manifest.get("quantization") == "dynamic-int8",
+        content_cold_start=spec.n_tags > 1 or spec.n_parts > 2,
+        registered_questions=registered,
         config=predictor.config,
         metrics=metrics if isinstance(metrics, dict) else {},
         manifest=manifest,

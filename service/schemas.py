@@ -163,6 +163,11 @@ class Recommendation(BaseModel):
 class RecommendResponse(BaseModel):
     user_id: str
     model_version: str
+    at: int | None = Field(
+        None,
+        description="The moment scored (ms): the request's timestamp, else the receive time + 1 ms "
+        "(None with KT_SERVER_TIME=false and no timestamp: lag unknown).",
+    )
     history_length: int
     scored: int = Field(description="Questions scored after the filters (one virtual bundle).")
     recommendations: list[Recommendation]
@@ -227,6 +232,20 @@ class HistoryResponse(BaseModel):
     interactions: list[InteractionOut]
 
 
+class RecentUser(BaseModel):
+    user_id: str
+    last_write_at: int = Field(
+        description="When an interaction was last stored (ms since the epoch)."
+    )
+
+
+class RecentUsersResponse(BaseModel):
+    supported: bool = Field(
+        description="False when the store cannot list learners (Redis Cluster): `users` is empty."
+    )
+    users: list[RecentUser] = Field(description="Newest first.")
+
+
 class DeleteResponse(BaseModel):
     user_id: str
     deleted: bool
@@ -254,6 +273,15 @@ class ModelResponse(BaseModel):
     window: int
     n_questions: int = Field(description="questions in the model's bank (not counting pad/unknown)")
     n_tags: int = Field(description="distinct tags / skills the model knows")
+    data_fingerprint: str | None = Field(None, description="fingerprint of the training data")
+    int8: bool = Field(False, description="the served graph is the INT8-quantized one")
+    content_cold_start: bool = Field(
+        False,
+        description="new questions (PUT /questions/{id}) are scored from their part and tags",
+    )
+    registered_questions: int | None = Field(
+        None, description="questions registered without retraining (null: the store is down)"
+    )
     config: dict[str, Any]
     metrics: dict[str, Any]
     manifest: dict[str, Any]

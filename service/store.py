@@ -29,6 +29,7 @@ from redis.backoff import NoBackoff
 from service.events import EVENT_DTYPE, RECORD_SIZE, AppendResult, decode_blob, merge_events
 
 logger = logging.getLogger(__name__)
+RECENT_USERS_KEPT = 1000  # learners remembered by `recent_users` (a Redis sorted set, capped)
 
 
 class StoreUnavailable(RuntimeError):
@@ -58,6 +59,10 @@ class HistoryStore(Protocol):
 
     async def get_questions(self, question_ids: Sequence[int] | None = None) -> dict[int, str]: ...
 
+    # the most recently written learners, newest first: (user id, last write in ms since the epoch);
+    # None when the store cannot tell (Redis Cluster: the list would be a key in another slot)
+    async def recent_users(self, limit: int) -> list[tuple[str, int]] | None: ...
+
 
 def _check_user(user_id: str) -> None:
     if not user_id or "{" in user_id or "}" in user_id:
@@ -73,6 +78,9 @@ class MemoryHistoryStore:
         self._ttl_s = float(ttl_s)
         self._data: dict[str, tuple[np.ndarray, float]] = {}
         self._questions: dict[int, str] = {}
+        self._written_ms: dict[
+            str, int
+        ] = {}  # last write per learner (wall clock, for recent_users)
         # A plain lock: every operation below is synchronous (no await inside), so it is atomic on
         # the event loop; the lock also makes the store safe to call from worker threads.
         self._lock = threading.Lock()
@@ -91,6 +99,7 @@ class MemoryHistoryStore:
     def _sweep(self, now: float) -> None:
         for user in [u for u, (_, exp) in self._data.items() if exp <= now]:
             del self._data[user]
+            self._written_ms.pop(user, None)
 
     async def append(self, user_id: str, events: np.ndarray, max_len: int) -> AppendResult:
         _check_user(user_id)
@@ -102,6 +111,7 @@ class MemoryHistoryStore:
             if len(result.events):
                 result.events.flags.writeable = False
                 self._data[user_id] = (result.events, now + self._ttl_s)
+                self._written_ms[user_id] = time.time_ns() // 1_000_000
             self._writes += 1
             if self._writes % self._sweep_every == 0:
                 self._sweep(now)
@@ -122,6 +132,7 @@ class MemoryHistoryStore:
     async def delete(self, user_id: str) -> bool:
         _check_user(user_id)
         with self._lock:
+            self._written_ms.pop(user_id, None)
             return self._data.pop(user_id, None) is not None
 
     async def ping(self) -> None:
@@ -130,6 +141,14 @@ class MemoryHistoryStore:
     async def close(self) -> None:
         with self._lock:
             self._data.clear()
+            self._written_ms.clear()
+
+    async def recent_users(self, limit: int) -> list[tuple[str, int]] | None:
+        with self._lock:
+            now = time.monotonic()
+            live = [(u, ms) for u, ms in self._written_ms.items() if len(self._live(u, now))]
+        live.sort(key=lambda item: (-item[1], item[0]))
+        return live[:limit]
 
     async def put_question(self, question_id: int, record: str) -> bool:
         with self._lock:
@@ -145,6 +164,8 @@ class MemoryHistoryStore:
 
 
 # KEYS[1] = events key. ARGV[1] = new packed records, ARGV[2] = cap, ARGV[3] = ttl in ms.
+# Optional KEYS[2] = the recent-learners sorted set (not in cluster mode: another slot), with
+# ARGV[4] = now in ms and ARGV[5] = the user id; it keeps the RECENT_USERS_KEPT newest learners.
 # Returns {recorded, duplicates, stale, stored blob}. Numbers are < 2^53, exact in Lua doubles.
 _APPEND_LUA = """
 local RS = __RS__
@@ -203,9 +224,14 @@ if #blob > 0 then
   else
     redis.call('PEXPIRE', KEYS[1], ARGV[3])
   end
+  if KEYS[2] then
+    redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
+    local n = redis.call('ZCARD', KEYS[2])
+    if n > __KEPT__ then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, n - __KEPT__ - 1) end
+  end
 end
 return {added - stale, dups, stale, blob}
-""".replace("__RS__", str(RECORD_SIZE))
+""".replace("__RS__", str(RECORD_SIZE)).replace("__KEPT__", str(RECENT_USERS_KEPT))
 
 # Server-side conditions that mean "not available right now" rather than a bug.
 _UNAVAILABLE_PREFIXES = (
@@ -314,10 +340,12 @@ class RedisHistoryStore:
         if max_len < 1:
             raise ValueError("max_len must be >= 1")
         payload = np.ascontiguousarray(events, dtype=EVENT_DTYPE).tobytes()
-        recorded, dups, stale, blob = await self._call(
-            "append",
-            self._append(keys=[self.key(user_id)], args=[payload, max_len, self._ttl_ms]),
-        )
+        keys: list[str] = [self.key(user_id)]
+        args: list[Any] = [payload, max_len, self._ttl_ms]
+        if not self.cluster:
+            keys.append(self.recent_key)
+            args += [time.time_ns() // 1_000_000, user_id]
+        recorded, dups, stale, blob = await self._call("append", self._append(keys=keys, args=args))
         return AppendResult(int(recorded), int(dups), int(stale), decode_blob(blob))
 
     async def get(self, user_id: str) -> np.ndarray:
@@ -338,7 +366,35 @@ class RedisHistoryStore:
         return [decode_blob(b) for b in blobs]
 
     async def delete(self, user_id: str) -> bool:
-        return bool(await self._call("delete", self._client.delete(self.key(user_id))))
+        key = self.key(user_id)
+        if self.cluster:
+            return bool(await self._call("delete", self._client.delete(key)))
+
+        async def run() -> list[Any]:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.delete(key)
+            pipe.zrem(self.recent_key, user_id)
+            return await pipe.execute()
+
+        deleted, _ = await self._call("delete", run())
+        return bool(deleted)
+
+    @property
+    def recent_key(self) -> str:
+        return f"{self._prefix}recent-users"
+
+    async def recent_users(self, limit: int) -> list[tuple[str, int]] | None:
+        """Newest first, leaving out learners whose history has expired since (same TTL)."""
+        if self.cluster:
+            return None
+        oldest = time.time_ns() // 1_000_000 - self._ttl_ms
+        rows = await self._call(
+            "recent_users",
+            self._client.zrevrangebyscore(
+                self.recent_key, "+inf", oldest, start=0, num=limit, withscores=True
+            ),
+        )
+        return [(user.decode(), int(score)) for user, score in rows]
 
     async def ping(self) -> None:
         await self._call("ping", self._client.ping())

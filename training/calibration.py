@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from models.numeric import sigmoid
-from training.binary_metrics import binary_metrics
+from training.binary_metrics import binary_metrics, calibration_bins
 
 MIN_SCALE = 1e-3  # a non-positive scale would invert (or erase) the model's ranking
 
@@ -136,6 +136,8 @@ def calibrate_model(model: Any, config: Any, valid_dataset: Any) -> tuple[Any, d
         "valid_logloss": fitted["logloss"],
         "valid_ece_raw": raw["ece"],
         "valid_ece": fitted["ece"],
+        # the reliability table of the served (calibrated) probabilities: the model card's plot
+        "reliability": calibration_bins(labels, sigmoid(platt.apply(logits))),
         "served_metrics": fitted,  # binary_metrics of the calibrated model on valid_dataset
     }
     return calibrated, report

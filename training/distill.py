@@ -32,7 +32,7 @@ from models.config import ModelConfig
 from models.numeric import sigmoid
 from models.registry import MODEL_REGISTRY, build_model, count_parameters
 from training.artifacts import load_model_dir, save_model_dir
-from training.binary_metrics import binary_metrics
+from training.binary_metrics import binary_metrics, calibration_bins
 from training.calibration import calibrate_model, model_calibration, raw_logits_and_labels
 from training.cli import OneLineArgumentParser
 from training.data import DataError
@@ -247,11 +247,12 @@ class DistillationTrainer(Trainer):
 
 def predict_dataset(
     model: nn.Module, dataset: WindowDataset, batch_size: int = 256
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Metrics of a torch model, as served (its config's calibration applied), on the labelled
-    positions of a window dataset."""
+    positions of a window dataset, with their reliability table under "reliability"."""
     logits, labels = raw_logits_and_labels(model, dataset, batch_size)
-    return binary_metrics(labels, sigmoid(model_calibration(model).apply(logits)))
+    probs = sigmoid(model_calibration(model).apply(logits))
+    return {**binary_metrics(labels, probs), "reliability": calibration_bins(labels, probs)}
 
 
 def ensemble_metrics(
@@ -491,15 +492,27 @@ def run_distillation(args: argparse.Namespace) -> dict[str, Any]:
         logger.info("ensemble of %d teachers: %s", 1 + len(extra), results["ensemble"])
     for name, (model, cfg, seconds) in trained.items():
         metrics = predict_dataset(model, eval_set)
+        reliability = metrics.pop("reliability")
         model_dir = teacher_dir if name == "teacher" else out / name
         if name != "teacher":
+            calibration = {
+                "method": "platt",
+                "scale": cfg.calibration_scale,
+                "bias": cfg.calibration_bias,
+                "reliability": reliability,  # the model card's calibration plot
+            }
             save_model_dir(
                 model_dir,
                 model,
                 cfg,
                 data.spec,
                 catalogue_vocab(data),
-                metrics={**metrics, "model": name, "data_fingerprint": data.fingerprint},
+                metrics={
+                    **metrics,
+                    "model": name,
+                    "data_fingerprint": data.fingerprint,
+                    "calibration": calibration,
+                },
             )
         export_artifact(model_dir, export_dirs[name], int8=args.int8 and name == "student")
         results[name] = {

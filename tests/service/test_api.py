@@ -83,9 +83,11 @@ def test_probes_model_and_openapi(client: TestClient) -> None:
     assert isinstance(model["metrics"], dict)
     # the bank's questions, not the pad/unknown tokens of the vocabulary
     assert model["n_questions"] == len(QUESTION_IDS)
-    index = client.get("/")
+    index = client.get("/api")
     assert index.status_code == 200 and index.json()["docs"] == "/docs"
     assert "POST /predict" in index.json()["endpoints"]
+    root = client.get("/", follow_redirects=False)  # the learner page is on by default
+    assert root.status_code == 307 and root.headers["location"] == "/ui"
     paths = client.get("/openapi.json").json()["paths"]
     for path in (
         "/predict",

@@ -312,3 +312,41 @@ async def test_redis_down_raises_store_unavailable_quickly() -> None:
         assert time.perf_counter() - start < 2.0
     finally:
         await store.close()
+
+
+async def test_recent_users_newest_first_without_erased_ones(
+    store_factory: Callable[..., HistoryStore],
+) -> None:
+    store = store_factory()
+    try:
+        assert await store.recent_users(10) == []
+        for user in ["ann", "bob", "cy"]:
+            await store.append(user, events([10, 20]), max_len=100)
+            await asyncio.sleep(0.002)  # distinct millisecond write times (ordering, not timing)
+        await store.append("ann", events([30]), max_len=100)  # ann wrote last
+        recent = await store.recent_users(10)
+        assert recent is not None
+        assert [u for u, _ in recent] == ["ann", "cy", "bob"]
+        now_ms = time.time_ns() // 1_000_000
+        assert all(now_ms - 60_000 < ms <= now_ms for _, ms in recent)
+        assert [u for u, _ in await store.recent_users(2)] == ["ann", "cy"]
+        assert await store.delete("cy")
+        assert [u for u, _ in await store.recent_users(10)] == ["ann", "bob"]
+    finally:
+        await store.close()
+
+
+async def test_recent_users_leave_out_expired_histories(
+    store_factory: Callable[..., HistoryStore],
+) -> None:
+    store = store_factory(ttl_s=0.3)
+    try:
+        await store.append("short-lived", events([10]), max_len=100)
+        assert [u for u, _ in await store.recent_users(5) or []] == ["short-lived"]
+        deadline = time.monotonic() + 10
+        while len(await store.get("short-lived")) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert len(await store.get("short-lived")) == 0
+        assert await store.recent_users(5) == []
+    finally:
+        await store.close()
