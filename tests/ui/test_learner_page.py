@@ -80,7 +80,7 @@ def open_learner(probe: PageProbe, user_id: str) -> None:
     assert probe.page.url == probe.base_url + "/ui"
     probe.page.get_by_label("Learner id").fill(user_id)
     probe.page.get_by_role("button", name="Show").click()
-    probe.page.wait_for_selector("#timeline[data-answers]")
+    probe.page.wait_for_selector("#timeline[data-answers]", state="attached")
     probe.page.wait_for_selector("#recommendations[data-target]")
 
 
@@ -325,3 +325,15 @@ def test_redoc_renders_the_operations_without_network(
         assert probe.external == []
     finally:
         probe.close()
+
+
+def test_an_unknown_learner_shows_the_empty_state(
+    probe: PageProbe, service: ServiceProcess
+) -> None:
+    open_learner(probe, "nobody-yet")
+    page = probe.page
+    assert page.get_attribute("#timeline", "data-answers") == "0"
+    assert "No answers stored for this learner yet" in page.inner_text("#history-summary")
+    page.wait_for_selector("#mastery-chart p")
+    assert "No answers yet" in page.inner_text("#mastery-chart")
+    assert page.locator("#recommendations li[data-question]").count() == 10  # a new learner's
