@@ -41,13 +41,14 @@ MIN_TOTAL_CASES = 1000
 API_KEY = "fuzz-key-0123456789"
 
 OPERATIONS = [
-    "GET /",
+    "GET /api",
     "GET /healthz",
     "GET /readyz",
     "POST /predict",
     "POST /predict/batch",
     "POST /recommend",
     "POST /interactions",
+    "GET /users",
     "GET /users/{user_id}/history",
     "GET /users/{user_id}/mastery",
     "GET /users/{user_id}/mastery/timeline",
