@@ -115,7 +115,9 @@ def raw_logits_and_labels(
     return np.concatenate(logits), np.concatenate(labels)
 
 
-def calibrate_model(model: Any, config: Any, valid_dataset: Any) -> tuple[Any, dict[str, Any]]:
+def calibrate_model(
+    model: Any, config: Any, valid_dataset: Any, fitted_on: str = "validation learners"
+) -> tuple[Any, dict[str, Any]]:
     """Fit Platt scaling on `valid_dataset` (validation learners, never evaluation rows) and return
     (the config carrying it, a report). The model's weights are untouched; `model.cfg` is updated
     so that everything that serves or scores this model in-process applies the same calibration."""
@@ -128,7 +130,7 @@ def calibrate_model(model: Any, config: Any, valid_dataset: Any) -> tuple[Any, d
     fitted = binary_metrics(labels, sigmoid(platt.apply(logits)))
     report = {
         "method": "platt",
-        "fitted_on": "validation learners",
+        "fitted_on": fitted_on,
         "n": int(len(labels)),
         "scale": platt.scale,
         "bias": platt.bias,

@@ -45,8 +45,9 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
         "--calibration",
         choices=["platt", "none"],
         default="platt",
-        help="after training, fit Platt scaling of the logits on the validation learners and fold "
-        "it into the model config / exported graph (default platt; needs validation data)",
+        help="after training, fit Platt scaling of the logits on the validation data (held-out "
+        "learners, or with --validation time the held-out continuations) and fold it into the "
+        "model config / exported graph (default platt; needs validation data)",
     )
     g.add_argument(
         "--max-steps",
@@ -127,7 +128,9 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
         "--validation",
         choices=["learner", "time", "none"],
         default="learner",
-        help="hold out learners, or the end of each learner's history (default learner)",
+        help="hold out learners, or the end of each learner's history (default learner; time "
+        "calibrates better when the served learners continue the training learners: "
+        "docs/benchmarks.md)",
     )
     g.add_argument("--valid-fraction", type=float, default=0.1)
     g.add_argument(

@@ -389,7 +389,12 @@ def run_training(
         )
         if args.calibration == "platt":
             # fitted on the validation learners only; metrics.json then describes the served model
-            config, calibration = calibrate_model(model, config, data.valid)
+            fitted_on = (
+                "held-out continuations (--validation time)"
+                if args.validation == "time"
+                else "validation learners"
+            )
+            config, calibration = calibrate_model(model, config, data.valid, fitted_on)
             metrics.update(calibration.pop("served_metrics"))
             metrics["calibration"] = calibration
             logger.info(
