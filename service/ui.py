@@ -34,6 +34,7 @@ DOCS_CSP = (
     f"{_COMMON}; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
     "font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:"
 )
+PAGES = ("docs/swagger.html", "docs/redoc.html", "ui/index.html")
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -56,12 +57,6 @@ def _vendored() -> dict[str, Path]:
         for entry in record.values()
         for name in entry["files"]
     }
-
-
-def vendored_asset(package: str, file: str) -> str:
-    """The URL of a vendored file, e.g. ("swagger-ui-dist", "swagger-ui.css")."""
-    record = json.loads((VENDOR_DIR / "vendor.json").read_text())
-    return f"/static/vendor/{record[package]['folder']}/{file}"
 
 
 def static_files(ui: bool) -> dict[str, StaticFile]:
@@ -87,8 +82,7 @@ def _media_type(path: Path) -> str:
     return f"{guessed}; charset=utf-8" if guessed.startswith("text/") else guessed
 
 
-def _page(name: str, csp: str) -> HTMLResponse:
-    html = (STATIC_DIR / name).read_text()
+def _page(html: str, csp: str) -> HTMLResponse:
     headers = {"Content-Security-Policy": csp, "Cache-Control": "no-cache", **SECURITY_HEADERS}
     return HTMLResponse(html, headers=headers)
 
@@ -97,6 +91,7 @@ def install(app: FastAPI, settings: Settings, api_index: object) -> None:
     """Add /docs, /redoc, /static/… and (with KT_UI) /ui to `app`; `/` redirects to /ui when the
     UI is on, else answers `api_index` (the JSON index, also always at /api)."""
     files = static_files(settings.ui)
+    pages = {name: (STATIC_DIR / name).read_text() for name in PAGES}  # read once, at startup
     router = APIRouter(include_in_schema=False)
 
     @router.get("/static/{file_path:path}")
@@ -116,17 +111,17 @@ def install(app: FastAPI, settings: Settings, api_index: object) -> None:
 
     @router.get("/docs")
     async def swagger() -> HTMLResponse:
-        return _page("docs/swagger.html", DOCS_CSP)
+        return _page(pages["docs/swagger.html"], DOCS_CSP)
 
     @router.get("/redoc")
     async def redoc() -> HTMLResponse:
-        return _page("docs/redoc.html", DOCS_CSP)
+        return _page(pages["docs/redoc.html"], DOCS_CSP)
 
     if settings.ui:
 
         @router.get("/ui")
         async def learner_page() -> HTMLResponse:
-            return _page("ui/index.html", UI_CSP)
+            return _page(pages["ui/index.html"], UI_CSP)
 
         @router.get("/")
         async def root() -> RedirectResponse:

@@ -1,4 +1,5 @@
-"""Shared fixtures for the service tests: Redis connection details, unique key prefixes, stores."""
+"""Shared fixtures for the service tests: Redis connection details, unique key prefixes, stores,
+tiny artifacts and in-process apps on them."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import redis
+from starlette.testclient import TestClient
 
+from service.app import create_app
+from service.config import Settings
 from service.store import HistoryStore, MemoryHistoryStore, RedisHistoryStore
 from tests.redis_required import skip_without_redis
 
@@ -165,3 +170,21 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def artifact(artifacts: tuple[Path, Path]) -> Path:
     return artifacts[0]
+
+
+# -- in-process apps ------------------------------------------------------------------------------
+@pytest.fixture
+def make_client(artifact: Path) -> Iterator[Callable[..., TestClient]]:
+    """Apps on the tiny artifact with Settings overrides (started; closed after the test)."""
+    clients: list[TestClient] = []
+
+    def make(**overrides: Any) -> TestClient:
+        settings = Settings(**({"model_dir": artifact} | overrides))
+        client = TestClient(create_app(settings), raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for c in clients:
+        c.__exit__(None, None, None)

@@ -12,7 +12,6 @@ import pytest
 from starlette.testclient import TestClient
 
 from models.features import CandidateRequest, History
-from service.app import create_app
 from service.config import Settings
 from tests.service.conftest import QUESTION_IDS, WINDOW
 
@@ -34,22 +33,6 @@ def some_history(n: int = 8, start: int = 1_000) -> list[dict[str, Any]]:
         )
         for i in range(n)
     ]
-
-
-@pytest.fixture
-def make_client(artifact: Path) -> Iterator[Callable[..., TestClient]]:
-    clients: list[TestClient] = []
-
-    def make(**overrides: Any) -> TestClient:
-        settings = Settings(**({"model_dir": artifact} | overrides))
-        client = TestClient(create_app(settings), raise_server_exceptions=False)
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for c in clients:
-        c.__exit__(None, None, None)
 
 
 @pytest.fixture

@@ -4,35 +4,17 @@ tests/ui); GET /users (recent learners) and the model-card fields of GET /model.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
-from service.app import create_app
-from service.config import Settings
 from service.ui import STATIC_DIR, UI_CSP
 from tests.service.conftest import QUESTION_IDS
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = ["/ui", "/docs", "/redoc"]
-
-
-@pytest.fixture
-def make_client(artifact: Path) -> Iterator[Callable[..., TestClient]]:
-    clients: list[TestClient] = []
-
-    def make(**overrides: Any) -> TestClient:
-        client = TestClient(create_app(Settings(model_dir=artifact, **overrides)))
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for c in clients:
-        c.__exit__(None, None, None)
 
 
 def directives(csp: str) -> dict[str, list[str]]:

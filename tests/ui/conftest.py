@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from bench.procs import ServiceProcess, free_port
+from tests.training.test_train_evaluate import TINY
 
 SEQ_LEN = 50
 
@@ -66,19 +67,11 @@ def trained_artifact(sim_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
         str(root / "model"),
         "--model",
         "saint_plus",
-        "--d-model",
-        "16",
-        "--layers",
-        "1",
-        "--heads",
-        "2",
+        *TINY,  # the training tests' tiny SAINT+, with a longer window and 3 epochs
         "--seq-len",
         str(SEQ_LEN),
         "--epochs",
         "3",
-        "--report-to",
-        "none",
-        "--no-progress",
     ]
     assert main(argv) == 0
     return Path(export_artifact(root / "model", root / "artifact"))
