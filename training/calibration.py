@@ -126,8 +126,9 @@ def calibrate_model(
     calibrated = replace(config, calibration_scale=platt.scale, calibration_bias=platt.bias)
     if getattr(model, "cfg", None) is not None:
         model.cfg = calibrated
+    served = sigmoid(platt.apply(logits))  # the calibrated probabilities
     raw = binary_metrics(labels, sigmoid(logits))
-    fitted = binary_metrics(labels, sigmoid(platt.apply(logits)))
+    fitted = binary_metrics(labels, served)
     report = {
         "method": "platt",
         "fitted_on": fitted_on,
@@ -139,7 +140,7 @@ def calibrate_model(
         "valid_ece_raw": raw["ece"],
         "valid_ece": fitted["ece"],
         # the reliability table of the served (calibrated) probabilities: the model card's plot
-        "reliability": calibration_bins(labels, sigmoid(platt.apply(logits))),
+        "reliability": calibration_bins(labels, served),
         "served_metrics": fitted,  # binary_metrics of the calibrated model on valid_dataset
     }
     return calibrated, report

@@ -32,7 +32,7 @@ from models.config import ModelConfig
 from models.numeric import sigmoid
 from models.registry import MODEL_REGISTRY, build_model, count_parameters
 from training.artifacts import load_model_dir, save_model_dir
-from training.binary_metrics import binary_metrics, calibration_bins
+from training.binary_metrics import binary_metrics
 from training.calibration import calibrate_model, model_calibration, raw_logits_and_labels
 from training.cli import OneLineArgumentParser
 from training.data import DataError
@@ -247,12 +247,11 @@ class DistillationTrainer(Trainer):
 
 def predict_dataset(
     model: nn.Module, dataset: WindowDataset, batch_size: int = 256
-) -> dict[str, Any]:
+) -> dict[str, float]:
     """Metrics of a torch model, as served (its config's calibration applied), on the labelled
-    positions of a window dataset, with their reliability table under "reliability"."""
+    positions of a window dataset."""
     logits, labels = raw_logits_and_labels(model, dataset, batch_size)
-    probs = sigmoid(model_calibration(model).apply(logits))
-    return {**binary_metrics(labels, probs), "reliability": calibration_bins(labels, probs)}
+    return binary_metrics(labels, sigmoid(model_calibration(model).apply(logits)))
 
 
 def ensemble_metrics(
@@ -391,8 +390,9 @@ def train_student(
     teachers: list[nn.Module],
     distill_config: DistillationConfig | None,
     output_dir: Path,
-) -> tuple[nn.Module, ModelConfig, float]:
-    """Train a student with distillation (or from scratch when distill_config is None)."""
+) -> tuple[nn.Module, ModelConfig, float, dict[str, Any] | None]:
+    """Train a student with distillation (or from scratch when distill_config is None); returns
+    (student, its config, training seconds, the calibration report or None when uncalibrated)."""
     config = student_config(student_args, data.spec)
     torch.manual_seed(args.seed)
     student = build_model(config)
@@ -423,14 +423,16 @@ def train_student(
     seconds = time.perf_counter() - started
     output_dir.mkdir(parents=True, exist_ok=True)
     plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png")
+    calibration = None
     if has_eval and args.calibration == "platt":
         config, calibration = calibrate_model(module.student, config, data.valid)
+        calibration.pop("served_metrics")  # run_distillation scores every model alike
         logger.info(
             "student calibration (Platt, validation learners): scale %.3f bias %.3f",
             calibration["scale"],
             calibration["bias"],
         )
-    return module.student, config, seconds
+    return module.student, config, seconds, calibration
 
 
 def run_distillation(args: argparse.Namespace) -> dict[str, Any]:
@@ -466,18 +468,19 @@ def run_distillation(args: argparse.Namespace) -> dict[str, Any]:
     (out / "distill_config.json").write_text(json.dumps(distill_config.to_dict(), indent=2))
 
     results: dict[str, Any] = {}
-    student, s_cfg, s_seconds = train_student(
+    student, s_cfg, s_seconds, s_calibration = train_student(
         args, student_args, data, [teacher, *extra], distill_config, out / "student_run"
     )
-    trained: dict[str, tuple[nn.Module, ModelConfig, float | None]] = {
-        "teacher": (teacher, teacher_cfg, None),
-        "student": (student, s_cfg, s_seconds),
+    # name -> (model, config, training seconds, calibration report to record with its metrics)
+    Trained = tuple[nn.Module, ModelConfig, float | None, dict[str, Any] | None]
+    trained: dict[str, Trained] = {
+        "teacher": (teacher, teacher_cfg, None, None),
+        "student": (student, s_cfg, s_seconds, s_calibration),
     }
     if not args.no_baseline:
-        scratch, sc_cfg, sc_seconds = train_student(
+        trained["scratch_student"] = train_student(
             args, student_args, data, [], None, out / "scratch_run"
         )
-        trained["scratch_student"] = (scratch, sc_cfg, sc_seconds)
 
     eval_set = data.valid if data.valid is not None and len(data.valid) else data.train
     # The student's export is the serving artifact; the others are exported only to time them.
@@ -490,30 +493,18 @@ def run_distillation(args: argparse.Namespace) -> dict[str, Any]:
         results["ensemble"] = ensemble_metrics([teacher, *extra], eval_set, distill_config)
         results["ensemble"]["teachers"] = [str(teacher_dir), *map(str, extra_dirs)]
         logger.info("ensemble of %d teachers: %s", 1 + len(extra), results["ensemble"])
-    for name, (model, cfg, seconds) in trained.items():
+    for name, (model, cfg, seconds, calibration) in trained.items():
         metrics = predict_dataset(model, eval_set)
-        reliability = metrics.pop("reliability")
         model_dir = teacher_dir if name == "teacher" else out / name
         if name != "teacher":
-            calibration = {
-                "method": "platt",
-                "scale": cfg.calibration_scale,
-                "bias": cfg.calibration_bias,
-                "reliability": reliability,  # the model card's calibration plot
+            recorded: dict[str, Any] = {
+                **metrics,
+                "model": name,
+                "data_fingerprint": data.fingerprint,
             }
-            save_model_dir(
-                model_dir,
-                model,
-                cfg,
-                data.spec,
-                catalogue_vocab(data),
-                metrics={
-                    **metrics,
-                    "model": name,
-                    "data_fingerprint": data.fingerprint,
-                    "calibration": calibration,
-                },
-            )
+            if calibration is not None:  # as training.train records it (the model card's plot)
+                recorded["calibration"] = calibration
+            save_model_dir(model_dir, model, cfg, data.spec, catalogue_vocab(data), recorded)
         export_artifact(model_dir, export_dirs[name], int8=args.int8 and name == "student")
         results[name] = {
             "auc": metrics["auc"],

@@ -158,6 +158,11 @@ def test_training_fits_the_calibration_on_validation_learners_and_serves_it(
     assert cal["fitted_on"] == "validation learners"
     assert cal["n"] == valid.n_scored() == metrics["n"] and cal["n"] != train.n_scored()
     assert cal["valid_logloss"] <= cal["valid_logloss_raw"] + 1e-9
+    # the reliability table (the model card's plot) covers the same positions
+    assert sum(b["n"] for b in cal["reliability"]) == cal["n"]
+    assert all(
+        0.0 <= b["p_mean"] <= 1.0 and 0.0 <= b["observed"] <= 1.0 for b in cal["reliability"]
+    )
     model, config, spec, vocab = load_model_dir(tmp_path / "m")
     assert (config.calibration_scale, config.calibration_bias) == (cal["scale"], cal["bias"])
     assert (cal["scale"], cal["bias"]) != (1.0, 0.0)

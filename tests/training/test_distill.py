@@ -328,6 +328,8 @@ def test_distill_cli_end_to_end(data, tmp_path: Path) -> None:
     assert report["ensemble"]["teachers"] == [str(out / "teacher"), str(out / "teacher_dkt")]
     assert 0.0 <= report["ensemble"]["auc"] <= 1.0 and report["ensemble"]["n"] > 0
     assert json.loads((out / "teacher_dkt" / "config.json").read_text())["name"] == "dkt"
+    # no validation pass (--eval-strategy no): no calibration, and the metrics do not claim one
+    assert "calibration" not in json.loads((out / "student" / "metrics.json").read_text())
     for path in (
         "teacher/config.json",
         "student/model.safetensors",
