@@ -735,7 +735,7 @@ async def model_info(state: State, predictor: CurrentPredictor) -> ModelResponse
         name=predictor.model_name,
         artifact_dir=str(predictor.artifact_dir),
         providers=predictor.active_providers,
-        window=predictor.spec.window,
+        window=spec.window,
         n_questions=len(predictor.vocab.question_ids),
         n_tags=len(predictor.vocab.tag_ids),
         data_fingerprint=fingerprint if isinstance(fingerprint, str) else None,

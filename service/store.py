@@ -32,6 +32,11 @@ logger = logging.getLogger(__name__)
 RECENT_USERS_KEPT = 1000  # learners remembered by `recent_users` (a Redis sorted set, capped)
 
 
+def _now_ms() -> int:
+    """Wall-clock ms since the Unix epoch: the time of a learner's last write (`recent_users`)."""
+    return time.time_ns() // 1_000_000
+
+
 class StoreUnavailable(RuntimeError):
     """The history store cannot be reached in time (maps to 503 + Retry-After)."""
 
@@ -78,9 +83,8 @@ class MemoryHistoryStore:
         self._ttl_s = float(ttl_s)
         self._data: dict[str, tuple[np.ndarray, float]] = {}
         self._questions: dict[int, str] = {}
-        self._written_ms: dict[
-            str, int
-        ] = {}  # last write per learner (wall clock, for recent_users)
+        # last write per learner (wall clock, for recent_users)
+        self._written_ms: dict[str, int] = {}
         # A plain lock: every operation below is synchronous (no await inside), so it is atomic on
         # the event loop; the lock also makes the store safe to call from worker threads.
         self._lock = threading.Lock()
@@ -111,7 +115,7 @@ class MemoryHistoryStore:
             if len(result.events):
                 result.events.flags.writeable = False
                 self._data[user_id] = (result.events, now + self._ttl_s)
-                self._written_ms[user_id] = time.time_ns() // 1_000_000
+                self._written_ms[user_id] = _now_ms()
             self._writes += 1
             if self._writes % self._sweep_every == 0:
                 self._sweep(now)
@@ -344,7 +348,7 @@ class RedisHistoryStore:
         args: list[Any] = [payload, max_len, self._ttl_ms]
         if not self.cluster:
             keys.append(self.recent_key)
-            args += [time.time_ns() // 1_000_000, user_id]
+            args += [_now_ms(), user_id]
         recorded, dups, stale, blob = await self._call("append", self._append(keys=keys, args=args))
         return AppendResult(int(recorded), int(dups), int(stale), decode_blob(blob))
 
@@ -387,7 +391,7 @@ class RedisHistoryStore:
         """Newest first, leaving out learners whose history has expired since (same TTL)."""
         if self.cluster:
             return None
-        oldest = time.time_ns() // 1_000_000 - self._ttl_ms
+        oldest = _now_ms() - self._ttl_ms
         rows = await self._call(
             "recent_users",
             self._client.zrevrangebyscore(
