@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.procs import ServiceProcess, free_port
+from bench.procs import ServiceProcess
 from tests.training.test_train_evaluate import TINY
 
 SEQ_LEN = 50
@@ -98,10 +98,6 @@ def learner_interactions(sim_dir: Path) -> list[dict[str, Any]]:
     ]
 
 
-def start_service(env: dict[str, str], require_ready: bool = True) -> ServiceProcess:
-    return ServiceProcess(env).start(require_ready=require_ready)
-
-
 def record(base_url: str, user_id: str, interactions: list[dict[str, Any]], key: str = "") -> None:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     for start in range(0, len(interactions), 500):
@@ -117,7 +113,7 @@ def record(base_url: str, user_id: str, interactions: list[dict[str, Any]], key:
 @pytest.fixture(scope="module")
 def service(trained_artifact: Path) -> Iterator[ServiceProcess]:
     """The service on the embedded store, with the trained artifact."""
-    svc = start_service({"KT_MODEL_DIR": str(trained_artifact)})
+    svc = ServiceProcess({"KT_MODEL_DIR": str(trained_artifact)}).start()
     try:
         yield svc
     finally:
@@ -135,6 +131,3 @@ def browser(chromium: str) -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
-
-
-__all__ = ["SEQ_LEN", "chromium_path", "free_port", "record", "start_service"]

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from bench.procs import ServiceProcess, free_port
-from tests.ui.conftest import record, start_service
+from tests.ui.conftest import record
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "docs" / "ui"
@@ -240,7 +240,7 @@ def test_a_service_with_a_key_asks_for_it_and_keeps_it_in_session_storage(
     browser: Any, trained_artifact: Path, learner_interactions: list[dict[str, Any]]
 ) -> None:
     key = "ui-test-key-0123456789"
-    svc = start_service({"KT_MODEL_DIR": str(trained_artifact), "KT_API_KEY": key})
+    svc = ServiceProcess({"KT_MODEL_DIR": str(trained_artifact), "KT_API_KEY": key}).start()
     probe = PageProbe(browser, svc.url)
     try:
         record(svc.url, LEARNER, learner_interactions[:10], key=key)
@@ -275,8 +275,8 @@ def test_a_store_outage_shows_503_and_the_model_card_still_loads(
     browser: Any, trained_artifact: Path
 ) -> None:
     dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
-    svc = start_service(
-        {"KT_MODEL_DIR": str(trained_artifact), "KT_REDIS_URL": dead}, require_ready=False
+    svc = ServiceProcess({"KT_MODEL_DIR": str(trained_artifact), "KT_REDIS_URL": dead}).start(
+        require_ready=False
     )
     probe = PageProbe(browser, svc.url)
     try:
