@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from models.features import LECTURE_STAT_NAMES, N_STATS
+
 TIME_ENCODINGS: tuple[str, ...] = ("bucket", "continuous", "both")
 
 # Defaults mirror `models.features.FeatureSpec()` (35 lag edges + 2, 25 elapsed edges + 2).
@@ -52,6 +54,9 @@ class ModelConfig:
     # per-question vector (zero-initialised, weight-decayed) on top of that content representation.
     question_residual: bool = False
     use_stats: bool = True  # read the learner statistics (models.features.STAT_NAMES)
+    # width of the statistics input = FeatureSpec.n_stats (a config written before the lecture
+    # statistics has no such key and loads as N_STATS, the answer statistics only)
+    n_stats: int = N_STATS + len(LECTURE_STAT_NAMES)
     # Residual design: logit = IRT-style prior (stats . w - item difficulty) + the network's output.
     irt_prior: bool = True
     # SAINT: attention scores minus a learned per-head slope x bundles back (ALiBi-style recency)
@@ -72,6 +77,7 @@ class ModelConfig:
             "n_tags": 1,
             "n_lag_buckets": 2,
             "n_elapsed_buckets": 2,
+            "n_stats": 1,
             "seq_len": 2,
             "d_model": 1,
             "n_layers": 1,
@@ -154,7 +160,7 @@ class ModelConfig:
             raise ValueError(
                 f"unknown model config key(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})"
             )
-        return cls(**data)
+        return cls(**{"n_stats": N_STATS, **data})
 
     def to_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
@@ -194,6 +200,7 @@ def config_for_spec(name: str, spec: Any, vocab: Any = None, **overrides: Any) -
         "n_tags": n_tags,
         "n_lag_buckets": int(spec.n_lag_buckets),
         "n_elapsed_buckets": int(spec.n_elapsed_buckets),
+        "n_stats": int(getattr(spec, "n_stats", N_STATS)),
         "seq_len": int(spec.window),
     }
     base.update(overrides)

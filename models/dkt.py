@@ -15,7 +15,6 @@ import torch
 from torch import Tensor, nn
 
 from models.config import ModelConfig
-from models.features import N_STATS
 from models.layers import IRTPrior, ItemEmbedding, ModelOutput
 
 
@@ -25,7 +24,7 @@ class DKT(nn.Module):
         self.cfg = cfg
         d = cfg.d_model
         self.item_emb = ItemEmbedding(cfg)
-        self.n_stats = N_STATS if cfg.use_stats else 0
+        self.n_stats = cfg.n_stats if cfg.use_stats else 0
         self.prior = IRTPrior(cfg) if cfg.irt_prior else None
         self.response_emb = nn.Embedding(3, d)  # 0 pad / not visible, 1 wrong, 2 right
         self.drop = nn.Dropout(cfg.dropout)

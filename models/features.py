@@ -11,7 +11,8 @@ Conventions (index 0 is always padding):
   lag_bucket / elapsed_bucket   0 = pad/unknown, 1.. = bucket of the (capped) time
   lag / elapsed                 continuous in [0, 1] (log-scaled lag, linear elapsed), 0 when unknown
   tags         (T, M) encoded tags of the item (0 = none), from the question table (`ItemTable`)
-  stats        (T, N_STATS) learner statistics from strictly earlier bundles (`STAT_NAMES`)
+  stats        (T, spec.n_stats) learner statistics from strictly earlier bundles (`STAT_NAMES`,
+               then `LECTURE_STAT_NAMES` when `spec.lecture_stats`)
   position     index (within the window) of the first item of the item's bundle: every item of one
                bundle, and all K candidates of one request, share a position
   bundle       bundle ordinal within the window, non-decreasing; the K candidates form one bundle
@@ -94,6 +95,17 @@ STAT_NAMES: tuple[str, ...] = (
 N_STATS = len(STAT_NAMES)
 RECENT_ANSWERS = 10
 
+# Lectures as learning events (appended to the statistics when `FeatureSpec.lecture_stats`): what the
+# learner watched before this bundle in the window. A lecture is never predicted; it only feeds the
+# query side of later items. Counts are log1p-scaled like the answer counts, times are recencies.
+LECTURE_STAT_NAMES: tuple[str, ...] = (
+    "lecture_count",  # lectures watched before this bundle in the window
+    "lecture_part_count",  # ... of the item's part
+    "lecture_tag_count",  # ... with one of the item's tags
+    "lecture_time",  # time since the latest of them (1 = just now, 0 = never/unknown)
+    "lecture_tag_time",  # time since the latest one with one of the item's tags
+)
+
 _SECOND = 1000
 _MINUTE = 60 * _SECOND
 _HOUR = 60 * _MINUTE
@@ -152,6 +164,9 @@ class FeatureSpec:
     n_questions: int = FIRST_QUESTION_INDEX  # vocabulary size incl. pad + unknown
     n_parts: int = 9  # part vocabulary size incl. pad (Riiid parts 1..7 -> 2..8)
     n_tags: int = 1  # tag vocabulary size incl. 0 = no tag (QuestionVocab.n_tags)
+    # append LECTURE_STAT_NAMES to the statistics (artifacts written before lectures were an input
+    # have no such key and load as False, so their graphs keep N_STATS statistics)
+    lecture_stats: bool = True
 
     def __post_init__(self) -> None:
         if self.window < 2:
@@ -172,6 +187,15 @@ class FeatureSpec:
             raise ValueError("n_tags must be >= 1")
 
     @property
+    def n_stats(self) -> int:
+        """Width of the `stats` input."""
+        return N_STATS + (len(LECTURE_STAT_NAMES) if self.lecture_stats else 0)
+
+    @property
+    def stat_names(self) -> tuple[str, ...]:
+        return STAT_NAMES + (LECTURE_STAT_NAMES if self.lecture_stats else ())
+
+    @property
     def n_lag_buckets(self) -> int:
         return len(self.lag_edges_ms) + 2  # pad/unknown + below first edge + one per edge
 
@@ -189,11 +213,13 @@ class FeatureSpec:
             "n_questions": self.n_questions,
             "n_parts": self.n_parts,
             "n_tags": self.n_tags,
+            "lecture_stats": self.lecture_stats,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureSpec:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known.setdefault("lecture_stats", False)  # an artifact from before lecture statistics
         return cls(**known)
 
 
@@ -231,6 +257,11 @@ class QuestionVocab:
     # no questions table) and answers in the model's training data (None = not recorded).
     bundles: np.ndarray | None = None  # (Q,) int64
     train_answers: np.ndarray | None = None  # (Q,) int64
+    # Lectures (Riiid lectures.csv; None = no table): raw ids, sorted and unique; raw part (-1 =
+    # unknown) and raw tag (-1 = none) of each. Lecture tags share the question tags' id space.
+    lecture_ids: np.ndarray | None = None  # (L,) int64
+    lecture_parts: np.ndarray | None = None  # (L,) int64
+    lecture_tags: np.ndarray | None = None  # (L,) int64
     tag_ids: np.ndarray = field(init=False)  # (n_tags - 1,) sorted unique raw tag ids
     _index_parts: np.ndarray = field(init=False, repr=False)
 
@@ -255,9 +286,39 @@ class QuestionVocab:
                 if value.shape != (q,):
                     raise ValueError(f"{name} must be a (Q,) array with Q = {q}, got {value.shape}")
                 setattr(self, name, value)
+        self._check_lectures()
         self.tag_ids = np.unique(self.tags[self.tags >= 0])
         # index -> encoded part (pad and unknown -> 0)
         self._index_parts = np.concatenate([[PAD, PAD], self.parts + 1]).astype(np.int64)
+
+    def _check_lectures(self) -> None:
+        given = [x is not None for x in (self.lecture_ids, self.lecture_parts, self.lecture_tags)]
+        if not any(given):
+            return
+        if not all(given):
+            raise ValueError("lecture_ids, lecture_parts and lecture_tags go together")
+        ids = np.asarray(self.lecture_ids, dtype=np.int64)
+        parts = np.asarray(self.lecture_parts, dtype=np.int64)
+        tags = np.asarray(self.lecture_tags, dtype=np.int64)
+        if ids.ndim != 1 or parts.shape != ids.shape or tags.shape != ids.shape:
+            raise ValueError("lecture_ids, lecture_parts and lecture_tags must be (L,) arrays")
+        if len(ids) > 1 and np.any(np.diff(ids) <= 0):
+            raise ValueError("lecture_ids must be sorted and unique")
+        self.lecture_ids, self.lecture_parts = ids, np.where(parts >= 0, parts, -1)
+        self.lecture_tags = np.where(tags >= 0, tags, -1)
+
+    def lecture_content(self, raw_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw lecture ids -> (encoded part, encoded tag) as the items' (part p -> p + 1; tags by
+        `encode_tags`); 0 where the lecture or its part/tag is unknown."""
+        raw = np.asarray(raw_ids, dtype=np.int64)
+        if self.lecture_ids is None or len(self.lecture_ids) == 0:
+            return np.zeros(raw.shape, np.int64), np.zeros(raw.shape, np.int64)
+        assert self.lecture_parts is not None and self.lecture_tags is not None
+        pos = np.minimum(np.searchsorted(self.lecture_ids, raw), len(self.lecture_ids) - 1)
+        found = self.lecture_ids[pos] == raw
+        part = np.where(found, self.lecture_parts[pos] + 1, 0)
+        tag = self.encode_tags(np.where(found, self.lecture_tags[pos], -1))
+        return part.astype(np.int64), tag
 
     @classmethod
     def build(
@@ -341,12 +402,26 @@ class QuestionVocab:
             value = getattr(self, name)
             if value is not None:
                 data[name] = value.tolist()
+        if self.lecture_ids is not None:
+            assert self.lecture_parts is not None and self.lecture_tags is not None
+            data["lectures"] = {
+                "ids": self.lecture_ids.tolist(),
+                "parts": self.lecture_parts.tolist(),
+                "tags": self.lecture_tags.tolist(),
+            }
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> QuestionVocab:
         tags = data.get("tags")
-        optional = {k: np.asarray(data[k]) for k in ("bundles", "train_answers") if k in data}
+        optional: dict[str, np.ndarray] = {
+            k: np.asarray(data[k]) for k in ("bundles", "train_answers") if k in data
+        }
+        if "lectures" in data:
+            lectures = data["lectures"]
+            optional["lecture_ids"] = np.asarray(lectures["ids"], dtype=np.int64)
+            optional["lecture_parts"] = np.asarray(lectures["parts"], dtype=np.int64)
+            optional["lecture_tags"] = np.asarray(lectures["tags"], dtype=np.int64)
         return cls(
             np.asarray(data["question_ids"]),
             np.asarray(data["parts"]),
@@ -382,9 +457,19 @@ class History:
     bundle: np.ndarray  # (n,) int64, non-decreasing
     elapsed_ms: np.ndarray  # (n,) float32, NaN = unknown
     explanation: np.ndarray  # (n,) int8: -1 unknown, 0 no, 1 yes
+    # Lectures the learner watched, oldest first: `lecture_after[l]` = how many of the answered
+    # items above came before lecture l (so items from index lecture_after[l] on may see it).
+    lecture_after: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (L,)
+    lecture_timestamp: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (L,) ms
+    lecture_part: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (L,) encoded
+    lecture_tag: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (L,) encoded
 
     def __len__(self) -> int:
         return len(self.question)
+
+    @property
+    def n_lectures(self) -> int:
+        return len(self.lecture_after)
 
     @classmethod
     def empty(cls) -> History:
@@ -398,6 +483,8 @@ class History:
         )
 
     def slice(self, start: int, end: int) -> History:
+        """Items [start, end) and the lectures watched between item `start - 1` and item `end`."""
+        keep = (self.lecture_after >= start) & (self.lecture_after <= end)
         return History(
             question=self.question[start:end],
             correct=self.correct[start:end],
@@ -405,6 +492,10 @@ class History:
             bundle=self.bundle[start:end],
             elapsed_ms=self.elapsed_ms[start:end],
             explanation=self.explanation[start:end],
+            lecture_after=self.lecture_after[keep] - start,
+            lecture_timestamp=self.lecture_timestamp[keep],
+            lecture_part=self.lecture_part[keep],
+            lecture_tag=self.lecture_tag[keep],
         )
 
 
@@ -577,10 +668,54 @@ def _grouped_prefix(
     return count, right, last
 
 
+def lecture_stats(
+    part: np.ndarray,
+    tags: np.ndarray,
+    position: np.ndarray,
+    seconds: np.ndarray,
+    n_answered: int,
+    window: History,
+    spec: FeatureSpec,
+) -> np.ndarray:
+    """(T, len(LECTURE_STAT_NAMES)) float32: the window's lectures watched before each position's
+    bundle. Arguments as in `learner_stats`; `window` holds the lectures (`lecture_after` counts
+    the window's answered items before each). Lecture l is visible to position i iff
+    lecture_after[l] <= min(position[i], n_answered): it came before i's bundle."""
+    t = len(part)
+    out = np.zeros((t, len(LECTURE_STAT_NAMES)), np.float32)
+    n_lectures = window.n_lectures
+    if n_lectures == 0 or t == 0:
+        return out
+    cutoff = np.minimum(position, n_answered)
+    visible = np.searchsorted(window.lecture_after, cutoff, side="right")  # (T,) lectures [0, v)
+    scale = 1.0 / np.log1p(spec.window)
+    no_right = np.zeros(n_lectures)
+    out[:, 0] = np.log1p(visible) * scale
+    n_part, _, _ = _grouped_prefix(window.lecture_part, no_right, part, visible, part > 0)
+    out[:, 1] = np.log1p(n_part) * scale
+    m = tags.shape[1]
+    flat_tags = tags.reshape(-1)  # (T * M,) item-major
+    n_tag, _, last_tag = _grouped_prefix(
+        window.lecture_tag, no_right, flat_tags, np.repeat(visible, m), flat_tags > 0
+    )
+    out[:, 2] = np.log1p(n_tag.reshape(t, m).sum(axis=1)) * scale
+    lecture_seconds = window.lecture_timestamp.astype(np.float64) / 1000.0
+    out[:, 3] = _since(seconds, lecture_seconds, visible - 1, spec.lag_cap_ms)
+    out[:, 4] = _since(
+        seconds, lecture_seconds, last_tag.reshape(t, m).max(axis=1), spec.lag_cap_ms
+    )
+    return out
+
+
 def _recency(seconds: np.ndarray, last: np.ndarray, cap_ms: int) -> np.ndarray:
     """1 - log1p(dt) / log1p(cap) in [0, 1] for the time since item `last[i]`; 0 = none / unknown."""
+    return _since(seconds, seconds, last, cap_ms)
+
+
+def _since(seconds: np.ndarray, then: np.ndarray, last: np.ndarray, cap_ms: int) -> np.ndarray:
+    """`_recency` of event `last[i]` of `then` (seconds) seen from `seconds[i]`; -1 = none."""
     safe = np.maximum(last, 0)
-    dt = seconds - seconds[safe]
+    dt = seconds - then[safe] if len(then) else np.full(len(seconds), np.nan)
     known = (last >= 0) & ~np.isnan(dt)
     cap_s = cap_ms / 1000.0
     scaled = np.log1p(np.clip(np.where(known, dt, 0.0), 0.0, cap_s)) / np.log1p(cap_s)
@@ -645,6 +780,9 @@ def encode(
     tags = items.tags[question]
     correct = np.concatenate([window.correct.astype(np.int64), np.zeros(k, np.int64)])
     stats = learner_stats(question, part, tags, positions, correct, seconds, h, spec)
+    if spec.lecture_stats:
+        lectures = lecture_stats(part, tags, positions, seconds, h, window, spec)
+        stats = np.concatenate([stats, lectures], axis=1)  # (T, spec.n_stats)
 
     lag_known = ~np.isnan(lag)
     elapsed = window.elapsed_ms.astype(np.float64)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.config import ModelConfig
-from models.features import N_STATS, PAD
+from models.features import PAD
 
 # Parameters of the IRT prior are multiplied by this in forward: under Adam that is a 10x larger step
 # for them (the logistic model's learning rate, 1e-2, against the networks' 1e-3), so the prior
@@ -265,7 +265,7 @@ class IRTPrior(nn.Module):
         self.question_bias = nn.Embedding(cfg.n_questions, 1)
         self.tag_bias = nn.Embedding(cfg.n_tags, 1, padding_idx=0)
         self.part_bias = nn.Embedding(cfg.n_parts, 1)
-        self.ability = nn.Linear(N_STATS, 1)
+        self.ability = nn.Linear(cfg.n_stats, 1)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -26,7 +26,6 @@ import torch
 from torch import Tensor, nn
 
 from models.config import ModelConfig
-from models.features import N_STATS
 from models.layers import (
     Attention,
     FeedForward,
@@ -103,7 +102,7 @@ class SAINT(nn.Module):
         d = cfg.d_model
         # Shared embeddings: the item/position tables feed both the query and the response side.
         self.item_emb = ItemEmbedding(cfg)
-        self.stats_proj = nn.Linear(N_STATS, d) if cfg.use_stats else None
+        self.stats_proj = nn.Linear(cfg.n_stats, d) if cfg.use_stats else None
         self.prior = IRTPrior(cfg) if cfg.irt_prior else None
         self.position_emb = nn.Embedding(cfg.seq_len, d)
         self.response_emb = nn.Embedding(3, d)  # 0 pad / not visible, 1 wrong, 2 right

@@ -139,13 +139,22 @@ def random_history(rng: np.random.Generator, n: int, vocab: QuestionVocab) -> Hi
     gaps = rng.integers(1_000, 2 * 86_400_000, size=max(n, 1))
     elapsed = rng.uniform(500, 400_000, size=n).astype(np.float32)
     elapsed[rng.random(n) < 0.1] = np.nan  # unknown elapsed time
+    timestamp = np.cumsum(gaps)[bundle].astype(np.int64)
+    # a few lectures between items, at the previous item's time
+    after = np.sort(rng.integers(0, n + 1, size=int(rng.integers(0, 4)))).astype(np.int64)
     return History(
         question=rng.integers(1, vocab.size, size=n).astype(np.int64),  # 1 = unknown question
         correct=rng.integers(0, 2, size=n).astype(np.int8),
-        timestamp=np.cumsum(gaps)[bundle].astype(np.int64),
+        timestamp=timestamp,
         bundle=bundle,
         elapsed_ms=elapsed,
         explanation=rng.integers(-1, 2, size=n).astype(np.int8),
+        lecture_after=after,
+        lecture_timestamp=timestamp[np.maximum(after - 1, 0)]
+        if n
+        else np.zeros(len(after), np.int64),
+        lecture_part=rng.integers(0, vocab.n_parts, size=len(after)).astype(np.int64),
+        lecture_tag=rng.integers(0, vocab.n_tags, size=len(after)).astype(np.int64),
     )
 
 

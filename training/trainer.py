@@ -216,6 +216,7 @@ def build_config(args: argparse.Namespace, spec: FeatureSpec) -> ModelConfig:
         n_tags=spec.n_tags,
         n_lag_buckets=spec.n_lag_buckets,
         n_elapsed_buckets=spec.n_elapsed_buckets,
+        n_stats=spec.n_stats,
         seq_len=spec.window,
         d_model=args.d_model,
         n_layers=args.layers,

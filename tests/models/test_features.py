@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.features import (
+    LECTURE_STAT_NAMES,
     N_STATS,
     PAD_BUNDLE,
     UNKNOWN_QUESTION,
@@ -45,26 +48,34 @@ def histories(draw: st.DrawFn, max_bundles: int = 25) -> History:
     ts_per_bundle = np.cumsum(np.asarray(gaps, dtype=np.int64)) if sizes else np.zeros(0, np.int64)
     elapsed = rng.uniform(-5, 400_000, n).astype(np.float32)
     elapsed[rng.random(n) < 0.2] = np.nan
+    timestamp = ts_per_bundle[bundle] if n else np.zeros(0, np.int64)
+    # lectures between bundles (or before the first / after the last), at the previous item's time
+    starts = np.flatnonzero(np.concatenate([[True], np.diff(bundle) != 0])) if n else np.zeros(0)
+    slots = np.concatenate([starts, [n]]).astype(np.int64)
+    after = np.sort(rng.choice(slots, size=draw(st.integers(0, 6)))).astype(np.int64)
+    lecture_ts = np.where(after > 0, timestamp[np.maximum(after - 1, 0)] if n else 0, 0)
     return History(
         question=rng.integers(1, N_QUESTIONS + 2, n).astype(np.int64),
         correct=rng.integers(0, 2, n).astype(np.int8),
-        timestamp=ts_per_bundle[bundle] if n else np.zeros(0, np.int64),
+        timestamp=timestamp,
         bundle=bundle * 7 + 3,  # any non-decreasing keys
         elapsed_ms=elapsed,
         explanation=rng.integers(-1, 2, n).astype(np.int8),
+        lecture_after=after,
+        lecture_timestamp=lecture_ts.astype(np.int64),
+        lecture_part=rng.integers(0, 8, len(after)).astype(np.int64),
+        lecture_tag=rng.integers(0, VOCAB.n_tags, len(after)).astype(np.int64),
     )
 
 
 def _perturb_from(history: History, first: int, seed: int) -> History:
     """Change answers, elapsed times and explanation flags of items [first:]."""
     rng = np.random.default_rng(seed)
-    h = History(
-        history.question.copy(),
-        history.correct.copy(),
-        history.timestamp.copy(),
-        history.bundle.copy(),
-        history.elapsed_ms.copy(),
-        history.explanation.copy(),
+    h = dataclasses.replace(
+        history,
+        correct=history.correct.copy(),
+        elapsed_ms=history.elapsed_ms.copy(),
+        explanation=history.explanation.copy(),
     )
     n = len(h) - first
     h.correct[first:] = 1 - h.correct[first:]
@@ -327,8 +338,27 @@ def _naive_stats(enc: dict[str, np.ndarray], n_answered: int, correct: np.ndarra
         row.append((sum(correct[j] for j in recent) + 0.5) / (len(recent) + 1))
         prev = [j for j in vis if vis and enc["bundle"][j] == enc["bundle"][vis[-1]]]
         row.append(2.0 * np.mean([correct[j] for j in prev]) - 1.0 if prev else 0.0)
+        # lectures: those watched before i's bundle (after the window's items before it)
+        lec = enc["_lectures"]
+        first = min(j for j in range(len(enc["bundle"])) if enc["bundle"][j] == enc["bundle"][i])
+        seen = [x for x in range(lec.n_lectures) if lec.lecture_after[x] <= min(first, n_answered)]
+        on_part = [x for x in seen if p > 0 and lec.lecture_part[x] == p]
+        on_tag = [x for x in seen if lec.lecture_tag[x] > 0 and lec.lecture_tag[x] in tags_i]
+
+        def since(xs: list[int], i: int = i, lec: History = lec) -> float:
+            if not xs:
+                return 0.0
+            dt = seconds[i] - lec.lecture_timestamp[xs[-1]] / 1000.0
+            if np.isnan(dt):
+                return 0.0
+            cap = 7 * 86400.0
+            return 1.0 - np.log1p(np.clip(dt, 0, cap)) / np.log1p(cap)
+
+        scale = 1.0 / np.log1p(enc["_window"])
+        row += [np.log1p(len(xs)) * scale for xs in (seen, on_part, on_tag)]
+        row += [since(seen), since(on_tag)]
         out.append(row)
-    return np.asarray(out, dtype=np.float64).reshape(-1, 14)
+    return np.asarray(out, dtype=np.float64).reshape(-1, N_STATS + len(LECTURE_STAT_NAMES))
 
 
 @settings(max_examples=60, deadline=None)
@@ -353,9 +383,13 @@ def test_learner_stats_match_a_naive_reference(
     ts = np.concatenate([history.timestamp[start:] / 1000.0, np.full(k, np.nan)])
     if k and now is not None:
         ts[h:] = now / 1000.0
-    ref = _naive_stats({**enc, "_seconds": ts, "_window": window}, h, correct)
+    lectures = history.slice(start, len(history))
+    ref = _naive_stats(
+        {**enc, "_seconds": ts, "_window": window, "_lectures": lectures}, h, correct
+    )
     np.testing.assert_allclose(enc["stats"], ref, atol=1e-5)
-    assert enc["stats"].shape == (len(enc["question"]), N_STATS)
+    assert enc["stats"].shape == (len(enc["question"]), spec.n_stats)
+    assert spec.n_stats == N_STATS + len(LECTURE_STAT_NAMES)
 
 
 def test_items_past_the_vocabulary_are_the_unknown_question_with_their_content() -> None:
@@ -400,3 +434,87 @@ def test_items_past_the_vocabulary_are_the_unknown_question_with_their_content()
         candidate_timestamp=40,
     )
     assert not np.array_equal(enc["stats"], merged["stats"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(histories(), st.integers(2, 40), st.data())
+def test_a_lecture_reaches_only_later_bundles(
+    history: History, window: int, data: st.DataObject
+) -> None:
+    """A lecture watched just before a bundle changes the statistics of that bundle and later ones
+    (and of the candidates), never those of earlier bundles, and nothing but the statistics."""
+    if len(history) == 0:
+        return
+    spec = FeatureSpec(window=window, n_questions=N_QUESTIONS + 2)
+    starts = np.flatnonzero(np.concatenate([[True], np.diff(history.bundle) != 0]))
+    cut = int(data.draw(st.sampled_from(starts.tolist())))
+    at = np.searchsorted(history.lecture_after, cut, side="right")
+    ts = int(history.timestamp[cut - 1]) if cut else int(history.timestamp[0])
+    watched = dataclasses.replace(
+        history,
+        lecture_after=np.insert(history.lecture_after, at, cut),
+        lecture_timestamp=np.insert(history.lecture_timestamp, at, ts),
+        lecture_part=np.insert(history.lecture_part, at, 3),
+        lecture_tag=np.insert(history.lecture_tag, at, 2),
+    )
+    cands, now = np.array([2, 5]), int(history.timestamp[-1]) + 1000
+    base = encode(history, spec, PARTS, candidates=cands, candidate_timestamp=now)
+    more = encode(watched, spec, PARTS, candidates=cands, candidate_timestamp=now)
+    for name in QUERY_SIDE + RESPONSE_SIDE:
+        np.testing.assert_array_equal(base[name], more[name], err_msg=name)
+    h = len(base["question"]) - len(cands)
+    offset = len(history) - h
+    earlier = base["bundle"] < (base["bundle"][cut - offset] if cut >= offset else -1)
+    np.testing.assert_array_equal(base["stats"][earlier], more["stats"][earlier])
+    lecture_count = N_STATS + LECTURE_STAT_NAMES.index("lecture_count")
+    if cut >= offset:  # inside the window: the candidates count it
+        assert np.all(more["stats"][h:, lecture_count] > base["stats"][h:, lecture_count])
+    else:  # before the window, like the answers there
+        np.testing.assert_array_equal(base["stats"], more["stats"])
+
+
+def test_artifacts_from_before_lecture_statistics_keep_their_width(tmp_path) -> None:
+    """A feature spec / model config written without the lecture keys encodes and builds N_STATS
+    statistics, so an old artifact's graph still gets the input it was exported with."""
+    from models.config import ModelConfig, config_for_spec
+
+    old = FeatureSpec.from_dict({"window": 10, "n_questions": VOCAB.size})
+    assert not old.lecture_stats and old.n_stats == N_STATS
+    h = History(
+        question=np.array([2, 3]),
+        correct=np.array([1, 0], np.int8),
+        timestamp=np.array([0, 1000]),
+        bundle=np.array([0, 1]),
+        elapsed_ms=np.full(2, np.nan, np.float32),
+        explanation=np.full(2, -1, np.int8),
+        lecture_after=np.array([1]),
+        lecture_timestamp=np.array([500]),
+        lecture_part=np.array([2]),
+        lecture_tag=np.array([1]),
+    )
+    assert encode(h, old, PARTS)["stats"].shape == (2, N_STATS)
+    new = FeatureSpec(window=10, n_questions=VOCAB.size)
+    assert encode(h, new, PARTS)["stats"].shape == (2, N_STATS + len(LECTURE_STAT_NAMES))
+    assert FeatureSpec.from_dict(new.to_dict()).lecture_stats
+    assert ModelConfig.from_dict({"name": "dkt"}).n_stats == N_STATS
+    assert config_for_spec("dkt", new).n_stats == new.n_stats
+    assert ModelConfig.from_dict(config_for_spec("dkt", new).to_dict()).n_stats == new.n_stats
+
+
+def test_vocab_lecture_table_round_trips_and_encodes_content(tmp_path) -> None:
+    vocab = QuestionVocab(
+        np.array([10, 20]),
+        np.array([1, 2]),
+        np.array([[7], [8]]),
+        lecture_ids=np.array([5, 9]),
+        lecture_parts=np.array([2, -1]),
+        lecture_tags=np.array([8, 99]),  # 99: a tag no question has
+    )
+    part, tag = vocab.lecture_content(np.array([9, 5, 6]))
+    assert part.tolist() == [0, 3, 0]  # unknown part, part 2 -> 3, unknown lecture
+    assert tag.tolist() == [0, 2, 0]  # tag 8 is the second question tag
+    save_spec(tmp_path / "feature_spec.json", FeatureSpec(n_questions=vocab.size), vocab)
+    _, again = load_spec(tmp_path / "feature_spec.json")
+    assert again.lecture_content(np.array([5]))[0].tolist() == [3]
+    with pytest.raises(ValueError, match="go together"):
+        QuestionVocab(np.array([10]), np.array([1]), lecture_ids=np.array([5]))

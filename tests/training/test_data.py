@@ -465,7 +465,7 @@ def test_non_utf8_bytes_are_located_by_line_and_column(tmp_path: Path, qfile: Pa
     assert msg.startswith(f"{questions}:6:tags: not UTF-8 text (byte 0xe9)"), msg
     lectures = tmp_path / "l.csv"
     lectures.write_bytes(b"lecture_id,tag,part,type_of\n89,159,5,concept\n100,70,1,\xff\n")
-    msg = error_of(data.load_lecture_parts, lectures)
+    msg = error_of(data.load_lectures, lectures)
     assert msg.startswith(f"{lectures}:3:type_of: not UTF-8 text (byte 0xff)"), msg
 
 
@@ -475,4 +475,25 @@ def test_question_table_line_numbers_skip_blank_lines(tmp_path: Path) -> None:
         f"{dup}:8:question_id: duplicate question_id 11"
     )
     short = write(tmp_path / "l.csv", "lecture_id,tag,part,type_of\n89,159\n")
-    assert error_of(data.load_lecture_parts, short).startswith(f"{short}:2:-: expected 4 fields")
+    assert error_of(data.load_lectures, short).startswith(f"{short}:2:-: expected 4 fields")
+
+
+def test_lectures_become_history_lectures_and_survive_the_cache(
+    tmp_path: Path, qfile: Path
+) -> None:
+    """A lecture row is no answer: it becomes a lecture of the learner's History, after the answers
+    before it, with the part and tag of lectures.csv (found next to questions.csv by default)."""
+    write(tmp_path / "lectures.csv", "lecture_id,tag,part,type_of\n3,3,4,concept\n")
+    for cache in (None, tmp_path / "cache", tmp_path / "cache"):  # build, write, then read back
+        inter = load_riiid(riiid(tmp_path, ROWS), qfile, cache_dir=cache)
+        h = inter.history(0)
+        assert len(h) == 4 and h.lecture_after.tolist() == [3]  # after q10, q11, q12
+        assert h.lecture_timestamp.tolist() == [2000]
+        assert h.lecture_part.tolist() == [5]  # part 4, encoded + 1
+        assert h.lecture_tag.tolist() == inter.vocab.encode_tags(np.array([3])).tolist() != [0]
+        assert inter.history(1).n_lectures == 0
+    assert inter.vocab.lecture_ids is not None and inter.vocab.lecture_ids.tolist() == [3]
+    dup = write(tmp_path / "dup.csv", "lecture_id,tag,part,type_of\n3,3,4,concept\n3,1,1,concept\n")
+    assert error_of(data.load_lectures, dup).startswith(f"{dup}:3:lecture_id: lecture 3 again")
+    with pytest.raises(ValueError, match="riiid format only"):
+        load_dataset(riiid(tmp_path, ROWS), qfile, format="ednet", lectures_csv=dup)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from models.config import ModelConfig
-from models.features import MODEL_INPUTS, N_STATS, collate, encode, load_spec
+from models.features import MODEL_INPUTS, collate, encode, load_spec
 from models.registry import MODEL_REGISTRY
 from tests.models.test_models import PARTS, SPEC, VOCAB, random_history, tiny_model, to_torch
 from training import export as export_mod
@@ -91,14 +91,14 @@ def test_export_parity_on_dynamic_shapes(
     assert (1, 1) in shapes and (1, 5) in shapes and (3, SPEC.window) in shapes
     assert (3, SPEC.window - 1 + export_mod.PARITY_CANDIDATES) in shapes
     # inputs and output carry symbolic (batch, seq[, tags]) dims, not baked-in sizes; the stats
-    # width is the fixed N_STATS
+    # width is the spec's fixed n_stats
     graph = onnx.load(str(art / "model.onnx")).graph
     assert [i.name for i in graph.input] == list(MODEL_INPUTS)
     assert [o.name for o in graph.output] == ["logits"]
     for value in [*graph.input, *graph.output]:
         dims = value.type.tensor_type.shape.dim
         if value.name == "stats":
-            assert len(dims) == 3 and dims[2].dim_value == N_STATS
+            assert len(dims) == 3 and dims[2].dim_value == SPEC.n_stats
             dims = dims[:2]
         symbolic = len(dims) == (3 if value.name == "tags" else 2)
         assert symbolic and all(d.dim_param and not d.dim_value for d in dims), value.name

@@ -22,7 +22,7 @@ from training.data.interactions import CACHE_FORMAT, DataError, Interactions
 from training.data.locate import line_of_record, utf8_error
 from training.data.questions import (
     QuestionTable,
-    load_lecture_parts,
+    load_lectures,
     load_questions,
     read_question_table,
     stable_id,
@@ -51,7 +51,7 @@ __all__ = [
     "line_of_record",
     "load_dataset",
     "load_ednet",
-    "load_lecture_parts",
+    "load_lectures",
     "load_questions",
     "load_riiid",
     "load_sequences",

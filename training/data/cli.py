@@ -90,6 +90,15 @@ def add_format_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) 
         default="first",
         help="exact duplicate rows: keep the first / last in file order, or fail (default first)",
     )
+    parser.add_argument(
+        "--lectures-file",
+        "--lectures",
+        dest="lectures_file",
+        type=Path,
+        metavar="FILE",
+        help="riiid: lectures.csv, the part and tag of each lecture the learners watched (default: "
+        "lectures.csv next to the questions file, when there is one)",
+    )
 
 
 def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -99,6 +108,7 @@ def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
         "columns": args.columns,
         "duplicates": args.duplicates,
         "skill_separator": args.skill_separator,
+        "lectures_csv": args.lectures_file,
     }
 
 
@@ -118,7 +128,6 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="questions table (riiid/ednet: required, default next to FILE; others: optional)",
     )
-    parser.add_argument("--lectures", type=Path, help="Riiid lectures.csv (optional)")
     add_format_flags(parser)
     parser.add_argument("--strict", action="store_true", help="unknown question ids are an error")
     parser.add_argument("--cache-dir", type=Path, help="reuse/save the preprocessed table here")
@@ -140,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             columns=args.columns,
             duplicates=args.duplicates,
             skill_separator=args.skill_separator,
-            lectures_csv=args.lectures,
+            lectures_csv=args.lectures_file,
             strict=args.strict,
             cache_dir=args.cache_dir,
         )

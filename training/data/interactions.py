@@ -86,9 +86,12 @@ class Interactions:
         return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
 
     def history(self, i: int) -> History:
-        """Learner i's question rows as a `History`; `bundle` is a per-learner ordinal (0, 0, 1, ...)."""
+        """Learner i's question rows as a `History`; `bundle` is a per-learner ordinal (0, 0, 1, ...).
+        Lecture rows become the history's lectures (part and tag from the vocabulary's lecture
+        table, else the row's part)."""
         rows = self.rows(i)
-        keep = ~self.is_lecture[rows]
+        lecture = self.is_lecture[rows]
+        keep = ~lecture
         timestamp = self.timestamp[rows][keep].astype(np.int64)
         container = self.bundle[rows][keep]
         change = (timestamp[1:] != timestamp[:-1]) | (container[1:] != container[:-1])
@@ -100,7 +103,25 @@ class Interactions:
             bundle=ordinal.astype(np.int64),
             elapsed_ms=self.elapsed_ms[rows][keep].astype(np.float32),
             explanation=self.explanation[rows][keep].astype(np.int8),
+            **self._lectures(rows, lecture),
         )
+
+    def _lectures(self, rows: slice, lecture: np.ndarray) -> dict[str, np.ndarray]:
+        """The `History` lecture arrays of the lecture rows among `rows`."""
+        if not lecture.any():
+            return {}
+        ids = self.content_id[rows][lecture]
+        if self.vocab.lecture_ids is not None:
+            part, tag = self.vocab.lecture_content(ids)
+        else:
+            raw_part = self.part[rows][lecture].astype(np.int64)
+            part, tag = np.where(raw_part >= 0, raw_part + 1, 0), np.zeros(len(ids), np.int64)
+        return {
+            "lecture_after": np.cumsum(~lecture)[lecture].astype(np.int64),  # answers before it
+            "lecture_timestamp": self.timestamp[rows][lecture].astype(np.int64),
+            "lecture_part": part.astype(np.int64),
+            "lecture_tag": tag.astype(np.int64),
+        }
 
     def select(self, learner_indices: np.ndarray) -> Interactions:
         """The given learners (in the given order) as a new table."""
@@ -141,6 +162,9 @@ class Interactions:
         np.save(tmp / "vocab_tags.npy", self.vocab.tags, allow_pickle=False)
         if self.vocab.bundles is not None:
             np.save(tmp / "vocab_bundles.npy", self.vocab.bundles, allow_pickle=False)
+        for name in ("lecture_ids", "lecture_parts", "lecture_tags"):
+            if (value := getattr(self.vocab, name)) is not None:
+                np.save(tmp / f"vocab_{name}.npy", value, allow_pickle=False)
         meta = {
             "format": CACHE_FORMAT,
             "n_learners": self.n_learners,
@@ -170,5 +194,10 @@ class Interactions:
             np.load(path / "vocab_parts.npy"),
             np.load(path / "vocab_tags.npy"),
             bundles=np.load(bundles) if (bundles := path / "vocab_bundles.npy").exists() else None,
+            **{
+                name: np.load(path / f"vocab_{name}.npy")
+                for name in ("lecture_ids", "lecture_parts", "lecture_tags")
+                if (path / f"vocab_{name}.npy").exists()
+            },
         )
         return cls(vocab=vocab, duplicates_dropped=int(meta.get("duplicates_dropped", 0)), **arrays)

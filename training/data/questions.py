@@ -155,19 +155,35 @@ def load_questions(path: Path) -> QuestionVocab:
     return read_question_table(path).vocab
 
 
-def load_lecture_parts(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Riiid lectures.csv -> (sorted lecture ids, their parts)."""
+def load_lectures(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Riiid lectures.csv -> (sorted lecture ids, their parts, their tags; -1 where the optional
+    `tag` column is absent or blank). A repeated lecture_id is an error at its line."""
     path = Path(path)
     header = read_header(path)
     col = header_index(path, header, ("lecture_id", "part"))
-    ids, parts = [], []
+    ids, parts, tags = [], [], []
+    seen: dict[int, int] = {}
     for line, record in records(path):
         if len(record) != len(header):
             raise DataError(path, line, None, f"expected {len(header)} fields, got {len(record)}")
-        ids.append(_table_int(path, line, record, col, "lecture_id", "l"))
+        lecture_id = _table_int(path, line, record, col, "lecture_id", "l")
+        if lecture_id in seen:
+            raise DataError(
+                path,
+                line,
+                "lecture_id",
+                f"lecture {lecture_id} again (first at line {seen[lecture_id]})",
+            )
+        seen[lecture_id] = line
+        ids.append(lecture_id)
         parts.append(_table_int(path, line, record, col, "part", ""))
+        tags.append(_table_int(path, line, record, col, "tag", "", default=-1))
     order = np.argsort(np.asarray(ids, np.int64), kind="stable")
-    return np.asarray(ids, np.int64)[order], np.asarray(parts, np.int64)[order]
+    return (
+        np.asarray(ids, np.int64)[order],
+        np.asarray(parts, np.int64)[order],
+        np.asarray(tags, np.int64)[order],
+    )
 
 
 def stable_id(text: str, bits: int = 30) -> int:

@@ -82,8 +82,6 @@ def _load_riiid(path: Path, questions: Path | None, o: Options) -> Interactions:
 
 def _load_ednet(path: Path, questions: Path | None, o: Options) -> Interactions:
     assert questions is not None
-    if o.lectures_csv is not None:
-        raise ValueError("lectures_csv applies to Riiid only")
     return load_ednet(
         path, questions, strict=o.strict, cache_dir=o.cache_dir, duplicates=o.duplicates
     )
@@ -178,6 +176,10 @@ def load_dataset(
         raise DataError(
             path, 0, None, f"the {name} format needs a questions file (questions.csv); none given"
         )
+    if lectures_csv is not None and name != "riiid":
+        raise ValueError(f"a lectures file applies to the riiid format only, not to {name}")
+    if lectures_csv is not None and name != "riiid":
+        raise ValueError(f"a lectures file applies to the riiid format only, not to {name}")
     opts = Options(
         strict=strict,
         cache_dir=Path(cache_dir) if cache_dir is not None else None,

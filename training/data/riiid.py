@@ -8,6 +8,7 @@ data (101M rows / 5.5 GB): the CSV is streamed with pyarrow into preallocated ty
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +30,7 @@ from training.data.assemble import (
 )
 from training.data.interactions import DataError, Interactions
 from training.data.locate import header_index, line_of_record, raise_bad_cell, read_header
-from training.data.questions import load_lecture_parts, load_questions
+from training.data.questions import load_lectures, load_questions
 
 logger = logging.getLogger(__name__)
 
@@ -219,6 +220,10 @@ def load_riiid(
     content_type_id): keep the "first" / "last" in file order, or raise ("error")."""
     check_policy(duplicates)
     train_csv, questions_csv = Path(train_csv), Path(questions_csv)
+    beside = questions_csv.parent / "lectures.csv"
+    if lectures_csv is None and beside.is_file():
+        lectures_csv = beside  # the Riiid layout: lectures.csv next to questions.csv
+        logger.info("reading lectures from %s (next to the questions file)", beside)
     for p in (train_csv, questions_csv, lectures_csv):
         if p is not None and not Path(p).is_file():
             raise DataError(p, 0, None, "no such file")
@@ -234,7 +239,11 @@ def load_riiid(
 
     def build() -> Interactions:
         vocab = load_questions(questions_csv)
-        lectures = load_lecture_parts(Path(lectures_csv)) if lectures_csv else None
+        lectures = load_lectures(Path(lectures_csv)) if lectures_csv else None
+        if lectures is not None:
+            vocab = dataclasses.replace(
+                vocab, lecture_ids=lectures[0], lecture_parts=lectures[1], lecture_tags=lectures[2]
+            )
         raw = _read_riiid(train_csv)
         logger.info("read %d rows from %s", len(raw.user), train_csv)
         return assemble(
@@ -244,7 +253,7 @@ def load_riiid(
             shift_prior=True,
             strict=strict,
             questions_path=questions_csv,
-            lectures=lectures,
+            lectures=None if lectures is None else lectures[:2],
             duplicates=duplicates,
         )
 
