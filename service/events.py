@@ -1,24 +1,27 @@
 """Stored learner events: the fixed-size binary record, identities, canonical order, -> `History`.
 
-One event = one answered question, packed as a 40-byte little-endian record (`EVENT_DTYPE`). Raw
-question ids are stored (not vocabulary indices), so a model upgrade with a new vocabulary still
-reads old histories. The Redis Lua script and `merge_events` (in-memory store) implement the same
-rules:
+One event = one answered question or one watched lecture (`kind`), packed as a 40-byte
+little-endian record (`EVENT_DTYPE`). Raw question / lecture ids are stored (not vocabulary
+indices), so a model upgrade with a new vocabulary still reads old histories. Records written
+before lectures existed have kind 0 (the byte was reserved and zero), so they read as answers. The
+Redis Lua script and `merge_events` (in-memory store) implement the same rules:
 
-* identity (idempotency): `interaction_id` when the client sends one, else (timestamp, question_id);
-  stored as a 52-bit fingerprint (exact in Lua's doubles). A second delivery of an identity already
+* identity (idempotency): `interaction_id` when the client sends one, else (timestamp, question_id)
+  or (timestamp, lecture_id); stored as a 52-bit fingerprint (exact in Lua's doubles). A second delivery of an identity already
   in the retained history is a duplicate: the first delivery wins.
 * canonical order: (timestamp, container_id, question_id, fingerprint), container_id = -1 when
   absent. The stored history is a function of the *set* of delivered events, whatever the delivery
   order; out-of-order deliveries are sort-inserted.
 * cap: only the newest `max_len` events are kept; a new event older than all of them is "stale"
   (accepted, but outside the window, so not stored).
-* bundles: items with the same timestamp and the same container_id (or both without one) form one
-  bundle; see `events_to_history`.
+* bundles: answers with the same timestamp and the same container_id (or both without one) form
+  one bundle; see `events_to_history`. Lectures are never part of a bundle: they are learning
+  events that later answers' statistics read (`models.features.lecture_stats`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,9 +44,12 @@ EVENT_DTYPE = np.dtype(
         ("elapsed_ms", "<i4"),  # -1 = unknown
         ("correct", "i1"),  # 0 / 1
         ("explanation", "i1"),  # -1 unknown, 0 no, 1 yes
-        ("reserved", "<u2"),
+        ("kind", "u1"),  # ANSWER or LECTURE (question_id then holds the lecture id)
+        ("reserved", "u1"),
     ]
 )
+ANSWER = 0
+LECTURE = 1
 RECORD_SIZE = EVENT_DTYPE.itemsize  # 40
 assert RECORD_SIZE == 40
 
@@ -58,9 +64,16 @@ class AppendResult:
     events: np.ndarray  # EVENT_DTYPE, canonical order
 
 
-def identity_fingerprint(timestamp: int, question_id: int, interaction_id: str | None) -> int:
+def identity_fingerprint(
+    timestamp: int, question_id: int, interaction_id: str | None, kind: int = ANSWER
+) -> int:
     """52-bit fingerprint of an event's idempotency identity."""
-    key = f"i:{interaction_id}" if interaction_id is not None else f"t:{timestamp}:q:{question_id}"
+    item = "q" if kind == ANSWER else "l"
+    key = (
+        f"i:{interaction_id}"
+        if interaction_id is not None
+        else f"t:{timestamp}:{item}:{question_id}"
+    )
     digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 12
 
@@ -88,6 +101,30 @@ def make_events(
     out["correct"] = correct
     out["explanation"] = [UNKNOWN if h is None else int(h) for h in had_explanation]
     return out
+
+
+def make_lecture_events(
+    timestamp: list[int], lecture_id: list[int], interaction_id: list[str | None]
+) -> np.ndarray:
+    """Pack validated lecture views into EVENT_DTYPE records (kind LECTURE, no answer fields)."""
+    n = len(timestamp)
+    out = np.zeros(n, dtype=EVENT_DTYPE)
+    out["timestamp"] = timestamp
+    out["question_id"] = lecture_id
+    out["container_id"] = NO_CONTAINER
+    out["fingerprint"] = [
+        identity_fingerprint(t, lec, i, LECTURE)
+        for t, lec, i in zip(timestamp, lecture_id, interaction_id, strict=True)
+    ]
+    out["elapsed_ms"] = UNKNOWN
+    out["explanation"] = UNKNOWN
+    out["kind"] = LECTURE
+    return out
+
+
+def answers(events: np.ndarray) -> np.ndarray:
+    """The answered-question events (lectures left out), in their order."""
+    return events[events["kind"] == ANSWER]
 
 
 def decode_blob(blob: bytes | None) -> np.ndarray:
@@ -132,13 +169,27 @@ def events_to_history(
 ) -> History:
     """Stored events (canonical order) -> `models.features.History` with the artifact's vocabulary.
 
-    Bundle key: a new bundle starts wherever (timestamp, container_id) changes, so the keys are
-    non-decreasing and every bundle shares one timestamp. Question ids unknown to this vocabulary
-    map to the unknown token (`to_index`: a mapping that also knows registered questions).
+    Bundle key: a new bundle starts wherever (timestamp, container_id) changes among the answers,
+    so the keys are non-decreasing and every bundle shares one timestamp. Question ids unknown to
+    this vocabulary map to the unknown token (`to_index`: a mapping that also knows registered
+    questions). Lectures become the history's lectures, after the answers stored before them,
+    with the part and tag of the artifact's lecture table (unknown lectures: neither).
     """
+    is_answer = events["kind"] == ANSWER
+    lectures = events[~is_answer]
+    events = events[is_answer]
     n = len(events)
-    if n == 0:
+    if n == 0 and len(lectures) == 0:
         return History.empty()
+    lecture_part, lecture_tag = vocab.lecture_content(lectures["question_id"].astype(np.int64))
+    lecture_arrays = {
+        "lecture_after": np.cumsum(is_answer)[~is_answer].astype(np.int64),
+        "lecture_timestamp": lectures["timestamp"].astype(np.int64),
+        "lecture_part": lecture_part,
+        "lecture_tag": lecture_tag,
+    }
+    if n == 0:
+        return dataclasses.replace(History.empty(), **lecture_arrays)
     ts = events["timestamp"]
     container = events["container_id"]
     change = np.concatenate(
@@ -153,11 +204,25 @@ def events_to_history(
         bundle=np.cumsum(change),
         elapsed_ms=elapsed,
         explanation=events["explanation"].astype(np.int8),
+        **lecture_arrays,
     )
 
 
+def events_to_lectures(events: np.ndarray) -> list[dict[str, object]]:
+    """Stored lecture events -> API lecture dicts (identities are not returned)."""
+    lectures = events[events["kind"] == LECTURE]
+    return [
+        {"lecture_id": lec, "timestamp": ts}
+        for ts, lec in zip(
+            lectures["timestamp"].tolist(), lectures["question_id"].tolist(), strict=True
+        )
+    ]
+
+
 def events_to_items(events: np.ndarray) -> list[dict[str, object]]:
-    """Stored events -> API interaction dicts (the ingest fields; identities are not returned)."""
+    """Stored answer events -> API interaction dicts (the ingest fields; identities are not
+    returned; lectures: `events_to_lectures`)."""
+    events = answers(events)
     items: list[dict[str, object]] = []
     for ts, q, c, e, ok, ex in zip(
         events["timestamp"].tolist(),

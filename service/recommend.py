@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from models.features import FIRST_QUESTION_INDEX, QuestionVocab
+from service.events import answers
 
 RECOMMEND_CHUNK = 128
 
@@ -56,7 +57,8 @@ def answered_question_ids(
     events: np.ndarray, moment: int | None, within_ms: int | None
 ) -> np.ndarray:
     """Raw ids answered before `moment` (all stored events when None), or only within `within_ms`
-    before it (before the last event when there is no moment)."""
+    before it (before the last event when there is no moment). Lectures are not answers."""
+    events = answers(events)
     if len(events) == 0:
         return np.zeros(0, np.int64)
     timestamps = events["timestamp"]

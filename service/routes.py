@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
+from collections.abc import Sequence
 
 import numpy as np
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -25,7 +26,15 @@ from service.deps import (
     check_user_id,
     require_api_key,
 )
-from service.events import MAX_SAFE_INT, events_to_history, events_to_items, make_events
+from service.events import (
+    MAX_SAFE_INT,
+    answers,
+    events_to_history,
+    events_to_items,
+    events_to_lectures,
+    make_events,
+    make_lecture_events,
+)
 from service.predictor import Predictor
 from service.schemas import (
     BatchPredictRequest,
@@ -38,6 +47,7 @@ from service.schemas import (
     InteractionIn,
     InteractionsRequest,
     InteractionsResponse,
+    LectureIn,
     MasteryPoint,
     MasteryResponse,
     MasteryTimelineResponse,
@@ -78,9 +88,12 @@ def _now_moment(state: ServiceState, received_ms: int) -> int | None:
     return received_ms + 1 if state.settings.server_time else None
 
 
-def _to_events(items: list[InteractionIn], received_ms: int) -> np.ndarray:
-    """Events of validated interactions; those without a timestamp get the receive time."""
-    return make_events(
+def _to_events(
+    items: list[InteractionIn], received_ms: int, lectures: list[LectureIn] | None = None
+) -> np.ndarray:
+    """Events of validated interactions (and lectures); those without a timestamp get the receive
+    time."""
+    answered = make_events(
         timestamp=[received_ms if i.timestamp is None else i.timestamp for i in items],
         question_id=[i.question_id for i in items],
         correct=[i.correct for i in items],
@@ -89,6 +102,14 @@ def _to_events(items: list[InteractionIn], received_ms: int) -> np.ndarray:
         container_id=[i.container_id for i in items],
         interaction_id=[i.interaction_id for i in items],
     )
+    if not lectures:
+        return answered
+    watched = make_lecture_events(
+        timestamp=[received_ms if x.timestamp is None else x.timestamp for x in lectures],
+        lecture_id=[x.lecture_id for x in lectures],
+        interaction_id=[x.interaction_id for x in lectures],
+    )
+    return np.concatenate([answered, watched])
 
 
 async def _bank(state: ServiceState, predictor: Predictor, ids: list[int]) -> ExtendedBank:
@@ -132,15 +153,28 @@ def _check_interactions(
     items: list[InteractionIn],
     loc: list,
     received_ms: int,
+    n_lectures: int = 0,
 ) -> None:
     s = state.settings
     check_count(
-        len(items),
+        len(items) + n_lectures,
         s.max_interactions_per_request,
         "KT_MAX_INTERACTIONS_PER_REQUEST",
         "interactions",
         loc,
     )
+    _check_times(state, items, loc, received_ms)
+    _check_unknown(state, bank, [i.question_id for i in items], loc)
+
+
+def _check_times(
+    state: ServiceState,
+    items: Sequence[InteractionIn | LectureIn],
+    loc: list,
+    received_ms: int,
+) -> None:
+    """Server time when KT_SERVER_TIME allows it; no timestamp beyond KT_MAX_FUTURE_SKEW_MS."""
+    s = state.settings
     latest = received_ms + s.max_future_skew_ms
     for k, item in enumerate(items):
         if item.timestamp is None and not s.server_time:
@@ -158,7 +192,6 @@ def _check_interactions(
                 f"{s.max_future_skew_ms} is allowed",
                 [*loc, k, "timestamp"],
             )
-    _check_unknown(state, bank, [i.question_id for i in items], loc)
 
 
 def _check_predict(
@@ -408,15 +441,30 @@ async def predict_batch(
 async def interactions(
     body: InteractionsRequest, state: State, predictor: CurrentPredictor
 ) -> InteractionsResponse:
-    """Record answered questions: atomic, idempotent, sorted, capped, TTL refreshed."""
+    """Record answered questions and watched lectures: atomic, idempotent, sorted, capped, TTL
+    refreshed."""
     received_ms = _receive_time_ms()
     check_user_id(body.user_id, state.settings, ["body", "user_id"])
+    if not body.interactions and not body.lectures:
+        raise ApiError(
+            422,
+            "nothing to record: send at least one interaction or lecture",
+            ["body", "interactions"],
+            "value_error",
+        )
     bank = await _bank(state, predictor, [i.question_id for i in body.interactions])
-    _check_interactions(state, bank, body.interactions, ["body", "interactions"], received_ms)
-    cap = _max_len(state, predictor)
-    result = await state.store_call(
-        "append", state.store.append(body.user_id, _to_events(body.interactions, received_ms), cap)
+    _check_interactions(
+        state,
+        bank,
+        body.interactions,
+        ["body", "interactions"],
+        received_ms,
+        n_lectures=len(body.lectures),
     )
+    _check_times(state, body.lectures, ["body", "lectures"], received_ms)
+    events = _to_events(body.interactions, received_ms, body.lectures)
+    cap = _max_len(state, predictor)
+    result = await state.store_call("append", state.store.append(body.user_id, events, cap))
     reason = None
     if result.stale:
         state.metrics.stale_events.inc(result.stale)
@@ -457,7 +505,12 @@ async def history(state: State, user_id: str = UserPath) -> HistoryResponse:
     check_user_id(user_id, state.settings, ["path", "user_id"])
     events = await state.store_call("get", state.store.get(user_id))
     return HistoryResponse.model_validate(
-        {"user_id": user_id, "history_length": len(events), "interactions": events_to_items(events)}
+        {
+            "user_id": user_id,
+            "history_length": len(events),
+            "interactions": events_to_items(events),
+            "lectures": events_to_lectures(events),
+        }
     )
 
 
@@ -472,9 +525,10 @@ async def _mastery_at(
     bank = recommend_lib.bank_indices(vocab)
     requests = [CandidateRequest(history, c, at) for c in recommend_lib.chunks(bank)]
     probs = np.concatenate(await _score(state, predictor, requests)) if requests else np.zeros(0)
-    answered = vocab.to_index(events["question_id"].astype(np.int64)) - 2  # -1 = unknown question
+    answered_events = answers(events)
+    answered = vocab.to_index(answered_events["question_id"].astype(np.int64)) - 2  # -1 = unknown
     known = answered >= 0
-    times = events["timestamp"][known]
+    times = answered_events["timestamp"][known]
     parts = recommend_lib.group_mastery(vocab.parts, probs, vocab.parts[answered[known]], times)
     tags = recommend_lib.group_mastery(vocab.tags, probs, vocab.tags[answered[known]], times)
     return (
@@ -547,15 +601,18 @@ async def mastery_timeline(
     _only_query(request, {"every"})
     check_user_id(user_id, state.settings, ["path", "user_id"])
     events = await state.store_call("get", state.store.get(user_id))
-    ends = list(range(every, len(events) + 1, every))
-    if len(events) and (not ends or ends[-1] != len(events)):
-        ends.append(len(events))
+    answer_times = answers(events)["timestamp"]
+    n_answers = len(answer_times)
+    ends = list(range(every, n_answers + 1, every))
+    if n_answers and (not ends or ends[-1] != n_answers):
+        ends.append(n_answers)
     points = []
     for end in ends[-MAX_TIMELINE_POINTS:]:
-        at = int(events["timestamp"][end - 1]) + 1  # just after the end-th answer
+        at = int(answer_times[end - 1]) + 1  # just after the end-th answer
         known = _before(events, at)  # its bundle-mates (same timestamp) are known too
         parts, tags = await _mastery_at(state, predictor, known, at)
-        points.append(MasteryPoint(at=at, answers=len(known), parts=parts, tags=tags))
+        answered = int(np.searchsorted(answer_times, at, side="left"))
+        points.append(MasteryPoint(at=at, answers=answered, parts=parts, tags=tags))
     return MasteryTimelineResponse(
         user_id=user_id, model_version=predictor.version, every=every, points=points
     )

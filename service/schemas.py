@@ -78,9 +78,36 @@ class InteractionOut(BaseModel):
     container_id: int | None = None
 
 
+class LectureIn(_In):
+    """One watched lecture (a learning event: never predicted, read by later predictions)."""
+
+    lecture_id: Annotated[
+        int, Field(ge=0, le=MAX_SAFE_INT, description="Raw lecture id."), _INTEGRAL
+    ]
+    timestamp: TimestampMs | None = Field(
+        None, description="When it was watched (ms). Absent: the server's receive time."
+    )
+    interaction_id: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(
+        None,
+        description="Idempotency key; when absent, the identity is (timestamp, lecture_id).",
+    )
+
+
+class LectureOut(BaseModel):
+    lecture_id: int
+    timestamp: int
+
+
 class InteractionsRequest(_In):
     user_id: UserId
-    interactions: list[InteractionIn] = Field(min_length=1)
+    interactions: list[InteractionIn] = Field(
+        default_factory=list, description="Answered questions (this or `lectures` non-empty)."
+    )
+    lectures: list[LectureIn] = Field(
+        default_factory=list,
+        description="Watched lectures. A lecture id the model's lecture table does not know still "
+        "counts as a lecture (without part and tag).",
+    )
 
 
 class InteractionsResponse(BaseModel):
@@ -228,8 +255,9 @@ class BatchPredictResponse(BaseModel):
 
 class HistoryResponse(BaseModel):
     user_id: str
-    history_length: int
+    history_length: int = Field(description="Stored events: answers and lectures.")
     interactions: list[InteractionOut]
+    lectures: list[LectureOut] = Field(default_factory=list)
 
 
 class RecentUser(BaseModel):

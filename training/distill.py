@@ -458,7 +458,7 @@ def run_distillation(args: argparse.Namespace) -> dict[str, Any]:
                 f"teacher's ({teacher_dir}); all teachers must encode the data the same way"
             )
         extra.append(model)
-    data = load_and_prepare(args, seq_len=spec.window)
+    data = load_and_prepare(args, seq_len=spec.window, lecture_stats=spec.lecture_stats)
     if data.spec.n_questions != spec.n_questions:
         raise ValueError(
             f"the teacher's vocabulary ({spec.n_questions}) does not match {args.questions_file} ({data.spec.n_questions})"

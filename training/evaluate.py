@@ -11,6 +11,7 @@ torch model dirs by the same encoding + the torch model.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -88,17 +89,11 @@ def _remap(history: History, source: QuestionVocab, target: QuestionVocab) -> Hi
     idx = history.question
     raw = np.where(idx >= 2, source.question_ids[np.maximum(idx - 2, 0)], -1)
     mapped = np.where(idx >= 2, target.to_index(raw), UNKNOWN_QUESTION)
-    return History(
-        mapped,
-        history.correct,
-        history.timestamp,
-        history.bundle,
-        history.elapsed_ms,
-        history.explanation,
-    )
+    return dataclasses.replace(history, question=mapped)
 
 
 def _concat(a: History, b: History) -> History:
+    """History a, then history b (its bundles and lectures after all of a's)."""
     offset = int(a.bundle[-1]) + 1 if len(a) else 0
     return History(
         question=np.concatenate([a.question, b.question]),
@@ -107,6 +102,10 @@ def _concat(a: History, b: History) -> History:
         bundle=np.concatenate([a.bundle, b.bundle + offset]),
         elapsed_ms=np.concatenate([a.elapsed_ms, b.elapsed_ms]),
         explanation=np.concatenate([a.explanation, b.explanation]),
+        lecture_after=np.concatenate([a.lecture_after, b.lecture_after + len(a)]),
+        lecture_timestamp=np.concatenate([a.lecture_timestamp, b.lecture_timestamp]),
+        lecture_part=np.concatenate([a.lecture_part, b.lecture_part]),
+        lecture_tag=np.concatenate([a.lecture_tag, b.lecture_tag]),
     )
 
 

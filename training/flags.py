@@ -175,6 +175,13 @@ def add_architecture_flags(parser: argparse.ArgumentParser | argparse._ArgumentG
         help="feed the learner statistics (counts, accuracies, recency; earlier bundles only) (default on)",
     )
     parser.add_argument(
+        "--lecture-stats",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="add the lectures watched before each answer to the statistics (count, per part, per "
+        "tag, time since; all zero where a log has no lectures) (default on)",
+    )
+    parser.add_argument(
         "--attention-decay",
         action=argparse.BooleanOptionalAction,
         default=True,

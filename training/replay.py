@@ -63,6 +63,7 @@ class Bundle:
     items: list[dict[str, Any]]  # /interactions items (question_id, timestamp, correct, ...)
     timestamp: int
     labels: np.ndarray  # (k,) 0/1
+    lectures_before: list[dict[str, int]] = field(default_factory=list)  # since the last bundle
 
     @property
     def candidates(self) -> list[dict[str, int]]:
@@ -78,6 +79,7 @@ class LearnerPlan:
     raw_user: int
     history: list[dict[str, Any]]
     bundles: list[Bundle]
+    history_lectures: list[dict[str, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -107,8 +109,24 @@ class ReplayResult:
 
 
 # -- plan: Interactions -> API payloads -----------------------------------------------------------
+def _lectures(data: Interactions, learner: int) -> tuple[list[dict[str, int]], np.ndarray]:
+    """One learner's lecture rows as /interactions `lectures` items, and how many question rows
+    come before each."""
+    rows = data.rows(learner)
+    lecture = data.is_lecture[rows]
+    items = [
+        {"lecture_id": int(lec), "timestamp": int(ts)}
+        for lec, ts in zip(
+            data.content_id[rows][lecture].tolist(),
+            data.timestamp[rows][lecture].tolist(),
+            strict=True,
+        )
+    ]
+    return items, np.cumsum(~lecture)[lecture]
+
+
 def _items(data: Interactions, learner: int) -> list[dict[str, Any]]:
-    """One learner's question rows as /interactions items (lectures are not sent)."""
+    """One learner's question rows as /interactions items (lectures: `_lectures`)."""
     rows = data.rows(learner)
     keep = ~data.is_lecture[rows]
     items: list[dict[str, Any]] = []
@@ -160,9 +178,20 @@ def build_plans(
         if not future:
             continue
         past: list[dict[str, Any]] = []
+        past_lectures: list[dict[str, int]] = []
         if history is not None and int(user) in index:
             past = _items(history, index[int(user)])
-        plans.append(LearnerPlan(int(user), past, _bundles(future)))
+            past_lectures = _lectures(history, index[int(user)])[0]
+        bundles = _bundles(future)
+        lectures, after = _lectures(evaluation, i)
+        starts = np.cumsum([0] + [len(b.items) for b in bundles[:-1]])  # first item of each
+        for lecture, n_before in zip(lectures, after.tolist(), strict=True):
+            k = int(
+                np.searchsorted(starts, n_before, side="left")
+            )  # the next bundle starting there
+            if k < len(bundles):
+                bundles[k].lectures_before.append(lecture)
+        plans.append(LearnerPlan(int(user), past, bundles, past_lectures))
         if max_learners is not None and len(plans) >= max_learners:
             break
     return plans
@@ -219,9 +248,21 @@ async def _replay_learner(
             {"user_id": user_id, "interactions": plan.history[s : s + chunk]},
         )
         requests += 1
+    for s in range(0, len(plan.history_lectures), chunk):
+        await api.call(
+            "POST",
+            "/interactions",
+            {"user_id": user_id, "lectures": plan.history_lectures[s : s + chunk]},
+        )
+        requests += 1
     probs: list[np.ndarray] = []
     latencies: list[float] = []
     for bundle in plan.bundles:
+        if bundle.lectures_before:
+            await api.call(
+                "POST", "/interactions", {"user_id": user_id, "lectures": bundle.lectures_before}
+            )
+            requests += 1
         started = time.perf_counter()
         out = await api.call(
             "POST", "/predict", {"user_id": user_id, "questions": bundle.candidates}

@@ -71,6 +71,7 @@ def random_label_probe(train_argv: list[str]) -> dict[str, Any]:
         seed=args.seed,
         fingerprint=data_fingerprint(Path(args.train_file)) + ":random-labels",
         augment=args.window_augmentation == "shift",
+        lecture_stats=args.lecture_stats,
     )
     metrics = run_training(args, data=data)
     auc = float(metrics.get("auc", math.nan))

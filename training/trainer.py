@@ -138,11 +138,16 @@ def prepare_data(
     seed: int,
     fingerprint: str = "",
     augment: bool = False,
+    lecture_stats: bool = True,
 ) -> PreparedData:
     """Split for validation and build the window datasets (the model sees `seq_len` items)."""
     vocab = inter.vocab
     spec = FeatureSpec(
-        window=seq_len, n_questions=vocab.size, n_parts=vocab.n_parts, n_tags=vocab.n_tags
+        window=seq_len,
+        n_questions=vocab.size,
+        n_parts=vocab.n_parts,
+        n_tags=vocab.n_tags,
+        lecture_stats=lecture_stats,
     )
     items = vocab.item_table()
     if validation == "none" or valid_fraction <= 0:
@@ -186,8 +191,11 @@ def _time_cut(history: Any, fraction: float) -> int:
     return cut
 
 
-def load_and_prepare(args: argparse.Namespace, seq_len: int) -> PreparedData:
-    """Load --train-file/--questions-file (cached with --cache-dir) and build the datasets."""
+def load_and_prepare(
+    args: argparse.Namespace, seq_len: int, lecture_stats: bool | None = None
+) -> PreparedData:
+    """Load --train-file/--questions-file (cached with --cache-dir) and build the datasets
+    (`lecture_stats`: None = --lecture-stats; a student follows its teacher's spec instead)."""
     inter = load_dataset(
         Path(args.train_file),
         Path(args.questions_file) if args.questions_file else None,
@@ -202,6 +210,7 @@ def load_and_prepare(args: argparse.Namespace, seq_len: int) -> PreparedData:
         seed=args.seed,
         fingerprint=data_fingerprint(Path(args.train_file)),
         augment=args.window_augmentation == "shift",
+        lecture_stats=args.lecture_stats if lecture_stats is None else lecture_stats,
     )
 
 

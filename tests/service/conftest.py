@@ -3,6 +3,7 @@ tiny artifacts and in-process apps on them."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import uuid
@@ -68,6 +69,7 @@ def store_factory(request: pytest.FixtureRequest) -> Callable[..., HistoryStore]
 
 # -- model artifacts ------------------------------------------------------------------------------
 QUESTION_IDS = list(range(1000, 1060))  # raw ids known to the test vocabulary
+LECTURE_IDS = [1000, 1001, 7000, 7001]  # its lecture table (ids may equal question ids)
 WINDOW = 12
 
 
@@ -143,6 +145,12 @@ def build_artifact(root: Path, seed: int, fast: bool = False) -> Path:
         np.array(QUESTION_IDS),
         np.array([1 + i % 7 for i in range(len(QUESTION_IDS))]),
         [[i % 5, 10 + i % 3] for i in range(len(QUESTION_IDS))],  # tags 0..4 and 10..12
+    )
+    vocab = dataclasses.replace(
+        vocab,
+        lecture_ids=np.array(LECTURE_IDS),
+        lecture_parts=np.array([1, 2, 3, -1]),
+        lecture_tags=np.array([0, 4, 11, -1]),
     )
     spec = FeatureSpec(
         window=WINDOW, n_questions=vocab.size, n_parts=vocab.n_parts, n_tags=vocab.n_tags

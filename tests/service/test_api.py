@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from models.features import CandidateRequest, History
 from service.config import Settings
-from tests.service.conftest import QUESTION_IDS, WINDOW
+from tests.service.conftest import LECTURE_IDS, QUESTION_IDS, WINDOW
 
 Q = QUESTION_IDS
 
@@ -987,3 +987,105 @@ def test_late_events_are_counted_and_explained(client: TestClient) -> None:
     )
     metrics = client.get("/metrics").text
     assert "kt_stale_events_total 1.0" in metrics
+
+
+# -- lectures -------------------------------------------------------------------------------------
+def lec(ts: int, lecture_id: int, **extra: Any) -> dict[str, Any]:
+    return {"lecture_id": lecture_id, "timestamp": ts, **extra}
+
+
+def test_lectures_are_stored_idempotently_and_returned_apart_from_answers(
+    client: TestClient,
+) -> None:
+    items = some_history(4)
+    lectures = [lec(30_000, LECTURE_IDS[1]), lec(50_000, 99_999)]  # 99,999: not in the table
+    r = client.post(
+        "/interactions", json={"user_id": "lec", "interactions": items, "lectures": lectures}
+    )
+    assert r.status_code == 200 and r.json()["recorded"] == 6, r.text
+    again = client.post("/interactions", json={"user_id": "lec", "lectures": lectures[:1]})
+    assert again.json()["duplicates"] == 1 and again.json()["recorded"] == 0
+    # a lecture and an answer with the same id and time are two events
+    same = client.post(
+        "/interactions", json={"user_id": "lec", "lectures": [lec(1_000, Q[0])]}
+    ).json()
+    assert same["recorded"] == 1
+    stored = client.get("/users/lec/history").json()
+    assert stored["history_length"] == 7
+    assert [i["question_id"] for i in stored["interactions"]] == [i["question_id"] for i in items]
+    assert stored["lectures"] == [lec(1_000, Q[0]), *lectures]
+    # lectures are no answers: not in the mastery timeline's counts nor excluded as answered
+    points = client.get("/users/lec/mastery/timeline?every=2").json()["points"]
+    assert [p["answers"] for p in points] == [2, 4]
+    rec = client.post(
+        "/recommend", json={"user_id": "lec", "question_ids": [Q[0], Q[5]], "k": 5}
+    ).json()
+    assert [x["question_id"] for x in rec["recommendations"]] == [Q[5]]  # Q[0] was answered
+
+
+def test_a_lecture_moves_later_predictions_only(client: TestClient) -> None:
+    items = some_history(6)
+    for user in ("watched", "not"):
+        client.post("/interactions", json={"user_id": user, "interactions": items})
+    client.post("/interactions", json={"user_id": "watched", "lectures": [lec(150_000, 7000)]})
+    after, before = 200_000, 140_000
+    assert not np.allclose(
+        probs(predict(client, "watched", [Q[9], Q[11]], ts=after)),
+        probs(predict(client, "not", [Q[9], Q[11]], ts=after)),
+    )
+    np.testing.assert_array_equal(  # a prediction before the lecture cannot see it
+        probs(predict(client, "watched", [Q[9], Q[11]], ts=before)),
+        probs(predict(client, "not", [Q[9], Q[11]], ts=before)),
+    )
+
+
+def test_lectures_reach_the_model_as_training_encodes_them(
+    client: TestClient, artifact: Path
+) -> None:
+    """The served prediction equals the offline scorer on a History holding the same lectures,
+    with the part and tag of the artifact's lecture table."""
+    from training.evaluate import load_scorer
+
+    items = some_history(6)
+    lectures = [lec(45_000, 7000), lec(85_000, LECTURE_IDS[1]), lec(90_000, 123)]
+    client.post(
+        "/interactions", json={"user_id": "lchain", "interactions": items, "lectures": lectures}
+    )
+    served = probs(predict(client, "lchain", [Q[3], Q[30]], ts=200_000))
+    onnx = load_scorer(artifact)
+    vocab = onnx.vocab
+    part, tag = vocab.lecture_content(np.array([7000, LECTURE_IDS[1], 123]))
+    assert part.tolist()[:2] == [4, 3] and tag[2] == 0
+    history = History(
+        question=vocab.to_index(np.array([i["question_id"] for i in items])),
+        correct=np.array([i["correct"] for i in items], np.int8),
+        timestamp=np.array([i["timestamp"] for i in items], np.int64),
+        bundle=np.arange(len(items), dtype=np.int64),
+        elapsed_ms=np.array([i["elapsed_time_ms"] for i in items], np.float32),
+        explanation=np.array([int(i["had_explanation"]) for i in items], np.int8),
+        lecture_after=np.array([3, 5, 5]),  # answers at 1,000 + 20,000 i before each
+        lecture_timestamp=np.array([x["timestamp"] for x in lectures], np.int64),
+        lecture_part=part,
+        lecture_tag=tag,
+    )
+    request = CandidateRequest(history, vocab.to_index(np.array([Q[3], Q[30]])), 200_000)
+    np.testing.assert_allclose(served, onnx.score([request])[0], atol=1e-6)
+
+
+def test_lecture_input_errors_name_the_field(client: TestClient) -> None:
+    import time
+
+    r = client.post("/interactions", json={"user_id": "e"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "interactions"]
+    soon = time.time_ns() // 1_000_000 + 3_600_000
+    r = client.post("/interactions", json={"user_id": "e", "lectures": [lec(soon, 7000)]})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == [
+        "body",
+        "lectures",
+        0,
+        "timestamp",
+    ]
+    for bad in ({"lecture_id": -1}, {"lecture_id": "7000"}, {"lecture_id": 7000, "correct": True}):
+        r = client.post("/interactions", json={"user_id": "e", "lectures": [bad]})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"][:3] == ["body", "lectures", 0]
+    assert client.get("/users/e/history").json()["history_length"] == 0

@@ -13,10 +13,14 @@ import numpy as np
 import pytest
 
 from service.events import (
+    ANSWER,
     EVENT_DTYPE,
+    LECTURE,
     AppendResult,
+    answers,
     canonical_order,
     make_events,
+    make_lecture_events,
     merge_events,
 )
 from service.store import (
@@ -350,3 +354,27 @@ async def test_recent_users_leave_out_expired_histories(
         assert await store.recent_users(5) == []
     finally:
         await store.close()
+
+
+async def test_lecture_events_keep_their_kind_and_identity(
+    store_factory: Callable[..., HistoryStore],
+) -> None:
+    """Both stores (the Lua script treats records as opaque past their sort keys) keep a lecture a
+    lecture; a lecture and an answer with the same id and time are two identities; records
+    written before lectures existed (kind byte 0) read as answers."""
+    store = store_factory()
+    try:
+        answers_ = events([10, 20], [5, 6])
+        lectures = make_lecture_events([15, 20], [5, 6], [None, None])  # (20, 6): twice
+        result = await store.append("lena", np.concatenate([answers_, lectures]), max_len=100)
+        assert (result.recorded, result.duplicates) == (4, 0)
+        stored = await store.get("lena")
+        assert_canonical(stored)
+        kinds = sorted(zip(stored["timestamp"].tolist(), stored["kind"].tolist(), strict=True))
+        assert kinds == [(10, ANSWER), (15, LECTURE), (20, ANSWER), (20, LECTURE)]
+        assert np.array_equal(answers(stored), answers_)
+        again = await store.append("lena", lectures[:1], max_len=100)
+        assert (again.recorded, again.duplicates) == (0, 1)
+    finally:
+        await store.close()
+    assert EVENT_DTYPE.itemsize == 40 and EVENT_DTYPE.fields["kind"][1] == 38  # the old spare byte
