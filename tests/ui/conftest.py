@@ -77,16 +77,22 @@ def trained_artifact(sim_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return Path(export_artifact(root / "model", root / "artifact"))
 
 
-@pytest.fixture(scope="session")
-def learner_interactions(sim_dir: Path) -> list[dict[str, Any]]:
-    """The longest simulated learner's answers, moved so that the last one was an hour ago."""
+def _longest_learner(sim_dir: Path) -> tuple[list[dict[str, str]], int]:
+    """The rows of the simulated learner with the most answers, and the shift that moves their
+    last answer to an hour ago."""
     rows: dict[str, list[dict[str, str]]] = {}
     with open(sim_dir / "train.csv", newline="") as f:
         for row in csv.DictReader(f):
-            if row["content_type_id"] == "0":
-                rows.setdefault(row["user_id"], []).append(row)
-    longest = max(rows.values(), key=len)
-    shift = int(time.time() * 1000) - 3_600_000 - max(int(r["timestamp"]) for r in longest)
+            rows.setdefault(row["user_id"], []).append(row)
+    longest = max(rows.values(), key=lambda r: sum(x["content_type_id"] == "0" for x in r))
+    last = max(int(r["timestamp"]) for r in longest if r["content_type_id"] == "0")
+    return longest, int(time.time() * 1000) - 3_600_000 - last
+
+
+@pytest.fixture(scope="session")
+def learner_interactions(sim_dir: Path) -> list[dict[str, Any]]:
+    """The longest simulated learner's answers, moved so that the last one was an hour ago."""
+    longest, shift = _longest_learner(sim_dir)
     return [
         {
             "question_id": int(r["content_id"]),
@@ -95,17 +101,35 @@ def learner_interactions(sim_dir: Path) -> list[dict[str, Any]]:
             "container_id": int(r["task_container_id"]),
         }
         for r in longest
+        if r["content_type_id"] == "0"
     ]
 
 
-def record(base_url: str, user_id: str, interactions: list[dict[str, Any]], key: str = "") -> None:
+@pytest.fixture(scope="session")
+def learner_lectures(sim_dir: Path) -> list[dict[str, Any]]:
+    """The lectures the same learner watched, moved with the answers."""
+    longest, shift = _longest_learner(sim_dir)
+    return [
+        {"lecture_id": int(r["content_id"]), "timestamp": int(r["timestamp"]) + shift}
+        for r in longest
+        if r["content_type_id"] == "1"
+    ]
+
+
+def record(
+    base_url: str,
+    user_id: str,
+    interactions: list[dict[str, Any]],
+    key: str = "",
+    lectures: list[dict[str, Any]] | None = None,
+) -> None:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    for start in range(0, len(interactions), 500):
+    batches = [{"interactions": interactions[s : s + 500]} for s in range(0, len(interactions), 500)]
+    if lectures:
+        batches.append({"lectures": lectures})
+    for batch in batches:
         response = httpx.post(
-            f"{base_url}/interactions",
-            json={"user_id": user_id, "interactions": interactions[start : start + 500]},
-            headers=headers,
-            timeout=30,
+            f"{base_url}/interactions", json={"user_id": user_id, **batch}, headers=headers, timeout=30
         )
         assert response.status_code == 200, response.text
 

@@ -54,8 +54,12 @@ class PageProbe:
 
 
 @pytest.fixture(scope="module")
-def learner(service: ServiceProcess, learner_interactions: list[dict[str, Any]]) -> str:
-    record(service.url, LEARNER, learner_interactions)
+def learner(
+    service: ServiceProcess,
+    learner_interactions: list[dict[str, Any]],
+    learner_lectures: list[dict[str, Any]],
+) -> str:
+    record(service.url, LEARNER, learner_interactions, lectures=learner_lectures)
     return LEARNER
 
 
@@ -95,16 +99,25 @@ def test_the_page_shows_the_learner_history_mastery_and_model(
     open_learner(probe, learner)
     page = probe.page
     history = api(service, "GET", f"/users/{learner}/history")
-    assert history["history_length"] > 20
-    assert page.locator("#timeline .answer").count() == history["history_length"]
+    n_answers, n_lectures = len(history["interactions"]), len(history["lectures"])
+    assert n_answers > 20 and n_lectures >= 1
+    assert page.locator("#timeline .answer").count() == n_answers
     right = sum(i["correct"] for i in history["interactions"])
     assert page.locator("#timeline .answer.correct").count() == right
-    assert f"{history['history_length']} answers ({right} right" in page.inner_text(
-        "#history-summary"
+    summary = page.inner_text("#history-summary")
+    assert f"{n_answers} answers ({right} right" in summary and f"{n_lectures} lecture" in summary
+    # lectures sit on the timeline between the answers, in time order
+    lectures = page.locator("#timeline .lecture")
+    assert lectures.count() == n_lectures
+    shown = lectures.evaluate_all("els => els.map(e => Number(e.dataset.lecture))")
+    assert shown == [x["lecture_id"] for x in history["lectures"]]
+    order = page.locator("#timeline .answer, #timeline .lecture").evaluate_all(
+        "els => els.map(e => Number(e.dataset.time))"
     )
+    assert order == sorted(order)
     # one chart series per part the timeline reports
     page.wait_for_selector("#mastery-chart svg")
-    every = -(-history["history_length"] // 30)
+    every = -(-n_answers // 30)
     timeline = api(service, "GET", f"/users/{learner}/mastery/timeline?every={every}")
     parts = timeline["points"][-1]["parts"]
     series = page.locator("#mastery-chart svg g.series")
@@ -173,15 +186,31 @@ def test_an_answer_recorded_on_the_page_reaches_the_history(
     last = after["interactions"][-1]
     assert last["question_id"] == question and last["correct"] is False
     assert last["timestamp"] > before["interactions"][-1]["timestamp"]  # the server's clock
-    # (the store keeps the model's window + KT_HISTORY_EXTRA answers: the length may stay put)
-    assert f"now has {after['history_length']} answers" in page.inner_text("#answer-status")
+    # (the store keeps the model's window + KT_HISTORY_EXTRA events: the length may stay put)
+    assert f"{after['history_length']} events stored" in page.inner_text("#answer-status")
     page.wait_for_function(
         "q => { const a = document.querySelectorAll('#timeline .answer');"
         " return a.length && a[a.length - 1].dataset.question === q"
         " && a[a.length - 1].classList.contains('wrong'); }",
         arg=str(question),
     )
-    assert page.locator("#timeline .answer").count() == after["history_length"]
+    assert page.locator("#timeline .answer").count() == len(after["interactions"])
+
+
+def test_a_lecture_recorded_on_the_page_reaches_the_history_and_the_timeline(
+    probe: PageProbe, service: ServiceProcess, learner: str
+) -> None:
+    open_learner(probe, learner)
+    page = probe.page
+    before = len(api(service, "GET", f"/users/{learner}/history")["lectures"])
+    page.get_by_label("Lecture id").fill("424242")
+    page.get_by_role("button", name="Record lecture").click()
+    page.wait_for_function(
+        "() => document.querySelector('#lecture-status').textContent.includes('Recorded')"
+    )
+    after = api(service, "GET", f"/users/{learner}/history")["lectures"]
+    assert len(after) == before + 1 and after[-1]["lecture_id"] == 424242
+    page.wait_for_selector("#timeline .lecture[data-lecture='424242']")
 
 
 def test_the_page_is_usable_with_the_keyboard_alone(

@@ -4,7 +4,7 @@
 "use strict";
 
 const KEY_STORAGE = "kt-api-key"; // sessionStorage only: never a URL, never a cookie
-const SESSION_GAP_MS = 30 * 60 * 1000; // a new session after 30 minutes without an answer
+const SESSION_GAP_MS = 30 * 60 * 1000; // a new session after 30 minutes without an event
 const TIMELINE_POINTS = 30; // mastery points requested (the API allows 50)
 const TAG_SERIES = 6;
 const RECOMMEND_K = 10;
@@ -225,18 +225,33 @@ async function refreshLearner() {
 }
 
 // ---------------------------------------------------------------- history timeline
-function sessionsOf(items) {
+// Answers and lectures in time order (lectures before answers of the same moment), as the store
+// orders them.
+function eventsOf(data) {
+  const answers = data.interactions.map((item) => ({ kind: "answer", ...item }));
+  const lectures = (data.lectures || []).map((item) => ({ kind: "lecture", ...item }));
+  return [...lectures, ...answers].sort((a, b) => a.timestamp - b.timestamp);
+}
+
+// Sessions (a new one after SESSION_GAP_MS without events) of steps: a bundle of answers given
+// together, or one lecture.
+function sessionsOf(events) {
   const sessions = [];
   let last = null;
-  for (const item of items) {
-    if (last === null || item.timestamp - last > SESSION_GAP_MS) sessions.push({ gap: last === null ? null : item.timestamp - last, bundles: [] });
-    const bundles = sessions[sessions.length - 1].bundles;
-    const current = bundles[bundles.length - 1];
-    if (current && current.timestamp === item.timestamp) current.items.push(item);
-    else bundles.push({ timestamp: item.timestamp, items: [item] });
-    last = item.timestamp;
+  for (const event of events) {
+    if (last === null || event.timestamp - last > SESSION_GAP_MS) sessions.push({ gap: last === null ? null : event.timestamp - last, steps: [] });
+    const steps = sessions[sessions.length - 1].steps;
+    const current = steps[steps.length - 1];
+    if (event.kind === "lecture") steps.push({ timestamp: event.timestamp, lecture: event });
+    else if (current && !current.lecture && current.timestamp === event.timestamp) current.items.push(event);
+    else steps.push({ timestamp: event.timestamp, items: [event] });
+    last = event.timestamp;
   }
   return sessions;
+}
+
+function plural(n, word) {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
 }
 
 async function loadHistory() {
@@ -252,31 +267,42 @@ async function loadHistory() {
   }
   if (userId !== state.userId) return;
   const items = data.interactions;
+  const lectures = data.lectures || [];
   state.historyLength = items.length;
   const timeline = $("timeline");
   timeline.replaceChildren();
   timeline.dataset.answers = String(items.length);
-  if (!items.length) {
+  if (!items.length && !lectures.length) {
     $("history-summary").textContent = `No answers stored for this learner yet. Record one below; predictions for a new learner come from the question alone.`;
     return;
   }
   const right = items.filter((i) => i.correct).length;
-  const sessions = sessionsOf(items);
-  $("history-summary").textContent = `${items.length} answers (${right} right, ${Math.round((100 * right) / items.length)}%) in ${sessions.length} session${sessions.length === 1 ? "" : "s"}, the last at ${fmtTime(items[items.length - 1].timestamp)}.`;
+  const events = eventsOf(data);
+  const sessions = sessionsOf(events);
+  const share = items.length ? ` (${right} right, ${Math.round((100 * right) / items.length)}%)` : "";
+  const watched = lectures.length ? ` and ${plural(lectures.length, "lecture")}` : "";
+  $("history-summary").textContent = `${plural(items.length, "answer")}${share}${watched} in ${plural(sessions.length, "session")}, the last at ${fmtTime(events[events.length - 1].timestamp)}.`;
   sessions.forEach((session, index) => {
     if (session.gap !== null) timeline.append(el("li", { class: "gap" }, `gap of ${fmtGap(session.gap)}`));
-    const answers = session.bundles.reduce((n, b) => n + b.items.length, 0);
-    const bundles = el("div", { class: "bundles" });
-    for (const bundle of session.bundles) {
-      const group = el("span", { class: "bundle", title: fmtTime(bundle.timestamp) });
-      for (const item of bundle.items) {
-        const label = `question ${item.question_id}: ${item.correct ? "right" : "wrong"}${item.had_explanation ? ", explanation seen" : ""}`;
-        group.append(el("span", { class: `answer ${item.correct ? "correct" : "wrong"}`, "data-question": String(item.question_id), role: "img", "aria-label": label, title: label }));
+    const answers = session.steps.reduce((n, step) => n + (step.items ? step.items.length : 0), 0);
+    const steps = el("div", { class: "bundles" });
+    for (const step of session.steps) {
+      if (step.lecture) {
+        const label = `lecture ${step.lecture.lecture_id} watched at ${fmtTime(step.timestamp)}`;
+        steps.append(el("span", { class: "lecture", "data-lecture": String(step.lecture.lecture_id), "data-time": String(step.timestamp), role: "img", "aria-label": label, title: label }, "L"));
+        continue;
       }
-      bundles.append(group);
+      const group = el("span", { class: "bundle", title: fmtTime(step.timestamp) });
+      for (const item of step.items) {
+        const label = `question ${item.question_id}: ${item.correct ? "right" : "wrong"}${item.had_explanation ? ", explanation seen" : ""}`;
+        group.append(el("span", { class: `answer ${item.correct ? "correct" : "wrong"}`, "data-question": String(item.question_id), "data-time": String(item.timestamp), role: "img", "aria-label": label, title: label }));
+      }
+      steps.append(group);
     }
-    const start = session.bundles[0].timestamp;
-    timeline.append(el("li", { class: "session" }, el("p", { class: "session-head" }, `Session ${index + 1} · ${fmtTime(start)} · ${answers} answer${answers === 1 ? "" : "s"}`), bundles));
+    const start = session.steps[0].timestamp;
+    const lectureCount = session.steps.length - session.steps.filter((step) => step.items).length;
+    const watchedHere = lectureCount ? ` · ${plural(lectureCount, "lecture")}` : "";
+    timeline.append(el("li", { class: "session" }, el("p", { class: "session-head" }, `Session ${index + 1} · ${fmtTime(start)} · ${plural(answers, "answer")}${watchedHere}`), steps));
   });
 }
 
@@ -417,7 +443,30 @@ async function recordAnswer(event) {
     handle(error, "the answer");
     return;
   }
-  status.textContent = `Recorded question ${question} (${correct ? "right" : "wrong"}); the history now has ${result.history_length} answers.`;
+  status.textContent = `Recorded question ${question} (${correct ? "right" : "wrong"}); ${plural(result.history_length, "event")} stored for this learner.`;
+  await Promise.all([refreshLearner(), loadRecent()]);
+}
+
+async function recordLecture(event) {
+  event.preventDefault();
+  const status = $("lecture-status");
+  const lecture = Number($("lecture-id").value);
+  if (!Number.isInteger(lecture) || lecture < 0) {
+    status.textContent = "Enter a lecture id (a whole number).";
+    return;
+  }
+  try {
+    await api("POST", "/interactions", { user_id: state.userId, lectures: [{ lecture_id: lecture }] });
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 422) {
+      status.textContent = `Not recorded: ${error.message}`;
+      return;
+    }
+    status.textContent = "Not recorded.";
+    handle(error, "the lecture");
+    return;
+  }
+  status.textContent = `Recorded lecture ${lecture}: later predictions take it into account.`;
   await Promise.all([refreshLearner(), loadRecent()]);
 }
 
@@ -458,6 +507,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("target-p").addEventListener("input", onTargetInput);
   for (const radio of document.querySelectorAll("input[name=mastery-group]")) radio.addEventListener("change", drawMastery);
   $("answer-form").addEventListener("submit", recordAnswer);
+  $("lecture-form").addEventListener("submit", recordLecture);
   const match = /^#user=(.+)$/.exec(location.hash);
   start();
   if (match) pick(decodeURIComponent(match[1]));
