@@ -12,14 +12,13 @@ report.json, report.md, report.png.
 
 from __future__ import annotations
 
-import argparse
-import copy
 import dataclasses
 import json
 import logging
 import sys
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,28 +29,29 @@ from transformers import Trainer
 
 from models.config import ModelConfig
 from models.numeric import sigmoid
-from models.registry import MODEL_REGISTRY, build_model, count_parameters
+from models.registry import build_model, count_parameters
+from training.arguments import (
+    PRESETS,
+    ArchitectureArguments,
+    DataArguments,
+    DataclassArgumentParser,
+    DistillArchitectureArguments,
+    DistillationArguments,
+    ModelArguments,
+    OptimizationArguments,
+    TrainRun,
+)
 from training.artifacts import load_model_dir, save_model_dir
 from training.binary_metrics import binary_metrics
 from training.calibration import calibrate_model, model_calibration, raw_logits_and_labels
-from training.cli import OneLineArgumentParser
 from training.data import DataError
 from training.distill_losses import (
     INTERMEDIATE_LOSS_FUNCTIONS,
-    WEIGHT_SCHEDULERS,
     DistillationConfig,
     IntermediateMatch,
     binary_kd_loss,
     temperature_at,
     weight_at,
-)
-from training.flags import (
-    add_architecture_flags,
-    add_config_flag,
-    add_data_flags,
-    add_training_flags,
-    parse_with_config,
-    validate_args,
 )
 from training.trainer import (
     build_config,
@@ -66,14 +66,6 @@ from training.trainer import (
 from training.windows import WindowDataset, collate_windows
 
 logger = logging.getLogger(__name__)
-
-# Model sizes by name: (d_model, n_layers, n_heads).
-PRESETS: dict[str, tuple[int, int, int]] = {
-    "tiny": (32, 1, 2),
-    "small": (64, 1, 4),
-    "base": (128, 2, 4),
-    "large": (256, 3, 8),
-}
 
 
 class DistillationModule(nn.Module):
@@ -282,110 +274,116 @@ def artifact_latency_ms(artifact_dir: Path, runs: int = 200) -> float:
 # ---- CLI ---------------------------------------------------------------------------------------
 
 
-def _size_args(
-    base: argparse.Namespace, preset_or_file: str, model_name: str
-) -> argparse.Namespace:
-    args = copy.copy(base)
-    args.student_file_config = None
+@dataclass(frozen=True)
+class StudentSpec:
+    """The student's size and architecture; `file_config` is the whole `--student` JSON config when
+    one was given (its every field kept: ffn_mult, time_encoding, ...)."""
+
+    model: ModelArguments
+    arch: ArchitectureArguments
+    file_config: ModelConfig | None = None
+
+
+def student_spec(
+    preset_or_file: str, teacher_model: str, arch: ArchitectureArguments
+) -> StudentSpec:
+    """--student: a preset (the teacher's registry model at that size) or a ModelConfig JSON."""
     if preset_or_file in PRESETS:
-        args.d_model, args.layers, args.heads = PRESETS[preset_or_file]
-        args.model = model_name
-    else:
-        path = Path(preset_or_file)
-        if not path.exists():
-            raise ValueError(
-                f"--student: {preset_or_file!r} is neither a preset ({', '.join(PRESETS)}) nor a file"
-            )
-        cfg = ModelConfig.from_json(path)
-        args.model, args.d_model, args.layers, args.heads = (
-            cfg.name,
-            cfg.d_model,
-            cfg.n_layers,
-            cfg.n_heads,
+        return StudentSpec(ModelArguments(teacher_model, *PRESETS[preset_or_file]), arch)
+    path = Path(preset_or_file)
+    if not path.exists():
+        raise ValueError(
+            f"--student: {preset_or_file!r} is neither a preset ({', '.join(PRESETS)}) nor a file"
         )
-        args.dropout, args.attention_dropout = cfg.dropout, cfg.attention_dropout
-        args.student_file_config = cfg  # every other field (ffn_mult, time_encoding, ...) too
-    return args
+    cfg = ModelConfig.from_json(path)
+    return StudentSpec(
+        ModelArguments(cfg.name, cfg.d_model, cfg.n_layers, cfg.n_heads),
+        dataclasses.replace(arch, dropout=cfg.dropout, attention_dropout=cfg.attention_dropout),
+        cfg,
+    )
 
 
-def _train_teacher(args: argparse.Namespace, out: Path, model: str | None = None) -> Path:
-    """Train the teacher (or, with `model`, an extra ensemble teacher of that registry model with
-    the same preset and flags) into out/teacher[_<model>]."""
-    targs = copy.copy(args)
-    targs.model = model or args.teacher_model
-    targs.d_model, targs.layers, targs.heads = PRESETS[args.teacher_preset]
-    targs.output_dir = str(out / ("teacher" if model is None else f"teacher_{model}"))
-    targs.resume_from_checkpoint = None
+def teacher_run(
+    run: TrainRun, distill: DistillationArguments, model: str | None = None
+) -> TrainRun:
+    """The run of the teacher (or, with `model`, of an extra ensemble teacher of that registry
+    model with the same preset and flags): out/teacher[_<model>], never resumed."""
+    out = Path(run.optim.output_dir)
+    name = model or distill.teacher_model
+    sized = ModelArguments(name, *PRESETS[distill.teacher_preset])
+    return dataclasses.replace(run, model=sized).with_output(
+        out / ("teacher" if model is None else f"teacher_{model}"), resume_from_checkpoint=None
+    )
+
+
+def _train_teacher(run: TrainRun, distill: DistillationArguments, model: str | None = None) -> Path:
+    trun = teacher_run(run, distill, model)
     logger.info(
         "training the teacher (%s, preset %s) into %s",
-        targs.model,
-        args.teacher_preset,
-        targs.output_dir,
+        trun.model.model,
+        distill.teacher_preset,
+        trun.optim.output_dir,
     )
-    run_training(targs)
-    return Path(targs.output_dir)
+    run_training(trun)
+    return Path(trun.optim.output_dir)
 
 
-def _extra_teacher_dirs(args: argparse.Namespace, out: Path) -> list[Path]:
+def _extra_teacher_dirs(run: TrainRun, distill: DistillationArguments) -> list[Path]:
     """--extra-teacher dirs, then the --ensemble-teacher models trained here (reused on resume)."""
-    dirs = [Path(p) for p in args.extra_teacher or []]
-    for name in args.ensemble_teacher or []:
-        done = out / f"teacher_{name}"
-        if args.resume_from_checkpoint and (done / "model.safetensors").exists():
+    dirs = [Path(p) for p in distill.extra_teacher or []]
+    for name in distill.ensemble_teacher or []:
+        done = Path(run.optim.output_dir) / f"teacher_{name}"
+        if run.optim.resume_from_checkpoint and (done / "model.safetensors").exists():
             dirs.append(done)
         else:
-            dirs.append(_train_teacher(args, out, model=name))
+            dirs.append(_train_teacher(run, distill, model=name))
     return dirs
 
 
-def _build_distill_config(args: argparse.Namespace) -> DistillationConfig:
-    if args.distill_config:
-        cfg = DistillationConfig.from_json(Path(args.distill_config))
+def _build_distill_config(distill: DistillationArguments) -> DistillationConfig:
+    if distill.distill_config:
+        cfg = DistillationConfig.from_json(Path(distill.distill_config))
     else:
         cfg = DistillationConfig()
-    overrides = {
-        "temperature": args.temperature,
-        "kd_loss_type": args.kd_loss_type,
-        "kd_loss_weight": args.kd_loss_weight,
-        "hard_label_weight": args.hard_label_weight,
-        "temperature_scheduler": args.temperature_scheduler,
-        "temperature_end": args.temperature_end,
-        "scheduler_beta": args.scheduler_beta,
-        "scheduler_gamma": args.scheduler_gamma,
-        "kd_loss_weight_scheduler": args.kd_loss_weight_scheduler,
-        "hard_label_weight_scheduler": args.hard_label_weight_scheduler,
+    overrides: dict[str, Any] = {
+        "temperature": distill.temperature,
+        "kd_loss_type": distill.kd_loss_type,
+        "kd_loss_weight": distill.kd_loss_weight,
+        "hard_label_weight": distill.hard_label_weight,
+        "temperature_scheduler": distill.temperature_scheduler,
+        "temperature_end": distill.temperature_end,
+        "scheduler_beta": distill.scheduler_beta,
+        "scheduler_gamma": distill.scheduler_gamma,
+        "kd_loss_weight_scheduler": distill.kd_loss_weight_scheduler,
+        "hard_label_weight_scheduler": distill.hard_label_weight_scheduler,
+        "intermediate_matches": distill.intermediate_match_list(),
     }
-    if args.intermediate_matches is not None:
-        try:
-            overrides["intermediate_matches"] = json.loads(args.intermediate_matches)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"--intermediate-matches is not JSON: {exc}") from None
     data = cfg.to_dict()
     data.update({k: v for k, v in overrides.items() if v is not None})
     return DistillationConfig.from_dict(data)
 
 
-def student_config(student_args: argparse.Namespace, spec: Any) -> ModelConfig:
+def student_config(student: StudentSpec, spec: Any) -> ModelConfig:
     """The student's ModelConfig: from the size flags, or the whole `--student` JSON (its every
     field kept), with the data-dependent sizes (vocabulary, buckets, window) from the data."""
-    config = build_config(student_args, spec)
-    file_config = getattr(student_args, "student_file_config", None)
-    if file_config is None:
+    config = build_config(student.model, student.arch, spec)
+    if student.file_config is None:
         return config
     return dataclasses.replace(
-        file_config,
+        student.file_config,
         n_questions=config.n_questions,
         n_parts=config.n_parts,
         n_tags=config.n_tags,
         n_lag_buckets=config.n_lag_buckets,
         n_elapsed_buckets=config.n_elapsed_buckets,
+        n_stats=config.n_stats,
         seq_len=config.seq_len,
     )
 
 
 def train_student(
-    args: argparse.Namespace,
-    student_args: argparse.Namespace,
+    run: TrainRun,
+    student: StudentSpec,
     data: Any,
     teachers: list[nn.Module],
     distill_config: DistillationConfig | None,
@@ -393,17 +391,18 @@ def train_student(
 ) -> tuple[nn.Module, ModelConfig, float, dict[str, Any] | None]:
     """Train a student with distillation (or from scratch when distill_config is None); returns
     (student, its config, training seconds, the calibration report or None when uncalibrated)."""
-    config = student_config(student_args, data.spec)
-    torch.manual_seed(args.seed)
-    student = build_model(config)
+    config = student_config(student, data.spec)
+    torch.manual_seed(run.optim.seed)
+    model = build_model(config)
     matches = distill_config.intermediate_matches if distill_config else []
-    module = DistillationModule(student, matches)
+    module = DistillationModule(model, matches)
     if distill_config is not None and matches:
         sample = collate_windows([data.train[i] for i in range(min(4, len(data.train)))])
         sample.pop("labels")
-        check_matches(matches, teachers, student, sample)
-    has_eval = data.valid is not None and len(data.valid) > 0 and args.eval_strategy != "no"
-    targs = training_arguments(args, output_dir, has_eval, len(data.train))
+        check_matches(matches, teachers, model, sample)
+    has_eval = data.valid is not None and len(data.valid) > 0 and run.optim.eval_strategy != "no"
+    learning_rate = run.optim.learning_rate_for(config.name)
+    targs = training_arguments(run.optim, learning_rate, output_dir, has_eval, len(data.train))
     common = {
         "model": module,
         "args": targs,
@@ -418,13 +417,13 @@ def train_student(
     else:
         trainer = Trainer(**common)
     started = time.perf_counter()
-    resume = args.resume_from_checkpoint if distill_config is not None else None
+    resume = run.optim.resume if distill_config is not None else None
     trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - started
     output_dir.mkdir(parents=True, exist_ok=True)
     plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png")
     calibration = None
-    if has_eval and args.calibration == "platt":
+    if has_eval and run.optim.calibration == "platt":
         config, calibration = calibrate_model(module.student, config, data.valid)
         calibration.pop("served_metrics")  # run_distillation scores every model alike
         logger.info(
@@ -435,21 +434,24 @@ def train_student(
     return module.student, config, seconds, calibration
 
 
-def run_distillation(args: argparse.Namespace) -> dict[str, Any]:
+def run_distillation(run: TrainRun, distill: DistillationArguments) -> dict[str, Any]:
+    """Teacher(s) -> distilled student (+ scratch student) -> the student's serving artifact and
+    the report; `run` holds the data, the shared architecture flags and the Trainer settings (its
+    model is the teacher's)."""
     from training.export import export_artifact
 
-    out = Path(args.output_dir)
+    out = Path(run.optim.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if args.teacher:
-        teacher_dir = Path(args.teacher)
-    elif args.resume_from_checkpoint and (out / "teacher" / "model.safetensors").exists():
+    if distill.teacher:
+        teacher_dir = Path(distill.teacher)
+    elif run.optim.resume_from_checkpoint and (out / "teacher" / "model.safetensors").exists():
         teacher_dir = out / "teacher"
         logger.info("resuming: reusing the teacher already trained in %s", teacher_dir)
     else:
-        teacher_dir = _train_teacher(args, out)
+        teacher_dir = _train_teacher(run, distill)
     teacher, teacher_cfg, spec, vocab = load_model_dir(teacher_dir)
     extra = []
-    extra_dirs = _extra_teacher_dirs(args, out)
+    extra_dirs = _extra_teacher_dirs(run, distill)
     for path in extra_dirs:
         model, _, extra_spec, extra_vocab = load_model_dir(path)
         if extra_spec != spec or not np.array_equal(extra_vocab.question_ids, vocab.question_ids):
@@ -458,28 +460,32 @@ def run_distillation(args: argparse.Namespace) -> dict[str, Any]:
                 f"teacher's ({teacher_dir}); all teachers must encode the data the same way"
             )
         extra.append(model)
-    data = load_and_prepare(args, seq_len=spec.window, lecture_stats=spec.lecture_stats)
+    # the student encodes the data as the teacher does (window, lecture statistics)
+    data = load_and_prepare(
+        run.data, seq_len=spec.window, seed=run.optim.seed, lecture_stats=spec.lecture_stats
+    )
     if data.spec.n_questions != spec.n_questions:
         raise ValueError(
-            f"the teacher's vocabulary ({spec.n_questions}) does not match {args.questions_file} ({data.spec.n_questions})"
+            f"the teacher's vocabulary ({spec.n_questions}) does not match "
+            f"{run.data.questions_file} ({data.spec.n_questions})"
         )
-    distill_config = _build_distill_config(args)
-    student_args = _size_args(args, args.student, teacher_cfg.name)
+    distill_config = _build_distill_config(distill)
+    student = student_spec(distill.student, teacher_cfg.name, run.arch)
     (out / "distill_config.json").write_text(json.dumps(distill_config.to_dict(), indent=2))
 
     results: dict[str, Any] = {}
-    student, s_cfg, s_seconds, s_calibration = train_student(
-        args, student_args, data, [teacher, *extra], distill_config, out / "student_run"
+    student_model, s_cfg, s_seconds, s_calibration = train_student(
+        run, student, data, [teacher, *extra], distill_config, out / "student_run"
     )
     # name -> (model, config, training seconds, calibration report to record with its metrics)
     Trained = tuple[nn.Module, ModelConfig, float | None, dict[str, Any] | None]
     trained: dict[str, Trained] = {
         "teacher": (teacher, teacher_cfg, None, None),
-        "student": (student, s_cfg, s_seconds, s_calibration),
+        "student": (student_model, s_cfg, s_seconds, s_calibration),
     }
-    if not args.no_baseline:
+    if not distill.no_baseline:
         trained["scratch_student"] = train_student(
-            args, student_args, data, [], None, out / "scratch_run"
+            run, student, data, [], None, out / "scratch_run"
         )
 
     eval_set = data.valid if data.valid is not None and len(data.valid) else data.train
@@ -505,7 +511,7 @@ def run_distillation(args: argparse.Namespace) -> dict[str, Any]:
             if calibration is not None:  # as training.train records it (the model card's plot)
                 recorded["calibration"] = calibration
             save_model_dir(model_dir, model, cfg, data.spec, catalogue_vocab(data), recorded)
-        export_artifact(model_dir, export_dirs[name], int8=args.int8 and name == "student")
+        export_artifact(model_dir, export_dirs[name], int8=distill.int8 and name == "student")
         results[name] = {
             "auc": metrics["auc"],
             "logloss": metrics["logloss"],
@@ -518,7 +524,7 @@ def run_distillation(args: argparse.Namespace) -> dict[str, Any]:
             "calibration": {"scale": cfg.calibration_scale, "bias": cfg.calibration_bias},
         }
         logger.info("%s: %s", name, results[name])
-    if args.int8:
+    if distill.int8:
         from training.export import decide_int8
 
         results["student_int8"] = decide_int8(out / "artifact", eval_set)
@@ -580,101 +586,65 @@ def write_report_md(report: dict[str, Any], out: Path) -> None:
     plt.close(fig)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineArgumentParser(
+def build_parser() -> DataclassArgumentParser:
+    parser = DataclassArgumentParser(
+        [DataArguments, DistillArchitectureArguments, OptimizationArguments, DistillationArguments],
         prog="python -m training.distill",
-        description="Distil a SAINT+ teacher into a small student; export the student as the serving artifact.",
+        description="Distil a SAINT+ teacher into a small student; export the student as the "
+        "serving artifact.",
     )
-    parser.add_argument("--output-dir", required=True)
-    parser.add_argument(
-        "--demo",
-        action="store_true",
-        help="simulator data + small budget: teacher -> student -> artifact in a few minutes",
-    )
-    parser.add_argument(
-        "--teacher", default=None, help="trained teacher model dir (else one is trained first)"
-    )
-    parser.add_argument(
-        "--extra-teacher",
-        action="append",
-        default=None,
-        help="more teacher dirs (soft targets averaged)",
-    )
-    parser.add_argument(
-        "--ensemble-teacher",
-        action="append",
-        choices=sorted(MODEL_REGISTRY),
-        default=None,
-        help="also train a teacher of this registry model (same preset, data and flags) and "
-        "distil from the ensemble (soft targets averaged); repeatable",
-    )
-    parser.add_argument("--teacher-model", default="saint_plus")
-    parser.add_argument("--teacher-preset", choices=sorted(PRESETS), default="large")
-    parser.add_argument(
-        "--student",
-        default="tiny",
-        help=f"preset ({', '.join(PRESETS)}) or a ModelConfig JSON file",
-    )
-    parser.add_argument(
-        "--distill-config", default=None, help="DistillationConfig JSON (TextBrewer-style)"
-    )
-    parser.add_argument("--temperature", type=float, default=None)
-    parser.add_argument(
-        "--temperature-scheduler", choices=["constant", "linear", "flsw", "cwsm"], default=None
-    )
-    parser.add_argument("--kd-loss-type", choices=["bce", "kl", "mse"], default=None)
-    parser.add_argument("--kd-loss-weight", type=float, default=None)
-    parser.add_argument("--hard-label-weight", type=float, default=None)
-    parser.add_argument("--temperature-end", type=float, default=None, help="linear: last tau")
-    parser.add_argument("--scheduler-beta", type=float, default=None, help="flsw/cwsm strength")
-    parser.add_argument("--scheduler-gamma", type=float, default=None, help="flsw exponent")
-    parser.add_argument("--kd-loss-weight-scheduler", choices=WEIGHT_SCHEDULERS, default=None)
-    parser.add_argument("--hard-label-weight-scheduler", choices=WEIGHT_SCHEDULERS, default=None)
-    parser.add_argument(
-        "--intermediate-matches",
-        default=None,
-        help='JSON list, e.g. \'[{"layer_T": 2, "layer_S": 1, "feature": "hidden", "loss": '
-        '"hidden_mse", "weight": 1, "proj": ["linear", 32, 128]}]\'',
-    )
-    parser.add_argument("--no-baseline", action="store_true", help="skip the scratch student")
-    parser.add_argument(
-        "--int8",
-        action="store_true",
-        help="try dynamic INT8 for the artifact: served only if it loses <= 0.002 AUC and is faster here",
-    )
-    add_data_flags(parser)
-    for action in parser._actions:  # --demo makes the data flags optional
-        if action.dest in ("train_file", "questions_file"):
+    for action in parser._actions:  # --demo brings its own data
+        if action.dest == "train_file":
             action.required = False
-    parser.add_argument("--seq-len", type=int, default=100)
-    parser.add_argument("--dropout", type=float, default=0.1)
-    parser.add_argument("--time-encoding", choices=["bucket", "continuous", "both"], default="both")
-    add_architecture_flags(parser)
-    add_training_flags(parser)
-    add_config_flag(parser)
     return parser
 
 
-def apply_demo(args: argparse.Namespace) -> None:
+def apply_demo(
+    data: DataArguments, optim: OptimizationArguments, distill: DistillationArguments
+) -> tuple[DataArguments, OptimizationArguments, DistillationArguments]:
     """Simulator data and a budget that fits a few minutes on 2 CPU cores: a SAINT+ and a DKT
     teacher distilled into the tiny student, with the scratch student as the baseline."""
     from training.simulate import simulate, write
 
-    data_dir = Path(args.output_dir) / "data"
+    data_dir = Path(optim.output_dir) / "data"
     if not (data_dir / "train.csv").exists():
         logger.info("demo: simulating 500 learners into %s", data_dir)
-        write(simulate(500, seed=args.seed), data_dir)
-    args.train_file = str(data_dir / "train.csv")
-    args.questions_file = str(data_dir / "questions.csv")
-    args.teacher_preset = "base"
-    args.epochs = 4.0  # 4 trainings (two teachers, student, scratch) within the 5-minute budget
-    args.batch_size = 64
-    args.learning_rate = 2e-3
-    args.early_stopping_patience = 0
-    args.report_to = "none"
-    args.save_total_limit = 1
-    args.ensemble_teacher = ["dkt"]
-    args.no_baseline = False
+        write(simulate(500, seed=optim.seed), data_dir)
+    data = dataclasses.replace(
+        data, train_file=str(data_dir / "train.csv"), questions_file=str(data_dir / "questions.csv")
+    )
+    optim = dataclasses.replace(
+        optim,
+        epochs="4",  # 4 trainings (two teachers, student, scratch) within the 5-minute budget
+        batch_size=64,
+        learning_rate=2e-3,
+        early_stopping_patience=0,
+        report_to="none",
+        save_total_limit=1,
+    )
+    distill = dataclasses.replace(
+        distill, teacher_preset="base", ensemble_teacher=["dkt"], no_baseline=False
+    )
+    return data, optim, distill
+
+
+def parse(argv: list[str] | None) -> tuple[TrainRun, DistillationArguments]:
+    """The distillation run of a command line (flags and files checked)."""
+    parser = build_parser()
+    data, arch, optim, distill = parser.parse(argv)
+    if distill.demo:
+        data, optim, distill = apply_demo(data, optim, distill)
+    if not data.train_file:
+        parser.error("--train-file is required (or use --demo)")
+    if optim.learning_rate is None:
+        optim = dataclasses.replace(optim, learning_rate=1e-3)
+    try:  # the data files and every training flag are checked as in training.train
+        data.check_files()
+        distill.check_files()
+    except ValueError as exc:
+        parser.error(str(exc))
+    teacher = ModelArguments(distill.teacher_model, *PRESETS[distill.teacher_preset])
+    return TrainRun(data, teacher, arch, optim), distill
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -684,24 +654,9 @@ def main(argv: list[str] | None = None) -> int:
     from training.export import quiet_exporter_logs
 
     quiet_exporter_logs()
-    parser = build_parser()
-    args = parse_with_config(parser, argv)
-    args.model = args.teacher_model
-    if args.learning_rate is None:
-        args.learning_rate = 1e-3
-    args.d_model, args.layers, args.heads = PRESETS[args.teacher_preset]
+    run, distill = parse(argv)
     try:
-        if args.demo:
-            apply_demo(args)
-        if not args.train_file:
-            parser.error("--train-file is required (or use --demo)")
-        # the data files and every training flag are checked as in training.train
-        validate_args(parser, args)
-        for flag in ("teacher", "distill_config"):
-            value = getattr(args, flag)
-            if value is not None and not Path(value).exists():
-                parser.error(f"--{flag.replace('_', '-')}: {value} does not exist")
-        report = run_distillation(args)
+        report = run_distillation(run, distill)
     except (DataError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

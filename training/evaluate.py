@@ -137,12 +137,14 @@ def build_requests(
         answered = ~evaluation.is_lecture[rows]
         future_rows = evaluation.row_id[rows][answered]
         future_questions = evaluation.content_id[rows][answered]
-        future = _remap(evaluation.history(i), evaluation.vocab, vocab)
+        future = _remap(evaluation.history(i, lecture_vocab=vocab), evaluation.vocab, vocab)
         if len(future) == 0:
             continue
         past = History.empty()
         if history is not None and int(user) in history_index:
-            past = _remap(history.history(history_index[int(user)]), history.vocab, vocab)
+            past = _remap(
+                history.history(history_index[int(user)], lecture_vocab=vocab), history.vocab, vocab
+            )
         full = _concat(past, future)
         starts = np.flatnonzero(np.concatenate([[True], np.diff(future.bundle) != 0])) + len(past)
         ends = np.concatenate([starts[1:], [len(full)]])

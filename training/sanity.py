@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from training.data import Interactions, dataset_options, load_dataset
-from training.flags import validate_args
+from training.data import Interactions, load_dataset
 from training.train import build_parser as build_train_parser
+from training.train import parse as parse_train_flags
 from training.trainer import data_fingerprint, prepare_data, run_training
 
 logger = logging.getLogger(__name__)
@@ -50,30 +50,31 @@ def randomize_labels(inter: Interactions, seed: int) -> Interactions:
 def random_label_probe(train_argv: list[str]) -> dict[str, Any]:
     """Train on random labels with `train_argv` (training.train flags; --output-dir optional) and
     return {"auc", "n", "max_auc", "passed", ...} measured on the validation learners."""
-    parser = build_train_parser()
     if "--output-dir" not in train_argv:
         train_argv = [*train_argv, "--output-dir", tempfile.mkdtemp(prefix="kt-sanity-")]
-    args = parser.parse_args(train_argv)
-    validate_args(parser, args)
-    if args.validation != "learner":
-        parser.error("--sanity random-labels scores held-out learners: use --validation learner")
-    args.calibration = "none"  # a calibration fit cannot change AUC; skip it
+    run = parse_train_flags(train_argv)
+    if run.data.validation != "learner":
+        build_train_parser().error(
+            "--sanity random-labels scores held-out learners: use --validation learner"
+        )
+    run = run.with_output(run.optim.output_dir, calibration="none")  # cannot change AUC: skip it
+    assert run.data.train_file is not None
     inter = load_dataset(
-        Path(args.train_file),
-        Path(args.questions_file) if args.questions_file else None,
-        **dataset_options(args),
+        Path(run.data.train_file),
+        Path(run.data.questions_file) if run.data.questions_file else None,
+        **run.data.load_options(),
     )
     data = prepare_data(
-        randomize_labels(inter, args.seed),
-        seq_len=args.seq_len,
+        randomize_labels(inter, run.optim.seed),
+        seq_len=run.arch.seq_len,
         validation="learner",
-        valid_fraction=args.valid_fraction,
-        seed=args.seed,
-        fingerprint=data_fingerprint(Path(args.train_file)) + ":random-labels",
-        augment=args.window_augmentation == "shift",
-        lecture_stats=args.lecture_stats,
+        valid_fraction=run.data.valid_fraction,
+        seed=run.optim.seed,
+        fingerprint=data_fingerprint(Path(run.data.train_file)) + ":random-labels",
+        augment=run.data.window_augmentation == "shift",
+        lecture_stats=run.arch.lecture_stats,
     )
-    metrics = run_training(args, data=data)
+    metrics = run_training(run, data=data)
     auc = float(metrics.get("auc", math.nan))
     result = {
         "sanity": "random-labels",
@@ -82,7 +83,7 @@ def random_label_probe(train_argv: list[str]) -> dict[str, Any]:
         "n": int(metrics.get("n", 0)),
         "max_auc": RANDOM_LABEL_MAX_AUC,
         "passed": bool(auc <= RANDOM_LABEL_MAX_AUC),
-        "output_dir": str(args.output_dir),
+        "output_dir": run.optim.output_dir,
     }
     logger.info("random-label probe: held-out AUC %.4f (limit %.2f)", auc, RANDOM_LABEL_MAX_AUC)
     return result

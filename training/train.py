@@ -8,7 +8,6 @@ Runs under `torchrun --nproc_per_node 2 -m training.train ...` (DDP; gloo on CPU
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -16,36 +15,38 @@ import sys
 
 import torch
 
-from training.cli import OneLineArgumentParser
-from training.data import DataError
-from training.flags import (
-    add_config_flag,
-    add_data_flags,
-    add_model_flags,
-    add_training_flags,
-    parse_with_config,
-    validate_args,
+from training.arguments import (
+    ArchitectureArguments,
+    DataArguments,
+    DataclassArgumentParser,
+    ModelArguments,
+    OptimizationArguments,
+    TrainRun,
 )
+from training.data import DataError
 from training.trainer import run_training
 
 logger = logging.getLogger(__name__)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineArgumentParser(
+def build_parser() -> DataclassArgumentParser:
+    return DataclassArgumentParser(
+        [DataArguments, ModelArguments, ArchitectureArguments, OptimizationArguments],
         prog="python -m training.train",
-        description="Train a knowledge-tracing model (saint, saint_plus, dkt, logistic) with transformers.Trainer.",
+        description="Train a knowledge-tracing model (saint, saint_plus, dkt, logistic) with "
+        "transformers.Trainer.",
     )
-    add_data_flags(parser)
-    add_model_flags(parser)
-    parser.add_argument(
-        "--output-dir",
-        required=True,
-        help="model dir to write (config.json, model.safetensors, ...)",
-    )
-    add_training_flags(parser)
-    add_config_flag(parser)
-    return parser
+
+
+def parse(argv: list[str] | None) -> TrainRun:
+    """The run of a command line (flags checked; the data files must exist)."""
+    parser = build_parser()
+    data, model, arch, optim = parser.parse(argv)
+    try:
+        data.check_files()
+    except ValueError as exc:
+        parser.error(str(exc))
+    return TrainRun(data, model, arch, optim)
 
 
 def _shutdown_distributed() -> None:
@@ -60,11 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    parser = build_parser()
-    args = parse_with_config(parser, argv)
-    validate_args(parser, args)
+    run = parse(argv)
     try:
-        metrics = run_training(args)
+        metrics = run_training(run)
     except (DataError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

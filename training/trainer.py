@@ -4,7 +4,6 @@ and `training.distill` (the entry points only parse, call and report)."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import math
@@ -22,10 +21,21 @@ from models.config import ModelConfig
 from models.features import FeatureSpec, QuestionVocab
 from models.numeric import sigmoid
 from models.registry import build_model, count_parameters
+from training.arguments import (
+    AUTO_EPOCH_SEQUENCES,
+    AUTO_EPOCHS_MAX,
+    AUTO_EPOCHS_MIN,
+    SCHEDULERS,
+    ArchitectureArguments,
+    DataArguments,
+    ModelArguments,
+    OptimizationArguments,
+    TrainRun,
+)
 from training.artifacts import save_model_dir
 from training.binary_metrics import binary_metrics
 from training.calibration import calibrate_model
-from training.data import Interactions, dataset_options, load_dataset
+from training.data import Interactions, load_dataset
 from training.splits import split_by_learner
 from training.windows import (
     IGNORE_LABEL,
@@ -36,21 +46,6 @@ from training.windows import (
 )
 
 logger = logging.getLogger(__name__)
-
-# Scheduler names accepted by --lr-scheduler; "noam" is warmup + inverse square root decay
-# (Vaswani et al.), which transformers calls "inverse_sqrt".
-SCHEDULERS = {
-    "noam": "inverse_sqrt",
-    "linear": "linear",
-    "cosine": "cosine",
-    "constant": "constant",
-    "constant_with_warmup": "constant_with_warmup",
-    "inverse_sqrt": "inverse_sqrt",
-}
-
-
-# The logistic model has ~1 parameter per question and converges slowly at transformer rates.
-DEFAULT_LEARNING_RATES = {"logistic": 1e-2}
 
 
 class KTForTraining(nn.Module):
@@ -192,34 +187,36 @@ def _time_cut(history: Any, fraction: float) -> int:
 
 
 def load_and_prepare(
-    args: argparse.Namespace, seq_len: int, lecture_stats: bool | None = None
+    data: DataArguments, *, seq_len: int, seed: int, lecture_stats: bool
 ) -> PreparedData:
-    """Load --train-file/--questions-file (cached with --cache-dir) and build the datasets
-    (`lecture_stats`: None = --lecture-stats; a student follows its teacher's spec instead)."""
+    """Load --train-file/--questions-file (cached with --cache-dir) and build the datasets."""
+    assert data.train_file is not None  # required by the parser
     inter = load_dataset(
-        Path(args.train_file),
-        Path(args.questions_file) if args.questions_file else None,
-        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
-        **dataset_options(args),
+        Path(data.train_file),
+        Path(data.questions_file) if data.questions_file else None,
+        **data.load_options(),
     )
     return prepare_data(
         inter,
         seq_len=seq_len,
-        validation=args.validation,
-        valid_fraction=args.valid_fraction,
-        seed=args.seed,
-        fingerprint=data_fingerprint(Path(args.train_file)),
-        augment=args.window_augmentation == "shift",
-        lecture_stats=args.lecture_stats if lecture_stats is None else lecture_stats,
+        validation=data.validation,
+        valid_fraction=data.valid_fraction,
+        seed=seed,
+        fingerprint=data_fingerprint(Path(data.train_file)),
+        augment=data.window_augmentation == "shift",
+        lecture_stats=lecture_stats,
     )
 
 
 _USER_TENSORBOARD_DIR = os.environ.get("TENSORBOARD_LOGGING_DIR")
 
 
-def build_config(args: argparse.Namespace, spec: FeatureSpec) -> ModelConfig:
+def build_config(
+    model: ModelArguments, arch: ArchitectureArguments, spec: FeatureSpec
+) -> ModelConfig:
+    """The ModelConfig of these flags, its vocabulary sizes and window from the feature spec."""
     return ModelConfig(
-        name=args.model,
+        name=model.model,
         n_questions=spec.n_questions,
         n_parts=spec.n_parts,
         n_tags=spec.n_tags,
@@ -227,25 +224,17 @@ def build_config(args: argparse.Namespace, spec: FeatureSpec) -> ModelConfig:
         n_elapsed_buckets=spec.n_elapsed_buckets,
         n_stats=spec.n_stats,
         seq_len=spec.window,
-        d_model=args.d_model,
-        n_layers=args.layers,
-        n_heads=args.heads,
-        dropout=args.dropout,
-        attention_dropout=args.attention_dropout,
-        time_encoding=args.time_encoding,
-        question_residual=args.question_residual,
-        use_stats=args.stats,
-        irt_prior=args.irt_prior,
-        attention_decay=args.attention_decay,
+        d_model=model.d_model,
+        n_layers=model.layers,
+        n_heads=model.heads,
+        dropout=arch.dropout,
+        attention_dropout=arch.attention_dropout,
+        time_encoding=arch.time_encoding,
+        question_residual=arch.question_residual,
+        use_stats=arch.stats,
+        irt_prior=arch.irt_prior,
+        attention_decay=arch.attention_decay,
     )
-
-
-# `--epochs auto`: enough passes to show the model AUTO_EPOCH_SEQUENCES training windows, within
-# [AUTO_EPOCHS_MIN, AUTO_EPOCHS_MAX] epochs. Small logs get the full 30 epochs (early stopping on
-# validation AUC ends them sooner); a 740k-answer log (~15k windows) gets 7, which bounds the time.
-AUTO_EPOCH_SEQUENCES = 100_000
-AUTO_EPOCHS_MIN = 3
-AUTO_EPOCHS_MAX = 30
 
 
 def resolve_epochs(epochs: float | str, n_train_windows: int) -> float:
@@ -257,7 +246,11 @@ def resolve_epochs(epochs: float | str, n_train_windows: int) -> float:
 
 
 def training_arguments(
-    args: argparse.Namespace, output_dir: Path, has_eval: bool, n_train_windows: int
+    optim: OptimizationArguments,
+    learning_rate: float,
+    output_dir: Path,
+    has_eval: bool,
+    n_train_windows: int,
 ) -> Any:
     from transformers import TrainingArguments
 
@@ -265,43 +258,43 @@ def training_arguments(
     # trains several models in one process), unless the user chose one before starting.
     os.environ["TENSORBOARD_LOGGING_DIR"] = _USER_TENSORBOARD_DIR or str(output_dir / "runs")
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # launched by torchrun
-    strategy = args.eval_strategy if has_eval else "no"
-    save_strategy = args.save_strategy
-    if args.load_best_model_at_end and has_eval:
+    strategy = optim.eval_strategy if has_eval else "no"
+    save_strategy = optim.save_strategy
+    if optim.load_best_model_at_end and has_eval:
         save_strategy = strategy  # Trainer requires matching strategies
     return TrainingArguments(
         output_dir=str(output_dir / "checkpoints"),
-        num_train_epochs=resolve_epochs(args.epochs, n_train_windows),
-        max_steps=args.max_steps if args.max_steps is not None else -1,
-        learning_rate=args.learning_rate,
-        warmup_steps=args.warmup_steps if args.warmup_steps >= 1 else float(args.warmup_steps),
-        lr_scheduler_type=SCHEDULERS[args.lr_scheduler],
-        weight_decay=args.weight_decay,
-        per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=args.eval_batch_size or args.batch_size,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        max_grad_norm=args.max_grad_norm,
+        num_train_epochs=resolve_epochs(optim.epoch_count, n_train_windows),
+        max_steps=optim.max_steps if optim.max_steps is not None else -1,
+        learning_rate=learning_rate,
+        warmup_steps=optim.warmup_steps if optim.warmup_steps >= 1 else float(optim.warmup_steps),
+        lr_scheduler_type=SCHEDULERS[optim.lr_scheduler],
+        weight_decay=optim.weight_decay,
+        per_device_train_batch_size=optim.batch_size,
+        per_device_eval_batch_size=optim.eval_batch_size or optim.batch_size,
+        gradient_accumulation_steps=optim.gradient_accumulation_steps,
+        max_grad_norm=optim.max_grad_norm,
         eval_strategy=strategy,
-        eval_steps=args.eval_steps,
+        eval_steps=optim.eval_steps,
         save_strategy=save_strategy,
-        save_steps=args.save_steps,
-        save_total_limit=args.save_total_limit,
-        load_best_model_at_end=bool(args.load_best_model_at_end and has_eval),
+        save_steps=optim.save_steps,
+        save_total_limit=optim.save_total_limit,
+        load_best_model_at_end=bool(optim.load_best_model_at_end and has_eval),
         metric_for_best_model="auc" if has_eval else None,
         greater_is_better=True,
         logging_strategy="steps",
-        logging_steps=args.logging_steps,
-        report_to=args.report_to,
-        bf16=args.bf16,
-        seed=args.seed,
-        data_seed=args.seed,
-        use_cpu=not torch.cuda.is_available() or args.use_cpu,
+        logging_steps=optim.logging_steps,
+        report_to=optim.report_to,
+        bf16=optim.bf16,
+        seed=optim.seed,
+        data_seed=optim.seed,
+        use_cpu=not torch.cuda.is_available() or optim.use_cpu,
         remove_unused_columns=False,
         label_names=["labels"],
-        dataloader_num_workers=args.dataloader_num_workers,
+        dataloader_num_workers=optim.dataloader_num_workers,
         ddp_backend="gloo" if distributed and not torch.cuda.is_available() else None,
         ddp_find_unused_parameters=False,
-        disable_tqdm=args.no_progress,
+        disable_tqdm=optim.no_progress,
     )
 
 
@@ -337,7 +330,7 @@ def plot_training_curves(log_history: list[dict[str, Any]], path: Path) -> None:
 
 
 def run_training(
-    args: argparse.Namespace,
+    run: TrainRun,
     trainer_cls: Any = None,
     trainer_kwargs: dict | None = None,
     data: PreparedData | None = None,
@@ -346,25 +339,33 @@ def run_training(
     dict (also metrics.json)."""
     from transformers import EarlyStoppingCallback, Trainer, set_seed
 
-    output_dir = Path(args.output_dir)
+    output_dir = Path(run.optim.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    set_seed(args.seed)
+    set_seed(run.optim.seed)
     if data is None:
-        data = load_and_prepare(args, seq_len=args.seq_len)
+        data = load_and_prepare(
+            run.data,
+            seq_len=run.arch.seq_len,
+            seed=run.optim.seed,
+            lecture_stats=run.arch.lecture_stats,
+        )
     if len(data.train) == 0:
-        raise ValueError(f"{args.train_file}: no training windows (no answered questions)")
-    config = build_config(args, data.spec)
+        raise ValueError(f"{run.data.train_file}: no training windows (no answered questions)")
+    config = build_config(run.model, run.arch, data.spec)
     model = build_model(config)
     n_params = count_parameters(model)
     logger.info("model %s: %d parameters, %d train windows", config.name, n_params, len(data.train))
 
-    has_eval = data.valid is not None and len(data.valid) > 0 and args.eval_strategy != "no"
-    logger.info("training for up to %g epochs", resolve_epochs(args.epochs, len(data.train)))
-    targs = training_arguments(args, output_dir, has_eval, len(data.train))
+    has_eval = data.valid is not None and len(data.valid) > 0 and run.optim.eval_strategy != "no"
+    logger.info(
+        "training for up to %g epochs", resolve_epochs(run.optim.epoch_count, len(data.train))
+    )
+    learning_rate = run.optim.learning_rate_for(run.model.model)
+    targs = training_arguments(run.optim, learning_rate, output_dir, has_eval, len(data.train))
     callbacks: list[Any] = []
-    if has_eval and args.early_stopping_patience:
+    if has_eval and run.optim.early_stopping_patience:
         callbacks.append(
-            EarlyStoppingCallback(early_stopping_patience=args.early_stopping_patience)
+            EarlyStoppingCallback(early_stopping_patience=run.optim.early_stopping_patience)
         )
     cls = trainer_cls or Trainer
     trainer = cls(
@@ -378,7 +379,7 @@ def run_training(
         **(trainer_kwargs or {}),
     )
     started = time.perf_counter()
-    train_result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    train_result = trainer.train(resume_from_checkpoint=run.optim.resume)
     train_seconds = time.perf_counter() - started
     metrics: dict[str, Any] = {
         "model": config.name,
@@ -390,18 +391,18 @@ def run_training(
         ),
         "train_loss": train_result.training_loss,
         "data_fingerprint": data.fingerprint,
-        "validation": args.validation,
+        "validation": run.data.validation,
     }
     if has_eval:
         eval_metrics = trainer.evaluate()
         metrics.update(
             {k.removeprefix("eval_"): v for k, v in eval_metrics.items() if k.startswith("eval_")}
         )
-        if args.calibration == "platt":
+        if run.optim.calibration == "platt":
             # fitted on the validation learners only; metrics.json then describes the served model
             fitted_on = (
                 "held-out continuations (--validation time)"
-                if args.validation == "time"
+                if run.data.validation == "time"
                 else "validation learners"
             )
             config, calibration = calibrate_model(model, config, data.valid, fitted_on)

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from models.registry import build_model
+from training.arguments import (
+    ArchitectureArguments,
+    DataArguments,
+    ModelArguments,
+    OptimizationArguments,
+    TrainRun,
+)
 from training.data import load_dataset
 from training.distill import DistillationModule, DistillationTrainer, check_matches
 from training.distill_losses import DistillationConfig, IntermediateMatch
@@ -32,29 +41,32 @@ def data(tmp_path_factory: pytest.TempPathFactory):
     return prepared
 
 
-def _args(**kw):
-    import argparse
+def _run(**kw: Any) -> TrainRun:
+    """A training run of the argument dataclasses with these fields set (any group)."""
+    values = {"train_file": "x", "questions_file": "y", "output_dir": "z", "report_to": "none"}
+    values |= {"no_progress": True, "seq_len": 20, **kw}
 
-    from training.train import build_parser
+    def group(cls: Any) -> Any:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
 
-    parser = build_parser()
-    base = parser.parse_args(["--train-file", "x", "--questions-file", "y", "--output-dir", "z"])
-    base.report_to = "none"
-    base.no_progress = True
-    base.seq_len = 20
-    for k, v in kw.items():
-        setattr(base, k, v)
-    return argparse.Namespace(**vars(base))
+    return TrainRun(
+        group(DataArguments),
+        group(ModelArguments),
+        group(ArchitectureArguments),
+        group(OptimizationArguments),
+    )
+
+
+def _config(data, **kw: Any):
+    run = _run(**kw)
+    return build_config(run.model, run.arch, data.spec)
 
 
 def _models(data, seed: int = 0):
     torch.manual_seed(seed)
-    teacher = build_model(
-        build_config(_args(model="saint_plus", d_model=32, layers=2, heads=4), data.spec)
-    )
-    student = build_model(
-        build_config(_args(model="saint_plus", d_model=16, layers=1, heads=2), data.spec)
-    )
+    teacher = build_model(_config(data, model="saint_plus", d_model=32, layers=2, heads=4))
+    student = build_model(_config(data, model="saint_plus", d_model=16, layers=1, heads=2))
     return teacher.eval(), student
 
 
@@ -82,7 +94,7 @@ def _trainer(
 ):
     from training.trainer import training_arguments
 
-    args = _args(
+    run = _run(
         max_steps=max_steps,
         save_strategy="steps",
         save_steps=save_steps,
@@ -93,7 +105,9 @@ def _trainer(
         batch_size=16,
         dropout=0.0,
     )
-    targs = training_arguments(args, out, has_eval=False, n_train_windows=len(data.train))
+    targs = training_arguments(
+        run.optim, 5e-3, out, has_eval=False, n_train_windows=len(data.train)
+    )
     module = DistillationModule(student, config.intermediate_matches)
     return DistillationTrainer(
         model=module,
@@ -200,7 +214,7 @@ def test_several_teachers_average_their_soft_targets(data, tmp_path: Path) -> No
 
 
 def test_student_json_config_keeps_every_field(data, tmp_path: Path) -> None:
-    from training.distill import _size_args, student_config
+    from training.distill import student_config, student_spec
 
     path = tmp_path / "student.json"
     path.write_text(
@@ -217,8 +231,8 @@ def test_student_json_config_keeps_every_field(data, tmp_path: Path) -> None:
             }
         )
     )
-    student_args = _size_args(_args(time_encoding="both"), str(path), "saint_plus")
-    cfg = student_config(student_args, data.spec)
+    student = student_spec(str(path), "saint_plus", _run(time_encoding="both").arch)
+    cfg = student_config(student, data.spec)
     assert (cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.ffn_mult) == (24, 1, 3, 2)
     assert cfg.time_encoding == "bucket" and cfg.use_explanation is False and cfg.dropout == 0.05
     assert cfg.n_questions == data.spec.n_questions and cfg.seq_len == data.spec.window
@@ -372,7 +386,7 @@ def int8_artifact(data, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("int8")
     _, student = _models(data)
-    config = build_config(_args(model="saint_plus", d_model=16, layers=1, heads=2), data.spec)
+    config = _config(data, model="saint_plus", d_model=16, layers=1, heads=2)
     save_model_dir(root / "m", student.eval(), config, data.spec, data.vocab)
     art = export_artifact(root / "m", root / "a", int8=True)
     assert (art / "model.int8.onnx").exists()
@@ -459,13 +473,13 @@ def test_every_distillation_setting_has_a_cli_flag() -> None:
         "--hard-label-weight", "0.2", "--hard-label-weight-scheduler", "linear_growth",
         "--intermediate-matches", json.dumps(MATCHES),
     ]  # fmt: skip
-    cfg = _build_distill_config(build_parser().parse_args(argv))
+    cfg = _build_distill_config(build_parser().parse(argv)[3])
     assert (cfg.temperature, cfg.temperature_scheduler, cfg.temperature_end) == (3.0, "linear", 1.5)
     assert (cfg.scheduler_beta, cfg.scheduler_gamma, cfg.kd_loss_type) == (0.5, 3.0, "kl")
     assert (cfg.kd_loss_weight, cfg.kd_loss_weight_scheduler) == (0.7, "linear_decay")
     assert (cfg.hard_label_weight, cfg.hard_label_weight_scheduler) == (0.2, "linear_growth")
     assert [m.proj for m in cfg.intermediate_matches] == [["linear", 16, 32], None]
-    bad = build_parser().parse_args([*argv[:6], "--intermediate-matches", "[{"])
+    bad = build_parser().parse([*argv[:6], "--intermediate-matches", "[{"])[3]
     with pytest.raises(ValueError, match="--intermediate-matches is not JSON"):
         _build_distill_config(bad)
 
@@ -477,7 +491,7 @@ def test_extra_teachers_must_encode_like_the_teacher(data, tmp_path: Path, capsy
     from training.distill import main
 
     teacher, _ = _models(data)
-    cfg = build_config(_args(model="saint_plus", d_model=32, layers=2, heads=4), data.spec)
+    cfg = _config(data, model="saint_plus", d_model=32, layers=2, heads=4)
     save_model_dir(tmp_path / "t1", teacher, cfg, data.spec, data.vocab)
     other_spec = dataclasses.replace(data.spec, window=data.spec.window + 5)
     other_cfg = dataclasses.replace(cfg, seq_len=other_spec.window)

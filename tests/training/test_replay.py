@@ -161,7 +161,8 @@ def test_cli_prints_json_last_and_keep(
     evaluation = load_dataset(data["eval"], data["questions"])
     first = build_plans(None, evaluation, 3)[0]
     got = httpx.get(f"{url}/users/rt-keep-{first.raw_user}/history").json()
-    assert got["history_length"] == min(sum(len(b.items) for b in first.bundles), WINDOW + 16)
+    sent = sum(len(b.items) + len(b.lectures_before) for b in first.bundles)  # answers + lectures
+    assert got["history_length"] == min(sent, WINDOW + 16)
     for plan in build_plans(None, evaluation, 3):
         httpx.delete(f"{url}/users/rt-keep-{plan.raw_user}")
 

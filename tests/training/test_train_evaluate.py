@@ -351,15 +351,13 @@ def test_gradient_accumulation_matches_the_larger_batch(sim_dir: Path, tmp_path:
 def test_early_stopping_stops_a_run_that_cannot_improve(sim_dir: Path, tmp_path: Path) -> None:
     """Learning rate 0: the weights, hence the validation AUC, never change, so patience 2
     ends an 8-epoch run after exactly 3 evaluations (the first sets the best)."""
-    from training.train import build_parser
+    from training.train import parse
     from training.trainer import run_training
 
     out = tmp_path / "m"
-    args = build_parser().parse_args(
-        _argv(sim_dir, out, "--epochs", "8", "--early-stopping-patience", "2")
-    )
-    args.learning_rate = 0.0  # the CLI rejects 0; run_training does not need it to be positive
-    run_training(args)
+    run = parse(_argv(sim_dir, out, "--epochs", "8", "--early-stopping-patience", "2"))
+    run.optim.learning_rate = 0.0  # the flag rejects 0; run_training does not need it positive
+    run_training(run)
     state = _trainer_state(out)
     evals = [h for h in state["log_history"] if "eval_auc" in h]
     assert [h["epoch"] for h in evals] == [1.0, 2.0, 3.0]
@@ -576,7 +574,7 @@ EVALUATE = ["--model-dir", "M", "--eval-file", "E", "--questions-file", "Q"]
         (
             "training.evaluate",
             ["--sanity", "random-labels", "--train-file", "E", "--epochs", "0"],
-            "--epochs: must be > 0",
+            "--epochs must be > 0",
         ),
         (
             "training.train",

@@ -124,12 +124,17 @@ def record(
     lectures: list[dict[str, Any]] | None = None,
 ) -> None:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    batches = [{"interactions": interactions[s : s + 500]} for s in range(0, len(interactions), 500)]
+    batches = [
+        {"interactions": interactions[s : s + 500]} for s in range(0, len(interactions), 500)
+    ]
     if lectures:
         batches.append({"lectures": lectures})
     for batch in batches:
         response = httpx.post(
-            f"{base_url}/interactions", json={"user_id": user_id, **batch}, headers=headers, timeout=30
+            f"{base_url}/interactions",
+            json={"user_id": user_id, **batch},
+            headers=headers,
+            timeout=30,
         )
         assert response.status_code == 200, response.text
 

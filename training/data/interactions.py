@@ -85,10 +85,10 @@ class Interactions:
         """Row range of learner i."""
         return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
 
-    def history(self, i: int) -> History:
+    def history(self, i: int, lecture_vocab: QuestionVocab | None = None) -> History:
         """Learner i's question rows as a `History`; `bundle` is a per-learner ordinal (0, 0, 1, ...).
-        Lecture rows become the history's lectures (part and tag from the vocabulary's lecture
-        table, else the row's part)."""
+        Lecture rows become the history's lectures, with the part and tag of `lecture_vocab`'s
+        lecture table (default: this table's vocabulary; a model's, to encode as it was trained)."""
         rows = self.rows(i)
         lecture = self.is_lecture[rows]
         keep = ~lecture
@@ -103,19 +103,16 @@ class Interactions:
             bundle=ordinal.astype(np.int64),
             elapsed_ms=self.elapsed_ms[rows][keep].astype(np.float32),
             explanation=self.explanation[rows][keep].astype(np.int8),
-            **self._lectures(rows, lecture),
+            **self._lectures(rows, lecture, lecture_vocab or self.vocab),
         )
 
-    def _lectures(self, rows: slice, lecture: np.ndarray) -> dict[str, np.ndarray]:
+    def _lectures(
+        self, rows: slice, lecture: np.ndarray, vocab: QuestionVocab
+    ) -> dict[str, np.ndarray]:
         """The `History` lecture arrays of the lecture rows among `rows`."""
         if not lecture.any():
             return {}
-        ids = self.content_id[rows][lecture]
-        if self.vocab.lecture_ids is not None:
-            part, tag = self.vocab.lecture_content(ids)
-        else:
-            raw_part = self.part[rows][lecture].astype(np.int64)
-            part, tag = np.where(raw_part >= 0, raw_part + 1, 0), np.zeros(len(ids), np.int64)
+        part, tag = vocab.lecture_content(self.content_id[rows][lecture])
         return {
             "lecture_after": np.cumsum(~lecture)[lecture].astype(np.int64),  # answers before it
             "lecture_timestamp": self.timestamp[rows][lecture].astype(np.int64),

@@ -1,0 +1,528 @@
+"""The arguments of `training.train` and `training.distill` as dataclasses, one per group, parsed by
+`transformers.HfArgumentParser`: each flag is defined once, with its help and bounds (checked in
+`__post_init__`, so a run built in code is checked like one from the command line).
+
+Groups: `DataArguments` (what to read and how to split it), `ModelArguments` (registry model and its
+size; `training.train` only: distillation sizes its models from presets), `ArchitectureArguments`
+(what every model reads besides its size), `OptimizationArguments` (the `transformers.Trainer`
+run), `DistillationArguments`. A run is a `TrainRun` of those groups; teacher and student runs are
+derived with `dataclasses.replace`, never by editing parsed arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, NoReturn
+
+from transformers import HfArgumentParser
+
+from models.registry import MODEL_REGISTRY
+from training.cli import OneLineArgumentParser
+from training.data.assemble import DUPLICATE_POLICIES
+from training.data.registry import FORMAT_NAMES
+from training.distill_losses import TEMPERATURE_SCHEDULERS, WEIGHT_SCHEDULERS
+
+# `--epochs auto`: enough passes to show the model AUTO_EPOCH_SEQUENCES training windows, within
+# [AUTO_EPOCHS_MIN, AUTO_EPOCHS_MAX] epochs. Small logs get the full 30 epochs (early stopping on
+# validation AUC ends them sooner); a 740k-answer log (~15k windows) gets 7, which bounds the time.
+AUTO_EPOCH_SEQUENCES = 100_000
+AUTO_EPOCHS_MIN = 3
+AUTO_EPOCHS_MAX = 30
+# The logistic model has ~1 parameter per question and converges slowly at transformer rates.
+DEFAULT_LEARNING_RATES = {"logistic": 1e-2}  # others: 1e-3
+# Scheduler names accepted by --lr-scheduler; "noam" is warmup + inverse square root decay
+# (Vaswani et al.), which transformers calls "inverse_sqrt".
+SCHEDULERS = {
+    "noam": "inverse_sqrt",
+    "linear": "linear",
+    "cosine": "cosine",
+    "constant": "constant",
+    "constant_with_warmup": "constant_with_warmup",
+    "inverse_sqrt": "inverse_sqrt",
+}
+# Distillation model sizes by name: (d_model, n_layers, n_heads).
+PRESETS: dict[str, tuple[int, int, int]] = {
+    "tiny": (32, 1, 2),
+    "small": (64, 1, 4),
+    "base": (128, 2, 4),
+    "large": (256, 3, 8),
+}
+
+
+def _help(text: str, default: Any = dataclasses.MISSING, **more: Any) -> Any:
+    """A dataclass field with its flag's help (and any other `add_argument` keyword)."""
+    return field(default=default, metadata={"help": text, **more})
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+@dataclass
+class DataArguments:
+    """What to read and how to split it for validation."""
+
+    _argument_group_name = "data"
+
+    train_file: str | None = _help(
+        "Riiid train.csv, an EdNet-KT1 folder of u*.csv, a CSV/Parquet log (--columns) or a DKT/AKT/"
+        "pyKT sequence file (docs/data.md)",
+        default=None,
+        required=True,  # not with distill --demo
+    )
+    questions_file: str | None = _help(
+        "questions.csv (Riiid or EdNet contents/): required for those two formats; optional for tables "
+        "and sequence files (then the vocabulary and skills come from the log)",
+        default=None,
+    )
+    format: str = _help("input format", default="auto", choices=FORMAT_NAMES)
+    columns: str | None = _help(
+        "table: role=column[:unit],... (roles user,item,correct,time,order,skills,elapsed,bundle; units "
+        "ms,s,us) or a preset name; default: the preset the header matches",
+        default=None,
+        metavar="MAP",
+    )
+    skill_separator: str | None = _help(
+        "separator of several skill ids in one cell (default '_'; assist2017 preset: none)",
+        default=None,
+        metavar="S",
+    )
+    duplicates: str = _help(
+        "exact duplicate rows: keep the first / last in file order, or fail",
+        default="first",
+        choices=DUPLICATE_POLICIES,
+    )
+    lectures_file: str | None = _help(
+        "riiid: lectures.csv, the part and tag of each lecture the learners watched (default: "
+        "lectures.csv next to the questions file, when there is one)",
+        default=None,
+        metavar="FILE",
+        aliases=["--lectures"],
+    )
+    validation: Literal["learner", "time", "none"] = _help(
+        "hold out learners, or the end of each learner's history (time calibrates better when the served learners continue the training learners: docs/benchmarks.md)",
+        default="learner",
+    )
+    valid_fraction: float = _help("share of learners (or of each history) held out", default=0.1)
+    window_augmentation: Literal["shift", "none"] = _help(
+        "shift: every epoch, move each training window by a random offset of up to half a stride "
+        "(more contexts per item); none: fixed windows",
+        default="none",
+    )
+    cache_dir: str | None = _help(
+        "cache preprocessed data here (reused when the file is unchanged)", default=None
+    )
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.valid_fraction < 1.0, "--valid-fraction must be in [0, 1)")
+
+    def check_files(self) -> None:
+        """The named files exist (checked before any work, like a bad flag)."""
+        for name in ("train_file", "questions_file", "lectures_file"):
+            value = getattr(self, name)
+            _check(value is None or Path(value).exists(), f"{_flag(name)}: {value} does not exist")
+
+    def load_options(self) -> dict[str, Any]:
+        """The `training.data.load_dataset` keyword arguments of these flags."""
+        return {
+            "format": self.format,
+            "columns": self.columns,
+            "duplicates": self.duplicates,
+            "skill_separator": self.skill_separator,
+            "lectures_csv": self.lectures_file,
+            "cache_dir": Path(self.cache_dir) if self.cache_dir else None,
+        }
+
+
+@dataclass
+class ModelArguments:
+    """The registry model and its size (`training.train`)."""
+
+    _argument_group_name = "model"
+
+    model: str = _help("registry model", default="saint_plus", choices=sorted(MODEL_REGISTRY))
+    d_model: int = _help("width of every embedding / hidden state", default=128)
+    layers: int = _help("encoder = decoder layers (SAINT); LSTM layers (DKT)", default=2)
+    heads: int = _help("attention heads (d_model must be divisible by it)", default=4)
+
+    def __post_init__(self) -> None:
+        _check(
+            self.d_model > 0 and self.layers > 0 and self.heads > 0,
+            "--d-model, --layers and --heads must be positive",
+        )
+
+
+@dataclass
+class ArchitectureArguments:
+    """What every registry model reads besides its size (shared by training.train and distill)."""
+
+    _argument_group_name = "architecture"
+
+    seq_len: int = _help("history window (interactions)", default=100)
+    dropout: float = _help("dropout on embeddings and residual branches", default=0.3)
+    time_encoding: Literal["bucket", "continuous", "both"] = _help(
+        "SAINT+ lag/elapsed time: bucket embedding, Linear(1, D) of the value, or both",
+        default="both",
+    )
+    question_residual: bool = _help(
+        "a free per-question vector on top of the part/tag (content) item embedding (default off: it "
+        "overfits small logs; chosen on validation learners, docs/benchmarks.md)",
+        default=False,
+    )
+    stats: bool = _help(
+        "feed the learner statistics (counts, accuracies, recency; earlier bundles only)",
+        default=True,
+    )
+    lecture_stats: bool = _help(
+        "add the lectures watched before each answer to the statistics (count, per part, per tag, "
+        "time since; all zero where a log has no lectures)",
+        default=True,
+    )
+    attention_decay: bool = _help(
+        "SAINT/SAINT+: attention favours recent bundles (learned per-head slope)",
+        default=True,
+    )
+    attention_dropout: float | None = _help(
+        "SAINT/SAINT+: dropout on the attention weights (default: --dropout's value); 0 lets training "
+        "use the fused attention kernel (~20%% faster steps on CPU, weaker regularisation)",
+        default=None,
+    )
+    irt_prior: bool = _help(
+        "logit = IRT-style prior (statistics vs item difficulty) + the network's correction",
+        default=True,
+    )
+
+    def __post_init__(self) -> None:
+        _check(self.seq_len >= 2, "--seq-len must be >= 2")
+        _check(0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)")
+        _check(
+            self.attention_dropout is None or 0.0 <= self.attention_dropout < 1.0,
+            "--attention-dropout must be in [0, 1)",
+        )
+
+
+@dataclass
+class DistillArchitectureArguments(ArchitectureArguments):
+    """As `ArchitectureArguments`, with the lighter dropout of the small distillation models."""
+
+    dropout: float = _help("dropout on embeddings and residual branches", default=0.1)
+
+
+@dataclass
+class OptimizationArguments:
+    """The `transformers.Trainer` run (turned into `TrainingArguments` by `training.trainer`)."""
+
+    _argument_group_name = "optimisation (transformers.TrainingArguments)"
+
+    output_dir: str = _help("model dir to write (config.json, model.safetensors, ...)")
+    epochs: str = _help(
+        f"number of epochs, or auto (default): ceil({AUTO_EPOCH_SEQUENCES:,} / training windows), "
+        f"clipped to {AUTO_EPOCHS_MIN}..{AUTO_EPOCHS_MAX}; early stopping may end sooner",
+        default="auto",
+    )
+    calibration: Literal["platt", "none"] = _help(
+        "after training, fit Platt scaling of the logits on the validation data (held-out learners, or "
+        "with --validation time the held-out continuations) and fold it into the model config / "
+        "exported graph (needs validation data)",
+        default="platt",
+    )
+    max_steps: int | None = _help(
+        "stop after this many optimizer steps (overrides --epochs)", default=None
+    )
+    learning_rate: float | None = _help(
+        "peak learning rate (default: 1e-2 for logistic, 1e-3 for the others)", default=None
+    )
+    warmup_steps: float = _help("int >= 1: steps; float < 1: ratio of total steps", default=0.05)
+    lr_scheduler: str = _help("learning-rate schedule", default="noam", choices=sorted(SCHEDULERS))
+    weight_decay: float = _help(
+        "AdamW weight decay (not on biases/LayerNorm); also shrinks rare questions' embeddings",
+        default=0.1,
+    )
+    batch_size: int = _help("training windows per step", default=64)
+    eval_batch_size: int | None = _help("default: --batch-size", default=None)
+    gradient_accumulation_steps: int = _help("steps per optimizer update", default=1)
+    max_grad_norm: float = _help("gradient clipping", default=1.0)
+    eval_strategy: Literal["no", "steps", "epoch"] = _help("when to validate", default="epoch")
+    eval_steps: int | None = _help("with --eval-strategy steps", default=None)
+    save_strategy: Literal["no", "steps", "epoch", "best"] = _help(
+        "when to checkpoint", default="epoch"
+    )
+    save_steps: int = _help("with --save-strategy steps", default=500)
+    save_total_limit: int = _help("checkpoints kept", default=2)
+    load_best_model_at_end: bool = _help(
+        "keep the checkpoint with the best validation AUC", default=True
+    )
+    early_stopping_patience: int = _help(
+        "evaluations without AUC improvement before stopping (0 = off)", default=5
+    )
+    bf16: bool = _help("bfloat16 mixed precision", default=False)
+    use_cpu: bool = _help("train on CPU even if CUDA is available", default=False)
+    seed: int = _help("seed of the split, the initialisation and the batches", default=0)
+    resume_from_checkpoint: str | None = _help(
+        "path of a checkpoint-N dir (or 'true' for the latest in the output dir)", default=None
+    )
+    report_to: str = _help("tensorboard (default), none, ...", default="tensorboard")
+    logging_steps: int = _help("log the training loss every this many steps", default=20)
+    dataloader_num_workers: int = _help("data loader worker processes", default=0)
+    no_progress: bool = _help("disable progress bars", default=False)
+
+    def __post_init__(self) -> None:
+        if self.epochs != "auto":
+            try:
+                value = float(self.epochs)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"--epochs: expected a number or 'auto', got {self.epochs!r}"
+                ) from None
+            _check(value > 0 and math.isfinite(value), f"--epochs must be > 0, got {self.epochs}")
+            self.epochs = str(value)
+        _check(self.batch_size > 0, "--batch-size must be positive")
+        _check(
+            self.learning_rate is None or self.learning_rate > 0, "--learning-rate must be positive"
+        )
+        _check(self.max_steps is None or self.max_steps > 0, "--max-steps must be positive")
+        _check(self.warmup_steps >= 0, "--warmup-steps must be >= 0")
+
+    @property
+    def epoch_count(self) -> float | str:
+        """--epochs as a number, or 'auto'."""
+        return self.epochs if self.epochs == "auto" else float(self.epochs)
+
+    @property
+    def resume(self) -> str | bool | None:
+        """--resume-from-checkpoint as `Trainer.train` takes it ('true' -> True)."""
+        return True if self.resume_from_checkpoint == "true" else self.resume_from_checkpoint
+
+    def learning_rate_for(self, model: str) -> float:
+        """--learning-rate, or the model's default."""
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return DEFAULT_LEARNING_RATES.get(model, 1e-3)
+
+
+@dataclass
+class DistillationArguments:
+    """Teachers, student, TextBrewer-style loss settings and the demo of `training.distill`."""
+
+    _argument_group_name = "distillation"
+
+    demo: bool = _help(
+        "simulator data + small budget: teacher -> student -> artifact in a few minutes",
+        default=False,
+    )
+    teacher: str | None = _help(
+        "trained teacher model dir (else one is trained first)", default=None
+    )
+    extra_teacher: list[str] | None = _help(
+        "more teacher dirs (soft targets averaged); repeatable", default=None, action="extend"
+    )
+    ensemble_teacher: list[str] | None = _help(
+        "also train a teacher of this registry model (same preset, data and flags) and distil from "
+        "the ensemble (soft targets averaged); repeatable",
+        default=None,
+        action="extend",
+        choices=sorted(MODEL_REGISTRY),
+    )
+    teacher_model: str = _help(
+        "registry model of the teacher", default="saint_plus", choices=sorted(MODEL_REGISTRY)
+    )
+    teacher_preset: str = _help("teacher size", default="large", choices=sorted(PRESETS))
+    student: str = _help(
+        f"preset ({', '.join(PRESETS)}) or a ModelConfig JSON file", default="tiny"
+    )
+    distill_config: str | None = _help("DistillationConfig JSON (TextBrewer-style)", default=None)
+    temperature: float | None = _help("soft-target temperature", default=None)
+    temperature_scheduler: str | None = _help(
+        "temperature schedule", default=None, choices=TEMPERATURE_SCHEDULERS
+    )
+    kd_loss_type: Literal["bce", "kl", "mse"] | None = _help("soft-target loss", default=None)
+    kd_loss_weight: float | None = _help("weight of the soft-target loss", default=None)
+    hard_label_weight: float | None = _help("weight of the label loss", default=None)
+    temperature_end: float | None = _help("linear: last tau", default=None)
+    scheduler_beta: float | None = _help("flsw/cwsm strength", default=None)
+    scheduler_gamma: float | None = _help("flsw exponent", default=None)
+    kd_loss_weight_scheduler: str | None = _help(
+        "kd weight schedule", default=None, choices=WEIGHT_SCHEDULERS
+    )
+    hard_label_weight_scheduler: str | None = _help(
+        "label weight schedule", default=None, choices=WEIGHT_SCHEDULERS
+    )
+    intermediate_matches: str | None = _help(
+        'JSON list, e.g. \'[{"layer_T": 2, "layer_S": 1, "feature": "hidden", "loss": "hidden_mse", '
+        '"weight": 1, "proj": ["linear", 32, 128]}]\'',
+        default=None,
+    )
+    no_baseline: bool = _help("skip the scratch student", default=False)
+    int8: bool = _help(
+        "try dynamic INT8 for the artifact: served only if it loses <= 0.002 AUC and is faster here",
+        default=False,
+    )
+
+    def check_files(self) -> None:
+        for name in ("teacher", "distill_config"):
+            value = getattr(self, name)
+            _check(value is None or Path(value).exists(), f"{_flag(name)}: {value} does not exist")
+
+    def intermediate_match_list(self) -> list[dict[str, Any]] | None:
+        if self.intermediate_matches is None:
+            return None
+        try:
+            matches = json.loads(self.intermediate_matches)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--intermediate-matches is not JSON: {exc}") from None
+        _check(isinstance(matches, list), "--intermediate-matches must be a JSON list")
+        return matches
+
+
+@dataclass(frozen=True)
+class TrainRun:
+    """Everything one training needs."""
+
+    data: DataArguments
+    model: ModelArguments
+    arch: ArchitectureArguments
+    optim: OptimizationArguments
+
+    def with_output(self, output_dir: Path | str, **optim: Any) -> TrainRun:
+        """The same run writing to `output_dir` (and other optimisation fields replaced)."""
+        return dataclasses.replace(
+            self, optim=dataclasses.replace(self.optim, output_dir=str(output_dir), **optim)
+        )
+
+
+# ---- parsing -----------------------------------------------------------------------------------
+
+
+def _dashed(name: str) -> str:
+    return name.replace("_", "-")
+
+
+class DataclassArgumentParser(HfArgumentParser, OneLineArgumentParser):
+    """HfArgumentParser with the one-line `error: ...` contract (exit 2), `--config FILE.json`,
+    `--no-X` for every boolean flag and the bounds of `__post_init__` reported as flag errors."""
+
+    def __init__(self, dataclass_types: Sequence[Any], **kwargs: Any) -> None:
+        super().__init__(dataclass_types, **kwargs)
+        for action in list(self._actions):  # HfArgumentParser adds --no-X only for default-True
+            if action.dest in self._false_default_bools() and not any(
+                s.startswith("--no") for s in action.option_strings
+            ):
+                self._group_of(action).add_argument(
+                    f"--no-{_dashed(action.dest)}", dest=action.dest, action="store_false"
+                )
+        for action in self._actions:  # show --flag-name before HfArgumentParser's --flag_name
+            action.option_strings = sorted(action.option_strings, key=lambda o: "_" in o)
+            if isinstance(action, argparse._StoreFalseAction):
+                action.help = f"turn --{_dashed(action.dest)} off"
+        self.add_argument(
+            "--config",
+            metavar="FILE.json",
+            help='a whole run\'s flags as one JSON object ({"model": "dkt", "epochs": 10, ...}: keys '
+            "are flag names, with - or _); flags given on the command line win",
+        )
+
+    def _false_default_bools(self) -> set[str]:
+        return {
+            f.name
+            for dtype in self.dataclass_types
+            for f in dataclasses.fields(dtype)
+            if f.type in (bool, "bool") and f.default is False
+        }
+
+    def _group_of(self, action: argparse.Action) -> Any:
+        for group in self._action_groups:
+            if action in group._group_actions:
+                return group
+        return self
+
+    def error(self, message: str) -> NoReturn:  # one line, exit 2 (OneLineArgumentParser)
+        OneLineArgumentParser.error(self, message)
+
+    def parse(self, argv: list[str] | None) -> tuple[Any, ...]:
+        """The dataclasses of `argv` (defaults first taken from `--config FILE.json`)."""
+        namespace = parse_with_config(self, argv)
+        values = vars(namespace)
+        out = []
+        for dtype in self.dataclass_types:
+            names = {f.name for f in dataclasses.fields(dtype) if f.init}
+            try:
+                out.append(dtype(**{k: v for k, v in values.items() if k in names}))
+            except ValueError as exc:
+                self.error(str(exc))
+        return tuple(out)
+
+
+def parse_with_config(
+    parser: argparse.ArgumentParser, argv: list[str] | None
+) -> argparse.Namespace:
+    """`parser.parse_args(argv)`, with the defaults first taken from `--config FILE.json`."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    if known.config:
+        path = Path(known.config)
+        try:
+            data = json.loads(path.read_text())
+        except OSError as exc:
+            parser.error(f"--config: {path}: {exc.strerror or exc}")
+        except json.JSONDecodeError as exc:
+            parser.error(f"--config: {path}:{exc.lineno}:{exc.colno}: {exc.msg}")
+        if not isinstance(data, dict):
+            parser.error(f"--config: {path}: expected a JSON object of flag names")
+        actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest != "help"}
+        defaults = {}
+        for key, value in data.items():
+            dest = str(key).lstrip("-").replace("-", "_")
+            if dest not in actions or dest == "config":
+                parser.error(f"--config: {path}: unknown flag {key!r}")
+            defaults[dest] = _config_value(parser, actions[dest], key, value)
+            actions[dest].required = False  # given by the file
+        parser.set_defaults(**defaults)
+    return parser.parse_args(argv)
+
+
+def _config_value(
+    parser: argparse.ArgumentParser, action: argparse.Action, key: str, value: object
+) -> object:
+    """A JSON value for `action`, converted and checked as the command line would be."""
+    where = f"--config: {key!r}"
+    if action.const is True or isinstance(action, argparse._StoreFalseAction):
+        if not isinstance(value, bool):
+            parser.error(f"{where} must be true or false, got {value!r}")
+        return value
+    if value is None:
+        return None
+    if action.nargs in ("+", "*") or isinstance(
+        action, argparse._AppendAction | argparse._ExtendAction
+    ):
+        items = value if isinstance(value, list) else [value]
+        return [_convert(parser, action, where, v) for v in items]
+    return _convert(parser, action, where, value)
+
+
+def _convert(
+    parser: argparse.ArgumentParser, action: argparse.Action, where: str, value: object
+) -> object:
+    if isinstance(value, bool | list | dict):
+        parser.error(f"{where} must be a single value, got {value!r}")
+    converted: object = value
+    if callable(action.type):
+        try:
+            converted = action.type(str(value))
+        except (argparse.ArgumentTypeError, TypeError, ValueError) as exc:
+            parser.error(f"{where}: {exc}")
+    if action.choices is not None and converted not in action.choices:
+        choices = ", ".join(map(str, action.choices))
+        parser.error(f"{where} must be one of {choices}, got {value!r}")
+    return converted
