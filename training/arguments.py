@@ -11,21 +11,15 @@ derived with `dataclasses.replace`, never by editing parsed arguments.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NoReturn
-
-from transformers import HfArgumentParser
+from typing import Any, Literal
 
 from models.registry import MODEL_REGISTRY
-from training.cli import OneLineArgumentParser
-from training.data.assemble import DUPLICATE_POLICIES
-from training.data.registry import FORMAT_NAMES
+from training.data import LogArguments
 from training.distill_losses import TEMPERATURE_SCHEDULERS, WEIGHT_SCHEDULERS
 
 # `--epochs auto`: enough passes to show the model AUTO_EPOCH_SEQUENCES training windows, within
@@ -34,6 +28,8 @@ from training.distill_losses import TEMPERATURE_SCHEDULERS, WEIGHT_SCHEDULERS
 AUTO_EPOCH_SEQUENCES = 100_000
 AUTO_EPOCHS_MIN = 3
 AUTO_EPOCHS_MAX = 30
+# `training.evaluate --sanity random-labels` fails above this held-out AUC (training.sanity).
+RANDOM_LABEL_MAX_AUC = 0.52
 # The logistic model has ~1 parameter per question and converges slowly at transformer rates.
 DEFAULT_LEARNING_RATES = {"logistic": 1e-2}  # others: 1e-3
 # Scheduler names accepted by --lr-scheduler; "noam" is warmup + inverse square root decay
@@ -71,7 +67,8 @@ def _check(ok: bool, message: str) -> None:
 
 @dataclass
 class DataArguments:
-    """What to read and how to split it for validation."""
+    """What to train on and how to split it for validation (how the file is read:
+    `training.data.LogArguments`)."""
 
     _argument_group_name = "data"
 
@@ -80,35 +77,6 @@ class DataArguments:
         "pyKT sequence file (docs/data.md)",
         default=None,
         required=True,  # not with distill --demo
-    )
-    questions_file: str | None = _help(
-        "questions.csv (Riiid or EdNet contents/): required for those two formats; optional for tables "
-        "and sequence files (then the vocabulary and skills come from the log)",
-        default=None,
-    )
-    format: str = _help("input format", default="auto", choices=FORMAT_NAMES)
-    columns: str | None = _help(
-        "table: role=column[:unit],... (roles user,item,correct,time,order,skills,elapsed,bundle; units "
-        "ms,s,us) or a preset name; default: the preset the header matches",
-        default=None,
-        metavar="MAP",
-    )
-    skill_separator: str | None = _help(
-        "separator of several skill ids in one cell (default '_'; assist2017 preset: none)",
-        default=None,
-        metavar="S",
-    )
-    duplicates: str = _help(
-        "exact duplicate rows: keep the first / last in file order, or fail",
-        default="first",
-        choices=DUPLICATE_POLICIES,
-    )
-    lectures_file: str | None = _help(
-        "riiid: lectures.csv, the part and tag of each lecture the learners watched (default: "
-        "lectures.csv next to the questions file, when there is one)",
-        default=None,
-        metavar="FILE",
-        aliases=["--lectures"],
     )
     validation: Literal["learner", "time", "none"] = _help(
         "hold out learners, or the end of each learner's history (time calibrates better when the served learners continue the training learners: docs/benchmarks.md)",
@@ -128,21 +96,9 @@ class DataArguments:
         _check(0.0 <= self.valid_fraction < 1.0, "--valid-fraction must be in [0, 1)")
 
     def check_files(self) -> None:
-        """The named files exist (checked before any work, like a bad flag)."""
-        for name in ("train_file", "questions_file", "lectures_file"):
-            value = getattr(self, name)
-            _check(value is None or Path(value).exists(), f"{_flag(name)}: {value} does not exist")
-
-    def load_options(self) -> dict[str, Any]:
-        """The `training.data.load_dataset` keyword arguments of these flags."""
-        return {
-            "format": self.format,
-            "columns": self.columns,
-            "duplicates": self.duplicates,
-            "skill_separator": self.skill_separator,
-            "lectures_csv": self.lectures_file,
-            "cache_dir": Path(self.cache_dir) if self.cache_dir else None,
-        }
+        """The training file exists (checked before any work, like a bad flag)."""
+        value = self.train_file
+        _check(value is None or Path(value).exists(), f"--train-file: {value} does not exist")
 
 
 @dataclass
@@ -390,6 +346,7 @@ class TrainRun:
     """Everything one training needs."""
 
     data: DataArguments
+    log: LogArguments
     model: ModelArguments
     arch: ArchitectureArguments
     optim: OptimizationArguments
@@ -401,128 +358,73 @@ class TrainRun:
         )
 
 
-# ---- parsing -----------------------------------------------------------------------------------
+@dataclass
+class EvaluationArguments:
+    """`training.evaluate`: the model, the files to replay and the outputs."""
+
+    _argument_group_name = "evaluation"
+
+    model_dir: str | None = _help("torch model dir or ONNX artifact dir (required)", default=None)
+    eval_file: str | None = _help("interactions to predict, in time order (required)", default=None)
+    history_file: str | None = _help(
+        "earlier interactions of the same learners (read like --eval-file)", default=None
+    )
+    plot: str | None = _help("write a calibration plot (PNG) here", default=None)
+    predictions_out: str | None = _help(
+        "write one CSV row per predicted answer here: row_id, user_id, question_id, p, label",
+        default=None,
+    )
+    batch_size: int = _help("requests (bundles) per model call", default=512)
+    threads: int = _help("ONNX Runtime intra-op threads", default=1)
+    sanity: str | None = _help(
+        "leak probe instead of an evaluation: replace every answer by a random bit shared within "
+        "its bundle, train with the remaining (training.train) flags, score held-out learners; "
+        f"exit 1 if the AUC exceeds {RANDOM_LABEL_MAX_AUC}",
+        default=None,
+        choices=["random-labels"],
+    )
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size > 0, "--batch-size must be positive")
+        _check(self.threads > 0, "--threads must be positive")
+
+    def check_files(self) -> None:
+        for name in ("model_dir", "eval_file"):
+            _check(
+                getattr(self, name) is not None,
+                f"the following arguments are required: {_flag(name)}",
+            )
+        for name in ("model_dir", "eval_file", "history_file"):
+            value = getattr(self, name)
+            _check(value is None or Path(value).exists(), f"{_flag(name)}: {value} does not exist")
 
 
-def _dashed(name: str) -> str:
-    return name.replace("_", "-")
+@dataclass
+class ExportArguments:
+    """`training.export`: the model dir, the artifact to write, and the INT8 decision."""
 
+    _argument_group_name = "export"
 
-class DataclassArgumentParser(HfArgumentParser, OneLineArgumentParser):
-    """HfArgumentParser with the one-line `error: ...` contract (exit 2), `--config FILE.json`,
-    `--no-X` for every boolean flag and the bounds of `__post_init__` reported as flag errors."""
+    model_dir: str = _help("torch model dir (training.train)")
+    output_dir: str = _help("serving artifact dir to write")
+    int8: bool = _help(
+        "try dynamic INT8: with --int8-data it is served (becomes model.onnx) only if it loses <= "
+        "--max-auc-loss AUC on that data and is faster here; without data it is only measured "
+        "(model.int8.onnx, size/latency in the manifest)",
+        default=False,
+    )
+    int8_data: str | None = _help(
+        "held-out data (read with the log-format flags) on which --int8 measures the AUC loss",
+        default=None,
+    )
+    max_auc_loss: float = _help(
+        "INT8 gate: the most AUC it may lose (a negative value never serves INT8)", default=0.002
+    )
+    opset: int | None = _help("ONNX opset (default: the exporter's)", default=None)
 
-    def __init__(self, dataclass_types: Sequence[Any], **kwargs: Any) -> None:
-        super().__init__(dataclass_types, **kwargs)
-        for action in list(self._actions):  # HfArgumentParser adds --no-X only for default-True
-            if action.dest in self._false_default_bools() and not any(
-                s.startswith("--no") for s in action.option_strings
-            ):
-                self._group_of(action).add_argument(
-                    f"--no-{_dashed(action.dest)}", dest=action.dest, action="store_false"
-                )
-        for action in self._actions:  # show --flag-name before HfArgumentParser's --flag_name
-            action.option_strings = sorted(action.option_strings, key=lambda o: "_" in o)
-            if isinstance(action, argparse._StoreFalseAction):
-                action.help = f"turn --{_dashed(action.dest)} off"
-        self.add_argument(
-            "--config",
-            metavar="FILE.json",
-            help='a whole run\'s flags as one JSON object ({"model": "dkt", "epochs": 10, ...}: keys '
-            "are flag names, with - or _); flags given on the command line win",
+    def __post_init__(self) -> None:
+        _check(
+            self.opset is None or 7 <= self.opset <= 30,
+            f"--opset must be between 7 and 30, got {self.opset}",
         )
-
-    def _false_default_bools(self) -> set[str]:
-        return {
-            f.name
-            for dtype in self.dataclass_types
-            for f in dataclasses.fields(dtype)
-            if f.type in (bool, "bool") and f.default is False
-        }
-
-    def _group_of(self, action: argparse.Action) -> Any:
-        for group in self._action_groups:
-            if action in group._group_actions:
-                return group
-        return self
-
-    def error(self, message: str) -> NoReturn:  # one line, exit 2 (OneLineArgumentParser)
-        OneLineArgumentParser.error(self, message)
-
-    def parse(self, argv: list[str] | None) -> tuple[Any, ...]:
-        """The dataclasses of `argv` (defaults first taken from `--config FILE.json`)."""
-        namespace = parse_with_config(self, argv)
-        values = vars(namespace)
-        out = []
-        for dtype in self.dataclass_types:
-            names = {f.name for f in dataclasses.fields(dtype) if f.init}
-            try:
-                out.append(dtype(**{k: v for k, v in values.items() if k in names}))
-            except ValueError as exc:
-                self.error(str(exc))
-        return tuple(out)
-
-
-def parse_with_config(
-    parser: argparse.ArgumentParser, argv: list[str] | None
-) -> argparse.Namespace:
-    """`parser.parse_args(argv)`, with the defaults first taken from `--config FILE.json`."""
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config")
-    known, _ = pre.parse_known_args(argv)
-    if known.config:
-        path = Path(known.config)
-        try:
-            data = json.loads(path.read_text())
-        except OSError as exc:
-            parser.error(f"--config: {path}: {exc.strerror or exc}")
-        except json.JSONDecodeError as exc:
-            parser.error(f"--config: {path}:{exc.lineno}:{exc.colno}: {exc.msg}")
-        if not isinstance(data, dict):
-            parser.error(f"--config: {path}: expected a JSON object of flag names")
-        actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest != "help"}
-        defaults = {}
-        for key, value in data.items():
-            dest = str(key).lstrip("-").replace("-", "_")
-            if dest not in actions or dest == "config":
-                parser.error(f"--config: {path}: unknown flag {key!r}")
-            defaults[dest] = _config_value(parser, actions[dest], key, value)
-            actions[dest].required = False  # given by the file
-        parser.set_defaults(**defaults)
-    return parser.parse_args(argv)
-
-
-def _config_value(
-    parser: argparse.ArgumentParser, action: argparse.Action, key: str, value: object
-) -> object:
-    """A JSON value for `action`, converted and checked as the command line would be."""
-    where = f"--config: {key!r}"
-    if action.const is True or isinstance(action, argparse._StoreFalseAction):
-        if not isinstance(value, bool):
-            parser.error(f"{where} must be true or false, got {value!r}")
-        return value
-    if value is None:
-        return None
-    if action.nargs in ("+", "*") or isinstance(
-        action, argparse._AppendAction | argparse._ExtendAction
-    ):
-        items = value if isinstance(value, list) else [value]
-        return [_convert(parser, action, where, v) for v in items]
-    return _convert(parser, action, where, value)
-
-
-def _convert(
-    parser: argparse.ArgumentParser, action: argparse.Action, where: str, value: object
-) -> object:
-    if isinstance(value, bool | list | dict):
-        parser.error(f"{where} must be a single value, got {value!r}")
-    converted: object = value
-    if callable(action.type):
-        try:
-            converted = action.type(str(value))
-        except (argparse.ArgumentTypeError, TypeError, ValueError) as exc:
-            parser.error(f"{where}: {exc}")
-    if action.choices is not None and converted not in action.choices:
-        choices = ", ".join(map(str, action.choices))
-        parser.error(f"{where} must be one of {choices}, got {value!r}")
-    return converted
+        _check(self.int8_data is None or self.int8, "--int8-data needs --int8")

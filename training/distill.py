@@ -34,7 +34,6 @@ from training.arguments import (
     PRESETS,
     ArchitectureArguments,
     DataArguments,
-    DataclassArgumentParser,
     DistillArchitectureArguments,
     DistillationArguments,
     ModelArguments,
@@ -44,7 +43,8 @@ from training.arguments import (
 from training.artifacts import load_model_dir, save_model_dir
 from training.binary_metrics import binary_metrics
 from training.calibration import calibrate_model, model_calibration, raw_logits_and_labels
-from training.data import DataError
+from training.cli import DataclassArgumentParser
+from training.data import DataError, LogArguments
 from training.distill_losses import (
     INTERMEDIATE_LOSS_FUNCTIONS,
     DistillationConfig,
@@ -462,12 +462,16 @@ def run_distillation(run: TrainRun, distill: DistillationArguments) -> dict[str,
         extra.append(model)
     # the student encodes the data as the teacher does (window, lecture statistics)
     data = load_and_prepare(
-        run.data, seq_len=spec.window, seed=run.optim.seed, lecture_stats=spec.lecture_stats
+        run.data,
+        run.log,
+        seq_len=spec.window,
+        seed=run.optim.seed,
+        lecture_stats=spec.lecture_stats,
     )
     if data.spec.n_questions != spec.n_questions:
         raise ValueError(
             f"the teacher's vocabulary ({spec.n_questions}) does not match "
-            f"{run.data.questions_file} ({data.spec.n_questions})"
+            f"{run.log.questions_file} ({data.spec.n_questions})"
         )
     distill_config = _build_distill_config(distill)
     student = student_spec(distill.student, teacher_cfg.name, run.arch)
@@ -588,7 +592,13 @@ def write_report_md(report: dict[str, Any], out: Path) -> None:
 
 def build_parser() -> DataclassArgumentParser:
     parser = DataclassArgumentParser(
-        [DataArguments, DistillArchitectureArguments, OptimizationArguments, DistillationArguments],
+        [
+            DataArguments,
+            LogArguments,
+            DistillArchitectureArguments,
+            OptimizationArguments,
+            DistillationArguments,
+        ],
         prog="python -m training.distill",
         description="Distil a SAINT+ teacher into a small student; export the student as the "
         "serving artifact.",
@@ -600,8 +610,11 @@ def build_parser() -> DataclassArgumentParser:
 
 
 def apply_demo(
-    data: DataArguments, optim: OptimizationArguments, distill: DistillationArguments
-) -> tuple[DataArguments, OptimizationArguments, DistillationArguments]:
+    data: DataArguments,
+    log: LogArguments,
+    optim: OptimizationArguments,
+    distill: DistillationArguments,
+) -> tuple[DataArguments, LogArguments, OptimizationArguments, DistillationArguments]:
     """Simulator data and a budget that fits a few minutes on 2 CPU cores: a SAINT+ and a DKT
     teacher distilled into the tiny student, with the scratch student as the baseline."""
     from training.simulate import simulate, write
@@ -610,9 +623,8 @@ def apply_demo(
     if not (data_dir / "train.csv").exists():
         logger.info("demo: simulating 500 learners into %s", data_dir)
         write(simulate(500, seed=optim.seed), data_dir)
-    data = dataclasses.replace(
-        data, train_file=str(data_dir / "train.csv"), questions_file=str(data_dir / "questions.csv")
-    )
+    data = dataclasses.replace(data, train_file=str(data_dir / "train.csv"))
+    log = dataclasses.replace(log, questions_file=str(data_dir / "questions.csv"))
     optim = dataclasses.replace(
         optim,
         epochs="4",  # 4 trainings (two teachers, student, scratch) within the 5-minute budget
@@ -625,26 +637,27 @@ def apply_demo(
     distill = dataclasses.replace(
         distill, teacher_preset="base", ensemble_teacher=["dkt"], no_baseline=False
     )
-    return data, optim, distill
+    return data, log, optim, distill
 
 
 def parse(argv: list[str] | None) -> tuple[TrainRun, DistillationArguments]:
     """The distillation run of a command line (flags and files checked)."""
     parser = build_parser()
-    data, arch, optim, distill = parser.parse(argv)
+    data, log, arch, optim, distill = parser.parse(argv)
     if distill.demo:
-        data, optim, distill = apply_demo(data, optim, distill)
+        data, log, optim, distill = apply_demo(data, log, optim, distill)
     if not data.train_file:
         parser.error("--train-file is required (or use --demo)")
     if optim.learning_rate is None:
         optim = dataclasses.replace(optim, learning_rate=1e-3)
     try:  # the data files and every training flag are checked as in training.train
         data.check_files()
+        log.check_files()
         distill.check_files()
     except ValueError as exc:
         parser.error(str(exc))
     teacher = ModelArguments(distill.teacher_model, *PRESETS[distill.teacher_preset])
-    return TrainRun(data, teacher, arch, optim), distill
+    return TrainRun(data, log, teacher, arch, optim), distill
 
 
 def main(argv: list[str] | None = None) -> int:

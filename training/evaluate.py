@@ -10,7 +10,6 @@ torch model dirs by the same encoding + the torch model.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -30,11 +29,12 @@ from models.features import (
     encode_candidate_batch,
 )
 from models.numeric import sigmoid
+from training.arguments import EvaluationArguments
 from training.binary_metrics import binary_metrics, calibration_bins
 from training.calibration import model_calibration
-from training.cli import OneLineArgumentParser
-from training.data import DataError, Interactions, add_format_flags, dataset_options, load_dataset
-from training.sanity import add_sanity_flag, random_label_probe
+from training.cli import DataclassArgumentParser
+from training.data import DataError, Interactions, LogArguments, load_dataset
+from training.sanity import random_label_probe
 
 logger = logging.getLogger(__name__)
 
@@ -244,57 +244,33 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    parser = OneLineArgumentParser(
+    parser = DataclassArgumentParser(
+        [EvaluationArguments, LogArguments],
+        config=False,
         prog="python -m training.evaluate",
-        description="Replay the service protocol offline: predict each eval bundle from everything before it.",
+        description="Replay the service protocol offline: predict each eval bundle from everything "
+        "before it.",
     )
-    add_sanity_flag(parser)
-    parser.add_argument("--model-dir", help="torch model dir or ONNX artifact dir (required)")
-    parser.add_argument(
-        "--history-file", default=None, help="earlier interactions (Riiid CSV / EdNet folder)"
-    )
-    parser.add_argument("--eval-file", help="interactions to predict, in time order (required)")
-    parser.add_argument(
-        "--questions-file",
-        default=None,
-        help="questions.csv: required for Riiid/EdNet logs, optional for tables and sequence files",
-    )
-    add_format_flags(parser)
-    parser.add_argument("--plot", default=None, help="write a calibration plot (PNG) here")
-    parser.add_argument(
-        "--predictions-out",
-        default=None,
-        help="write one CSV row per predicted answer here: row_id, user_id, question_id, p, label",
-    )
-    parser.add_argument(
-        "--batch-size", type=int, default=512, help="requests (bundles) per model call"
-    )
-    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
-    args, rest = parser.parse_known_args(argv)
+    (args, log), rest = parser.parse_known(argv)
     if args.sanity is not None:
-        return _run_sanity(args, rest)
+        return _run_sanity(log, rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    for flag in ("model_dir", "eval_file"):
-        if getattr(args, flag) is None:
-            parser.error(f"the following arguments are required: --{flag.replace('_', '-')}")
-    for flag in ("model_dir", "eval_file", "questions_file", "history_file"):
-        value = getattr(args, flag)
-        if value is not None and not Path(value).exists():
-            parser.error(f"--{flag.replace('_', '-')}: {value} does not exist")
-    if args.batch_size <= 0:
-        parser.error("--batch-size must be positive")
-    if args.threads <= 0:
-        parser.error("--threads must be positive")
+    try:
+        args.check_files()
+        log.check_files()
+    except ValueError as exc:
+        parser.error(str(exc))
+    assert args.model_dir is not None and args.eval_file is not None  # check_files
     try:
         metrics, labels, probs = evaluate(
             Path(args.model_dir),
             Path(args.eval_file),
-            Path(args.questions_file) if args.questions_file else None,
+            log.questions_path(),
             Path(args.history_file) if args.history_file else None,
             batch_size=args.batch_size,
             threads=args.threads,
-            data_options=dataset_options(args),
+            data_options=log.load_options(),
             predictions_out=Path(args.predictions_out) if args.predictions_out else None,
         )
     except (DataError, ValueError, FileNotFoundError) as exc:
@@ -311,14 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run_sanity(args: argparse.Namespace, rest: list[str]) -> int:
-    """`--sanity random-labels`: everything but --sanity/--questions-file goes to training.train."""
+def _run_sanity(log: LogArguments, rest: list[str]) -> int:
+    """`--sanity random-labels`: the log-format flags and everything else go to training.train."""
     try:
-        qflag = ["--questions-file", args.questions_file] if args.questions_file else []
-        fmt = ["--format", args.format, "--duplicates", args.duplicates]
-        fmt += ["--columns", args.columns] if args.columns else []
-        fmt += ["--skill-separator", args.skill_separator] if args.skill_separator else []
-        result = random_label_probe([*rest, *qflag, *fmt])
+        result = random_label_probe([*rest, *log.as_flags()])
     except (DataError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

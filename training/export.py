@@ -25,7 +25,6 @@ lengths (empty history + 1 candidate, 5, 37, window - 1 + K candidates; batch 1 
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -56,10 +55,12 @@ from models.features import (
 )
 from models.numeric import sigmoid
 from models.registry import count_parameters
+from training.arguments import ExportArguments
 from training.artifacts import CONFIG_FILE, SPEC_FILE, load_metrics, load_model_dir
 from training.binary_metrics import binary_metrics
 from training.calibration import Platt, model_calibration
-from training.cli import OneLineArgumentParser
+from training.cli import DataclassArgumentParser
+from training.data import LogArguments
 from training.windows import IGNORE_LABEL, WindowDataset, collate_windows, learner_histories
 
 logger = logging.getLogger(__name__)
@@ -537,13 +538,16 @@ def onnx_metrics(
     return binary_metrics(np.concatenate(labels), np.concatenate(probs))
 
 
-def int8_dataset(artifact_dir: Path, data_file: Path, questions_file: Path | None) -> WindowDataset:
-    """Windows over held-out data, encoded with the artifact's own spec and vocabulary (items
-    matched by raw id), for the INT8 AUC gate."""
+def int8_dataset(
+    artifact_dir: Path, data_file: Path, log: LogArguments | None = None
+) -> WindowDataset:
+    """Windows over held-out data (read with the log-format flags `log`), encoded with the
+    artifact's own spec and vocabulary (items matched by raw id), for the INT8 AUC gate."""
     from training.data import load_dataset
 
+    log = log or LogArguments()
     spec, vocab = load_spec(Path(artifact_dir) / SPEC_FILE)
-    inter = load_dataset(data_file, questions_file)
+    inter = load_dataset(data_file, log.questions_path(), **log.load_options())
     histories = learner_histories(inter, vocab)
     n = sum(len(h) for h in histories)
     unknown = sum(int((h.question == UNKNOWN_QUESTION).sum()) for h in histories)
@@ -660,47 +664,26 @@ def quiet_exporter_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = OneLineArgumentParser(
-        prog="python -m training.export", description=__doc__.split("\n\n")[0]
+def build_parser() -> DataclassArgumentParser:
+    return DataclassArgumentParser(
+        [ExportArguments, LogArguments],
+        config=False,
+        prog="python -m training.export",
+        description=__doc__.split("\n\n")[0],
     )
-    p.add_argument("--model-dir", required=True, type=Path, help="torch model dir (training.train)")
-    p.add_argument("--output-dir", required=True, type=Path, help="serving artifact dir to write")
-    p.add_argument(
-        "--int8",
-        action="store_true",
-        help="try dynamic INT8: with --int8-data it is served (becomes model.onnx) only if it loses "
-        "<= 0.002 AUC on that data and is faster here; without data it is only measured "
-        "(model.int8.onnx, size/latency in the manifest)",
-    )
-    p.add_argument(
-        "--int8-data",
-        type=Path,
-        default=None,
-        help="held-out data (Riiid/EdNet logs also need --questions-file) on which --int8 measures the AUC loss",
-    )
-    p.add_argument("--questions-file", type=Path, default=None, help="questions of --int8-data")
-    p.add_argument("--max-auc-loss", type=float, default=0.002, help="INT8 gate (default 0.002)")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: exporter default)")
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, log = parser.parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     quiet_exporter_logs()
-    if args.opset is not None and not 7 <= args.opset <= 30:
-        sys.stderr.write(f"error: --opset must be between 7 and 30, got {args.opset}\n")
-        return 2
-    if args.int8_data is not None and not args.int8:
-        sys.stderr.write("error: --int8-data needs --int8\n")
-        return 2
     try:
-        out = export_artifact(args.model_dir, args.output_dir, int8=args.int8, opset=args.opset)
+        out = export_artifact(
+            Path(args.model_dir), Path(args.output_dir), int8=args.int8, opset=args.opset
+        )
         if args.int8_data is not None:
-            decide_int8(
-                out, int8_dataset(out, args.int8_data, args.questions_file), args.max_auc_loss
-            )
+            decide_int8(out, int8_dataset(out, Path(args.int8_data), log), args.max_auc_loss)
     except (ValueError, OSError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2

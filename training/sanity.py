@@ -9,7 +9,6 @@ bundle: a leak. The probe fails when the held-out AUC exceeds `RANDOM_LABEL_MAX_
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import tempfile
@@ -19,14 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from training.arguments import RANDOM_LABEL_MAX_AUC
 from training.data import Interactions, load_dataset
 from training.train import build_parser as build_train_parser
 from training.train import parse as parse_train_flags
 from training.trainer import data_fingerprint, prepare_data, run_training
 
 logger = logging.getLogger(__name__)
-
-RANDOM_LABEL_MAX_AUC = 0.52
 
 
 def randomize_labels(inter: Interactions, seed: int) -> Interactions:
@@ -60,9 +58,7 @@ def random_label_probe(train_argv: list[str]) -> dict[str, Any]:
     run = run.with_output(run.optim.output_dir, calibration="none")  # cannot change AUC: skip it
     assert run.data.train_file is not None
     inter = load_dataset(
-        Path(run.data.train_file),
-        Path(run.data.questions_file) if run.data.questions_file else None,
-        **run.data.load_options(),
+        Path(run.data.train_file), run.log.questions_path(), **run.log.load_options()
     )
     data = prepare_data(
         randomize_labels(inter, run.optim.seed),
@@ -87,14 +83,3 @@ def random_label_probe(train_argv: list[str]) -> dict[str, Any]:
     }
     logger.info("random-label probe: held-out AUC %.4f (limit %.2f)", auc, RANDOM_LABEL_MAX_AUC)
     return result
-
-
-def add_sanity_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--sanity",
-        choices=["random-labels"],
-        default=None,
-        help="leak probe instead of an evaluation: replace every answer by a random bit shared "
-        "within its bundle, train with the remaining (training.train) flags, score held-out "
-        f"learners; exit 1 if the AUC exceeds {RANDOM_LABEL_MAX_AUC}",
-    )

@@ -18,12 +18,12 @@ import torch
 from training.arguments import (
     ArchitectureArguments,
     DataArguments,
-    DataclassArgumentParser,
     ModelArguments,
     OptimizationArguments,
     TrainRun,
 )
-from training.data import DataError
+from training.cli import DataclassArgumentParser
+from training.data import DataError, LogArguments
 from training.trainer import run_training
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 def build_parser() -> DataclassArgumentParser:
     return DataclassArgumentParser(
-        [DataArguments, ModelArguments, ArchitectureArguments, OptimizationArguments],
+        [DataArguments, LogArguments, ModelArguments, ArchitectureArguments, OptimizationArguments],
         prog="python -m training.train",
         description="Train a knowledge-tracing model (saint, saint_plus, dkt, logistic) with "
         "transformers.Trainer.",
@@ -41,12 +41,13 @@ def build_parser() -> DataclassArgumentParser:
 def parse(argv: list[str] | None) -> TrainRun:
     """The run of a command line (flags checked; the data files must exist)."""
     parser = build_parser()
-    data, model, arch, optim = parser.parse(argv)
+    data, log, model, arch, optim = parser.parse(argv)
     try:
         data.check_files()
+        log.check_files()
     except ValueError as exc:
         parser.error(str(exc))
-    return TrainRun(data, model, arch, optim)
+    return TrainRun(data, log, model, arch, optim)
 
 
 def _shutdown_distributed() -> None:

@@ -35,7 +35,7 @@ from training.arguments import (
 from training.artifacts import save_model_dir
 from training.binary_metrics import binary_metrics
 from training.calibration import calibrate_model
-from training.data import Interactions, load_dataset
+from training.data import Interactions, LogArguments, load_dataset
 from training.splits import split_by_learner
 from training.windows import (
     IGNORE_LABEL,
@@ -187,14 +187,15 @@ def _time_cut(history: Any, fraction: float) -> int:
 
 
 def load_and_prepare(
-    data: DataArguments, *, seq_len: int, seed: int, lecture_stats: bool
+    data: DataArguments, log: LogArguments, *, seq_len: int, seed: int, lecture_stats: bool
 ) -> PreparedData:
     """Load --train-file/--questions-file (cached with --cache-dir) and build the datasets."""
     assert data.train_file is not None  # required by the parser
     inter = load_dataset(
         Path(data.train_file),
-        Path(data.questions_file) if data.questions_file else None,
-        **data.load_options(),
+        log.questions_path(),
+        **log.load_options(),
+        cache_dir=Path(data.cache_dir) if data.cache_dir else None,
     )
     return prepare_data(
         inter,
@@ -345,6 +346,7 @@ def run_training(
     if data is None:
         data = load_and_prepare(
             run.data,
+            run.log,
             seq_len=run.arch.seq_len,
             seed=run.optim.seed,
             lecture_stats=run.arch.lecture_stats,

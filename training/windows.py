@@ -44,7 +44,7 @@ def learner_histories(inter: Interactions, vocab: QuestionVocab | None = None) -
     """One `History` (question rows only) per learner, in `inter` order; with `vocab`, question
     indices are re-mapped by raw id into that vocabulary (e.g. a model's, for data loaded without
     its questions file)."""
-    histories = [inter.history(i) for i in range(inter.n_learners)]
+    histories = [inter.history(i, lecture_vocab=vocab) for i in range(inter.n_learners)]
     if vocab is None or vocab is inter.vocab:
         return histories
     # old index -> raw id -> new index (pad and unknown stay themselves)

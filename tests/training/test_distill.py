@@ -21,7 +21,7 @@ from training.arguments import (
     OptimizationArguments,
     TrainRun,
 )
-from training.data import load_dataset
+from training.data import LogArguments, load_dataset
 from training.distill import DistillationModule, DistillationTrainer, check_matches
 from training.distill_losses import DistillationConfig, IntermediateMatch
 from training.simulate import simulate, write
@@ -52,6 +52,7 @@ def _run(**kw: Any) -> TrainRun:
 
     return TrainRun(
         group(DataArguments),
+        group(LogArguments),
         group(ModelArguments),
         group(ArchitectureArguments),
         group(OptimizationArguments),
@@ -473,13 +474,13 @@ def test_every_distillation_setting_has_a_cli_flag() -> None:
         "--hard-label-weight", "0.2", "--hard-label-weight-scheduler", "linear_growth",
         "--intermediate-matches", json.dumps(MATCHES),
     ]  # fmt: skip
-    cfg = _build_distill_config(build_parser().parse(argv)[3])
+    cfg = _build_distill_config(build_parser().parse(argv)[-1])
     assert (cfg.temperature, cfg.temperature_scheduler, cfg.temperature_end) == (3.0, "linear", 1.5)
     assert (cfg.scheduler_beta, cfg.scheduler_gamma, cfg.kd_loss_type) == (0.5, 3.0, "kl")
     assert (cfg.kd_loss_weight, cfg.kd_loss_weight_scheduler) == (0.7, "linear_decay")
     assert (cfg.hard_label_weight, cfg.hard_label_weight_scheduler) == (0.2, "linear_growth")
     assert [m.proj for m in cfg.intermediate_matches] == [["linear", 16, 32], None]
-    bad = build_parser().parse([*argv[:6], "--intermediate-matches", "[{"])[3]
+    bad = build_parser().parse([*argv[:6], "--intermediate-matches", "[{"])[-1]
     with pytest.raises(ValueError, match="--intermediate-matches is not JSON"):
         _build_distill_config(bad)
 

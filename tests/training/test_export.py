@@ -300,4 +300,7 @@ def test_cli_int8_gate_on_held_out_data(tmp_path: Path, capsys: pytest.CaptureFi
     assert main([*argv[:3], str(tmp_path / "b"), "--int8", *bad]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: --int8-data") and "does not know" in err[-1]
-    assert main([*argv[:4], *data_flags]) == 2  # --int8-data without --int8
+    with pytest.raises(SystemExit) as exited:  # --int8-data without --int8: a flag error
+        main([*argv[:4], *data_flags])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: --int8-data needs --int8"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from training.arguments import parse_with_config
+from training.cli import parse_with_config
 
 
 def _parsers():
@@ -94,10 +94,10 @@ def test_boolean_flags_have_both_forms_and_every_flag_keeps_its_name() -> None:
 
     parser = build_parser()
     base = ["--train-file", "x", "--output-dir", "o"]
-    data, model, arch, optim = parser.parse([*base, "--question-residual", "--no-stats"])
+    data, log, model, arch, optim = parser.parse([*base, "--question-residual", "--no-stats"])
     assert arch.question_residual is True and arch.stats is False
-    assert parser.parse([*base, "--no-question-residual"])[2].question_residual is False
-    assert parser.parse([*base, "--lectures", "l.csv"])[0].lectures_file == "l.csv"  # the alias
+    assert parser.parse([*base, "--no-question-residual"])[3].question_residual is False
+    assert parser.parse([*base, "--lectures", "l.csv"])[1].lectures_file == "l.csv"  # the alias
     flags = {s for a in parser._actions for s in a.option_strings}
     for flag in ("--train-file", "--questions-file", "--lectures-file", "--model", "--d-model",
                  "--seq-len", "--no-irt-prior", "--no-load-best-model-at-end", "--no-progress",

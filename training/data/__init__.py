@@ -16,7 +16,7 @@ Everything other modules import from `training.data` is re-exported here.
 """
 
 from training.data.assemble import DUPLICATE_POLICIES
-from training.data.cli import add_format_flags, dataset_options, describe, main
+from training.data.cli import LogArguments, describe, main
 from training.data.ednet import load_ednet
 from training.data.interactions import CACHE_FORMAT, DataError, Interactions
 from training.data.locate import line_of_record, utf8_error
@@ -44,8 +44,7 @@ __all__ = [
     "Interactions",
     "Options",
     "QuestionTable",
-    "add_format_flags",
-    "dataset_options",
+    "LogArguments",
     "describe",
     "detect_format",
     "line_of_record",

@@ -4,17 +4,18 @@
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import logging
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from models.features import UNKNOWN_QUESTION
-from training.cli import OneLineArgumentParser
+from training.cli import DataclassArgumentParser
 from training.data.assemble import DUPLICATE_POLICIES
 from training.data.interactions import DataError, Interactions
 from training.data.registry import FORMAT_NAMES, FORMATS, detect_format, load_dataset
@@ -67,91 +68,112 @@ def _default_questions(train: Path) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
-def add_format_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """--format, --columns, --skill-separator, --duplicates: how a log file is read (shared by
-    every command that reads logs; `dataset_options(args)` turns them into load_dataset kwargs)."""
-    parser.add_argument(
-        "--format", choices=FORMAT_NAMES, default="auto", help="input format (default: auto)"
+def _help(text: str, default: Any = None, **more: Any) -> Any:
+    return field(default=default, metadata={"help": text, **more})
+
+
+@dataclass
+class LogArguments:
+    """How a log file is read (shared by every command that reads logs: training.train, distill,
+    evaluate, export, data); `load_options()` gives the `load_dataset` keyword arguments."""
+
+    _argument_group_name = "log format"
+
+    questions_file: str | None = _help(
+        "questions table (Riiid questions.csv or EdNet contents/): required for those two formats; "
+        "optional for tables and sequence files (then the vocabulary and skills come from the log)",
+        aliases=["--questions"],
     )
-    parser.add_argument(
-        "--columns",
+    format: str = _help("input format", default="auto", choices=FORMAT_NAMES)
+    columns: str | None = _help(
+        "table: role=column[:unit],... (roles user,item,correct,time,order,skills,elapsed,bundle; "
+        "units ms,s,us) or a preset name; default: the preset the header matches",
         metavar="MAP",
-        help="table: role=column[:unit],... (roles user,item,correct,time,order,skills,elapsed,"
-        "bundle; units ms,s,us) or a preset name; default: the preset the header matches",
     )
-    parser.add_argument(
-        "--skill-separator",
+    skill_separator: str | None = _help(
+        "separator of several skill ids in one cell (default '_'; assist2017 preset: none)",
         metavar="S",
-        help="separator of several skill ids in one cell (default '_'; assist2017 preset: none)",
     )
-    parser.add_argument(
-        "--duplicates",
-        choices=DUPLICATE_POLICIES,
+    duplicates: str = _help(
+        "exact duplicate rows: keep the first / last in file order, or fail",
         default="first",
-        help="exact duplicate rows: keep the first / last in file order, or fail (default first)",
+        choices=DUPLICATE_POLICIES,
     )
-    parser.add_argument(
-        "--lectures-file",
-        "--lectures",
-        dest="lectures_file",
-        type=Path,
-        metavar="FILE",
-        help="riiid: lectures.csv, the part and tag of each lecture the learners watched (default: "
+    lectures_file: str | None = _help(
+        "riiid: lectures.csv, the part and tag of each lecture the learners watched (default: "
         "lectures.csv next to the questions file, when there is one)",
+        metavar="FILE",
+        aliases=["--lectures"],
     )
 
+    def check_files(self) -> None:
+        """The named files exist (checked before any work, like a bad flag)."""
+        for name in ("questions_file", "lectures_file"):
+            value = getattr(self, name)
+            if value is not None and not Path(value).exists():
+                raise ValueError(f"--{name.replace('_', '-')}: {value} does not exist")
 
-def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The load_dataset keyword arguments of the flags added by `add_format_flags`."""
-    return {
-        "format": args.format,
-        "columns": args.columns,
-        "duplicates": args.duplicates,
-        "skill_separator": args.skill_separator,
-        "lectures_csv": args.lectures_file,
-    }
+    def load_options(self) -> dict[str, Any]:
+        """The `load_dataset` keyword arguments of these flags (the questions file aside)."""
+        return {
+            "format": self.format,
+            "columns": self.columns,
+            "duplicates": self.duplicates,
+            "skill_separator": self.skill_separator,
+            "lectures_csv": self.lectures_file,
+        }
+
+    def questions_path(self) -> Path | None:
+        return Path(self.questions_file) if self.questions_file else None
+
+    def as_flags(self) -> list[str]:
+        """These settings as command-line flags (to hand them to another command)."""
+        flags: list[str] = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                flags += [f"--{f.name.replace('_', '-')}", str(value)]
+        return flags
+
+
+@dataclass
+class DescribeArguments:
+    _argument_group_name = "describe"
+
+    describe: str = _help(
+        "Riiid train.csv, EdNet-KT1 folder, CSV/Parquet log or sequence file",
+        default=dataclasses.MISSING,
+        metavar="FILE",
+    )
+    strict: bool = _help("unknown question ids are an error", default=False)
+    cache_dir: str | None = _help("reuse/save the preprocessed table here")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineArgumentParser(
-        prog="python -m training.data", description="Inspect a KT dataset."
+    parser = DataclassArgumentParser(
+        [DescribeArguments, LogArguments],
+        config=False,
+        prog="python -m training.data",
+        description="Inspect a KT dataset.",
     )
-    parser.add_argument(
-        "--describe",
-        type=Path,
-        required=True,
-        metavar="FILE",
-        help="Riiid train.csv, EdNet-KT1 folder, CSV/Parquet log or sequence file",
-    )
-    parser.add_argument(
-        "--questions",
-        type=Path,
-        help="questions table (riiid/ednet: required, default next to FILE; others: optional)",
-    )
-    add_format_flags(parser)
-    parser.add_argument("--strict", action="store_true", help="unknown question ids are an error")
-    parser.add_argument("--cache-dir", type=Path, help="reuse/save the preprocessed table here")
-    args = parser.parse_args(argv)
+    options, log = parser.parse(argv)
     logging.basicConfig(
         level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    path = Path(options.describe)
     try:
-        fmt = detect_format(args.describe, args.columns) if args.format == "auto" else args.format
-        questions = args.questions
+        fmt = detect_format(path, log.columns) if log.format == "auto" else log.format
+        questions = log.questions_path()
         if questions is None and FORMATS[fmt].needs_questions:
-            questions = _default_questions(args.describe)
+            questions = _default_questions(path)
             if questions is None:
                 parser.error("--questions is required (no questions.csv found next to FILE)")
         inter = load_dataset(
-            args.describe,
+            path,
             questions,
-            format=fmt,
-            columns=args.columns,
-            duplicates=args.duplicates,
-            skill_separator=args.skill_separator,
-            lectures_csv=args.lectures_file,
-            strict=args.strict,
-            cache_dir=args.cache_dir,
+            **{**log.load_options(), "format": fmt},
+            strict=options.strict,
+            cache_dir=options.cache_dir,
         )
     except (DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
