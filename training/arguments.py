@@ -142,7 +142,7 @@ class ArchitectureArguments:
     )
     lecture_stats: bool = _help(
         "add the lectures watched before each answer to the statistics (count, per part, per tag, "
-        "time since; all zero where a log has no lectures)",
+        "time since); only when the training log has lecture rows",
         default=True,
     )
     attention_decay: bool = _help(

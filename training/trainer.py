@@ -135,14 +135,16 @@ def prepare_data(
     augment: bool = False,
     lecture_stats: bool = True,
 ) -> PreparedData:
-    """Split for validation and build the window datasets (the model sees `seq_len` items)."""
+    """Split for validation and build the window datasets (the model sees `seq_len` items).
+    `lecture_stats`: read the lectures, when the log has any (a log without lecture rows gets the
+    model it always got, without lecture columns)."""
     vocab = inter.vocab
     spec = FeatureSpec(
         window=seq_len,
         n_questions=vocab.size,
         n_parts=vocab.n_parts,
         n_tags=vocab.n_tags,
-        lecture_stats=lecture_stats,
+        lecture_stats=lecture_stats and bool(inter.is_lecture.any()),
     )
     items = vocab.item_table()
     if validation == "none" or valid_fraction <= 0:

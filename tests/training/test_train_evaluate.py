@@ -634,3 +634,27 @@ def test_every_cli_reports_bad_input_in_one_line(
     assert run.returncode == 2, run.stderr[-2000:]
     assert len(errors) == 1 and errors[0].startswith("error: "), run.stderr[-2000:]
     assert fragment in errors[0], errors[0]
+
+
+def test_lecture_statistics_only_for_logs_with_lectures(sim_dir: Path) -> None:
+    """A log with lecture rows gets the lecture columns; the same log without them trains exactly
+    the model it trained before lectures were an input (no dead columns)."""
+    import dataclasses
+
+    from models.features import N_STATS
+    from training.data import load_dataset
+    from training.trainer import prepare_data
+
+    inter = load_dataset(sim_dir / "train.csv", sim_dir / "questions.csv")
+    assert inter.is_lecture.any()
+    with_lectures = prepare_data(inter, seq_len=20, validation="none", valid_fraction=0.0, seed=0)
+    assert with_lectures.spec.lecture_stats and with_lectures.spec.n_stats > N_STATS
+    answers_only = inter.take_ranges(inter.user_ids, inter.offsets[:-1], inter.offsets[1:])
+    answers_only = dataclasses.replace(answers_only, is_lecture=np.zeros(inter.n_rows, bool))
+    without = prepare_data(answers_only, seq_len=20, validation="none", valid_fraction=0.0, seed=0)
+    assert not without.spec.lecture_stats and without.spec.n_stats == N_STATS
+    assert without.train[0]["stats"].shape[-1] == N_STATS
+    off = prepare_data(
+        inter, seq_len=20, validation="none", valid_fraction=0.0, seed=0, lecture_stats=False
+    )
+    assert off.spec.n_stats == N_STATS
