@@ -125,7 +125,6 @@ LONG_TRAINING_MODULES = {
     "training/simulate.py": "the learner simulator (generative model, bank, learners, CSV writer)",
     "training/export.py": "the ONNX export with its parity check and the INT8 decision",
     "training/distill.py": "distillation (teachers, the distillation loop, the demo recipe)",
-    "training/arguments.py": "the flags of training.train / distill as dataclasses, and their parser",
 }
 
 

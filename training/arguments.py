@@ -1,12 +1,14 @@
-"""The arguments of `training.train` and `training.distill` as dataclasses, one per group, parsed by
-`transformers.HfArgumentParser`: each flag is defined once, with its help and bounds (checked in
+"""The flags of `training.train`, `training.distill`, `training.evaluate` and `training.export` as
+dataclasses, one per group, parsed by `training.cli.DataclassArgumentParser` (a
+`transformers.HfArgumentParser`): each flag is defined once, with its help and bounds (checked in
 `__post_init__`, so a run built in code is checked like one from the command line).
 
-Groups: `DataArguments` (what to read and how to split it), `ModelArguments` (registry model and its
-size; `training.train` only: distillation sizes its models from presets), `ArchitectureArguments`
-(what every model reads besides its size), `OptimizationArguments` (the `transformers.Trainer`
-run), `DistillationArguments`. A run is a `TrainRun` of those groups; teacher and student runs are
-derived with `dataclasses.replace`, never by editing parsed arguments.
+Groups: `DataArguments` (what to train on and how to split it; how a log file is read is
+`training.data.LogArguments`), `ModelArguments` (registry model and its size; `training.train` only:
+distillation sizes its models from presets), `ArchitectureArguments` (what every model reads besides
+its size), `OptimizationArguments` (the `transformers.Trainer` run), `DistillationArguments`,
+`EvaluationArguments`, `ExportArguments`. A run is a `TrainRun` of those groups; teacher and student
+runs are derived with `dataclasses.replace`, never by editing parsed arguments.
 """
 
 from __future__ import annotations
