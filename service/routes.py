@@ -576,7 +576,7 @@ async def mastery(
         user_id=user_id,
         model_version=predictor.version,
         at=at,
-        history_length=len(events),
+        history_length=len(answers(events)),
         parts=parts,
         tags=tags,
     )

@@ -1017,6 +1017,7 @@ def test_lectures_are_stored_idempotently_and_returned_apart_from_answers(
     # lectures are no answers: not in the mastery timeline's counts nor excluded as answered
     points = client.get("/users/lec/mastery/timeline?every=2").json()["points"]
     assert [p["answers"] for p in points] == [2, 4]
+    assert client.get("/users/lec/mastery").json()["history_length"] == 4  # answers known
     rec = client.post(
         "/recommend", json={"user_id": "lec", "question_ids": [Q[0], Q[5]], "k": 5}
     ).json()
