@@ -799,6 +799,10 @@ async def model_info(state: State, predictor: CurrentPredictor) -> ModelResponse
         int8=manifest.get("quantization") == "dynamic-int8",
         content_cold_start=spec.n_tags > 1 or spec.n_parts > 2,
         registered_questions=registered,
+        reads_lectures=spec.lecture_stats,
+        known_lectures=len(predictor.vocab.lecture_ids)
+        if predictor.vocab.lecture_ids is not None
+        else 0,
         config=predictor.config,
         metrics=metrics if isinstance(metrics, dict) else {},
         manifest=manifest,

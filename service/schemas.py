@@ -310,6 +310,12 @@ class ModelResponse(BaseModel):
     registered_questions: int | None = Field(
         None, description="questions registered without retraining (null: the store is down)"
     )
+    reads_lectures: bool = Field(
+        False, description="the model reads the lectures of POST /interactions (lecture statistics)"
+    )
+    known_lectures: int = Field(
+        0, description="lectures whose part and tag the model knows (its lecture table)"
+    )
     config: dict[str, Any]
     metrics: dict[str, Any]
     manifest: dict[str, Any]

@@ -66,6 +66,7 @@ def test_probes_model_and_openapi(client: TestClient) -> None:
     assert isinstance(model["metrics"], dict)
     # the bank's questions, not the pad/unknown tokens of the vocabulary
     assert model["n_questions"] == len(QUESTION_IDS)
+    assert model["reads_lectures"] is True and model["known_lectures"] == len(LECTURE_IDS)
     index = client.get("/api")
     assert index.status_code == 200 and index.json()["docs"] == "/docs"
     assert "POST /predict" in index.json()["endpoints"]
