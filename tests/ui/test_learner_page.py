@@ -133,6 +133,11 @@ def test_the_page_shows_the_learner_history_mastery_and_model(
     assert page.inner_text("#model-card [data-fact=version]") == model["version"]
     assert page.inner_text("#model-card [data-fact=auc]") == f"{model['metrics']['auc']:.4f}"
     assert page.inner_text("#model-card [data-fact=int8]").startswith("no")
+    lectures = page.inner_text("#model-card [data-fact=lectures]")
+    assert (
+        lectures == f"read ({model['known_lectures']} with part and tag)"
+        and model["reads_lectures"]
+    )
     assert page.locator("#calibration-chart circle").count() >= 3
     # the recent-learners list knows the learner
     page.reload()

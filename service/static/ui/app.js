@@ -150,6 +150,7 @@ async function loadModel() {
   fact(list, "INT8 graph", model.int8 ? "yes (quantized)" : "no (fp32)", "int8");
   const registered = model.registered_questions === null ? "store unavailable" : `${model.registered_questions} registered`;
   fact(list, "New questions", model.content_cold_start ? `scored from part and tags (${registered})` : `unknown-question token (${registered})`, "cold-start");
+  fact(list, "Lectures", model.reads_lectures ? `read (${model.known_lectures} with part and tag)` : "not read by this model", "lectures");
   drawCalibration((metrics.calibration || {}).reliability);
 }
 
