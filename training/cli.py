@@ -50,6 +50,7 @@ class DataclassArgumentParser(HfArgumentParser, OneLineArgumentParser):
             action.option_strings = sorted(action.option_strings, key=lambda o: "_" in o)
             if isinstance(action, argparse._StoreFalseAction):
                 action.help = f"turn --{_dashed(action.dest)} off"
+                action.default = argparse.SUPPRESS  # the flag's own default is the one shown
         if not config:  # a command that is not a training run
             return
         self.add_argument(
