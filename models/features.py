@@ -192,10 +192,6 @@ class FeatureSpec:
         return N_STATS + (len(LECTURE_STAT_NAMES) if self.lecture_stats else 0)
 
     @property
-    def stat_names(self) -> tuple[str, ...]:
-        return STAT_NAMES + (LECTURE_STAT_NAMES if self.lecture_stats else ())
-
-    @property
     def n_lag_buckets(self) -> int:
         return len(self.lag_edges_ms) + 2  # pad/unknown + below first edge + one per edge
 
@@ -497,6 +493,23 @@ class History:
             lecture_part=self.lecture_part[keep],
             lecture_tag=self.lecture_tag[keep],
         )
+
+
+def lecture_arrays(
+    is_lecture: np.ndarray, ids: np.ndarray, timestamp: np.ndarray, vocab: QuestionVocab
+) -> dict[str, np.ndarray]:
+    """The `History` lecture fields of one learner's events in order, answers and lectures mixed
+    (the training loader's rows, the service's stored events): `is_lecture` marks the lectures,
+    `ids` / `timestamp` are every event's raw content id and time. Each lecture comes after the
+    answers before it; its part and tag are those of `vocab`'s lecture table (0 when unknown)."""
+    is_lecture = np.asarray(is_lecture, dtype=bool)
+    part, tag = vocab.lecture_content(np.asarray(ids, dtype=np.int64)[is_lecture])
+    return {
+        "lecture_after": np.cumsum(~is_lecture)[is_lecture].astype(np.int64),
+        "lecture_timestamp": np.asarray(timestamp)[is_lecture].astype(np.int64),
+        "lecture_part": part,
+        "lecture_tag": tag,
+    }
 
 
 def bucketize(values_ms: np.ndarray, edges_ms: tuple[int, ...], known: np.ndarray) -> np.ndarray:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.features import History, QuestionVocab
+from models.features import History, QuestionVocab, lecture_arrays
 
 MAX_SAFE_INT = (1 << 53) - 1  # ids/timestamps must stay exact in Lua (doubles) and in JSON clients
 MAX_ELAPSED_MS = (1 << 31) - 1
@@ -175,21 +175,12 @@ def events_to_history(
     questions). Lectures become the history's lectures, after the answers stored before them,
     with the part and tag of the artifact's lecture table (unknown lectures: neither).
     """
-    is_answer = events["kind"] == ANSWER
-    lectures = events[~is_answer]
-    events = events[is_answer]
+    is_lecture = events["kind"] != ANSWER
+    lectures = lecture_arrays(is_lecture, events["question_id"], events["timestamp"], vocab)
+    events = events[~is_lecture]
     n = len(events)
-    if n == 0 and len(lectures) == 0:
-        return History.empty()
-    lecture_part, lecture_tag = vocab.lecture_content(lectures["question_id"].astype(np.int64))
-    lecture_arrays = {
-        "lecture_after": np.cumsum(is_answer)[~is_answer].astype(np.int64),
-        "lecture_timestamp": lectures["timestamp"].astype(np.int64),
-        "lecture_part": lecture_part,
-        "lecture_tag": lecture_tag,
-    }
     if n == 0:
-        return dataclasses.replace(History.empty(), **lecture_arrays)
+        return dataclasses.replace(History.empty(), **lectures)
     ts = events["timestamp"]
     container = events["container_id"]
     change = np.concatenate(
@@ -204,7 +195,7 @@ def events_to_history(
         bundle=np.cumsum(change),
         elapsed_ms=elapsed,
         explanation=events["explanation"].astype(np.int8),
-        **lecture_arrays,
+        **lectures,
     )
 
 

@@ -15,7 +15,7 @@ from typing import Literal
 
 import numpy as np
 
-from models.features import History, QuestionVocab
+from models.features import History, QuestionVocab, lecture_arrays
 
 CACHE_FORMAT = 3  # bump when the on-disk layout or the loader semantics change
 
@@ -103,22 +103,10 @@ class Interactions:
             bundle=ordinal.astype(np.int64),
             elapsed_ms=self.elapsed_ms[rows][keep].astype(np.float32),
             explanation=self.explanation[rows][keep].astype(np.int8),
-            **self._lectures(rows, lecture, lecture_vocab or self.vocab),
+            **lecture_arrays(
+                lecture, self.content_id[rows], self.timestamp[rows], lecture_vocab or self.vocab
+            ),
         )
-
-    def _lectures(
-        self, rows: slice, lecture: np.ndarray, vocab: QuestionVocab
-    ) -> dict[str, np.ndarray]:
-        """The `History` lecture arrays of the lecture rows among `rows`."""
-        if not lecture.any():
-            return {}
-        part, tag = vocab.lecture_content(self.content_id[rows][lecture])
-        return {
-            "lecture_after": np.cumsum(~lecture)[lecture].astype(np.int64),  # answers before it
-            "lecture_timestamp": self.timestamp[rows][lecture].astype(np.int64),
-            "lecture_part": part.astype(np.int64),
-            "lecture_tag": tag.astype(np.int64),
-        }
 
     def select(self, learner_indices: np.ndarray) -> Interactions:
         """The given learners (in the given order) as a new table."""
