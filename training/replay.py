@@ -241,20 +241,12 @@ async def _replay_learner(
     api: _Api, plan: LearnerPlan, user_id: str, chunk: int
 ) -> tuple[list[np.ndarray], list[float], int]:
     requests = 0
-    for s in range(0, len(plan.history), chunk):
-        await api.call(
-            "POST",
-            "/interactions",
-            {"user_id": user_id, "interactions": plan.history[s : s + chunk]},
-        )
-        requests += 1
-    for s in range(0, len(plan.history_lectures), chunk):
-        await api.call(
-            "POST",
-            "/interactions",
-            {"user_id": user_id, "lectures": plan.history_lectures[s : s + chunk]},
-        )
-        requests += 1
+    for field_name, items in (("interactions", plan.history), ("lectures", plan.history_lectures)):
+        for s in range(0, len(items), chunk):
+            await api.call(
+                "POST", "/interactions", {"user_id": user_id, field_name: items[s : s + chunk]}
+            )
+            requests += 1
     probs: list[np.ndarray] = []
     latencies: list[float] = []
     for bundle in plan.bundles:

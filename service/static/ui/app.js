@@ -432,20 +432,25 @@ async function recordAnswer(event) {
     status.textContent = "Enter a question id (a whole number).";
     return;
   }
-  let result;
+  const result = await record(status, { interactions: [{ question_id: question, correct }] }, "the answer");
+  if (!result) return;
+  status.textContent = `Recorded question ${question} (${correct ? "right" : "wrong"}); ${plural(result.history_length, "event")} stored for this learner.`;
+  await Promise.all([refreshLearner(), loadRecent()]);
+}
+
+// POST /interactions for the current learner; null (with the reason in `status`) when refused.
+async function record(status, body, what) {
   try {
-    result = await api("POST", "/interactions", { user_id: state.userId, interactions: [{ question_id: question, correct }] });
+    return await api("POST", "/interactions", { user_id: state.userId, ...body });
   } catch (error) {
     if (error instanceof ApiError && error.status === 422) {
       status.textContent = `Not recorded: ${error.message}`;
-      return;
+      return null;
     }
     status.textContent = "Not recorded.";
-    handle(error, "the answer");
-    return;
+    handle(error, what);
+    return null;
   }
-  status.textContent = `Recorded question ${question} (${correct ? "right" : "wrong"}); ${plural(result.history_length, "event")} stored for this learner.`;
-  await Promise.all([refreshLearner(), loadRecent()]);
 }
 
 async function recordLecture(event) {
@@ -456,17 +461,7 @@ async function recordLecture(event) {
     status.textContent = "Enter a lecture id (a whole number).";
     return;
   }
-  try {
-    await api("POST", "/interactions", { user_id: state.userId, lectures: [{ lecture_id: lecture }] });
-  } catch (error) {
-    if (error instanceof ApiError && error.status === 422) {
-      status.textContent = `Not recorded: ${error.message}`;
-      return;
-    }
-    status.textContent = "Not recorded.";
-    handle(error, "the lecture");
-    return;
-  }
+  if (!(await record(status, { lectures: [{ lecture_id: lecture }] }, "the lecture"))) return;
   status.textContent = `Recorded lecture ${lecture}: later predictions take it into account.`;
   await Promise.all([refreshLearner(), loadRecent()]);
 }
