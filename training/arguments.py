@@ -16,11 +16,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from models.registry import MODEL_REGISTRY
+from training.cli import check_paths_exist, flag_field, flag_name
 from training.data import LogArguments
 from training.distill_losses import TEMPERATURE_SCHEDULERS, WEIGHT_SCHEDULERS
 
@@ -53,15 +54,6 @@ PRESETS: dict[str, tuple[int, int, int]] = {
 }
 
 
-def _help(text: str, default: Any = dataclasses.MISSING, **more: Any) -> Any:
-    """A dataclass field with its flag's help (and any other `add_argument` keyword)."""
-    return field(default=default, metadata={"help": text, **more})
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ValueError(message)
@@ -74,23 +66,25 @@ class DataArguments:
 
     _argument_group_name = "data"
 
-    train_file: str | None = _help(
+    train_file: str | None = flag_field(
         "Riiid train.csv, an EdNet-KT1 folder of u*.csv, a CSV/Parquet log (--columns) or a DKT/AKT/"
         "pyKT sequence file (docs/data.md)",
         default=None,
         required=True,  # not with distill --demo
     )
-    validation: Literal["learner", "time", "none"] = _help(
+    validation: Literal["learner", "time", "none"] = flag_field(
         "hold out learners, or the end of each learner's history (time calibrates better when the served learners continue the training learners: docs/benchmarks.md)",
         default="learner",
     )
-    valid_fraction: float = _help("share of learners (or of each history) held out", default=0.1)
-    window_augmentation: Literal["shift", "none"] = _help(
+    valid_fraction: float = flag_field(
+        "share of learners (or of each history) held out", default=0.1
+    )
+    window_augmentation: Literal["shift", "none"] = flag_field(
         "shift: every epoch, move each training window by a random offset of up to half a stride "
         "(more contexts per item); none: fixed windows",
         default="none",
     )
-    cache_dir: str | None = _help(
+    cache_dir: str | None = flag_field(
         "cache preprocessed data here (reused when the file is unchanged)", default=None
     )
 
@@ -99,8 +93,7 @@ class DataArguments:
 
     def check_files(self) -> None:
         """The training file exists (checked before any work, like a bad flag)."""
-        value = self.train_file
-        _check(value is None or Path(value).exists(), f"--train-file: {value} does not exist")
+        check_paths_exist(self, ["train_file"])
 
 
 @dataclass
@@ -109,10 +102,10 @@ class ModelArguments:
 
     _argument_group_name = "model"
 
-    model: str = _help("registry model", default="saint_plus", choices=sorted(MODEL_REGISTRY))
-    d_model: int = _help("width of every embedding / hidden state", default=128)
-    layers: int = _help("encoder = decoder layers (SAINT); LSTM layers (DKT)", default=2)
-    heads: int = _help("attention heads (d_model must be divisible by it)", default=4)
+    model: str = flag_field("registry model", default="saint_plus", choices=sorted(MODEL_REGISTRY))
+    d_model: int = flag_field("width of every embedding / hidden state", default=128)
+    layers: int = flag_field("encoder = decoder layers (SAINT); LSTM layers (DKT)", default=2)
+    heads: int = flag_field("attention heads (d_model must be divisible by it)", default=4)
 
     def __post_init__(self) -> None:
         _check(
@@ -127,36 +120,36 @@ class ArchitectureArguments:
 
     _argument_group_name = "architecture"
 
-    seq_len: int = _help("history window (interactions)", default=100)
-    dropout: float = _help("dropout on embeddings and residual branches", default=0.3)
-    time_encoding: Literal["bucket", "continuous", "both"] = _help(
+    seq_len: int = flag_field("history window (interactions)", default=100)
+    dropout: float = flag_field("dropout on embeddings and residual branches", default=0.3)
+    time_encoding: Literal["bucket", "continuous", "both"] = flag_field(
         "SAINT+ lag/elapsed time: bucket embedding, Linear(1, D) of the value, or both",
         default="both",
     )
-    question_residual: bool = _help(
+    question_residual: bool = flag_field(
         "a free per-question vector on top of the part/tag (content) item embedding (default off: it "
         "overfits small logs; chosen on validation learners, docs/benchmarks.md)",
         default=False,
     )
-    stats: bool = _help(
+    stats: bool = flag_field(
         "feed the learner statistics (counts, accuracies, recency; earlier bundles only)",
         default=True,
     )
-    lecture_stats: bool = _help(
+    lecture_stats: bool = flag_field(
         "add the lectures watched before each answer to the statistics (count, per part, per tag, "
         "time since); only when the training log has lecture rows",
         default=True,
     )
-    attention_decay: bool = _help(
+    attention_decay: bool = flag_field(
         "SAINT/SAINT+: attention favours recent bundles (learned per-head slope)",
         default=True,
     )
-    attention_dropout: float | None = _help(
+    attention_dropout: float | None = flag_field(
         "SAINT/SAINT+: dropout on the attention weights (default: --dropout's value); 0 lets training "
         "use the fused attention kernel (~20%% faster steps on CPU, weaker regularisation)",
         default=None,
     )
-    irt_prior: bool = _help(
+    irt_prior: bool = flag_field(
         "logit = IRT-style prior (statistics vs item difficulty) + the network's correction",
         default=True,
     )
@@ -174,7 +167,7 @@ class ArchitectureArguments:
 class DistillArchitectureArguments(ArchitectureArguments):
     """As `ArchitectureArguments`, with the lighter dropout of the small distillation models."""
 
-    dropout: float = _help("dropout on embeddings and residual branches", default=0.1)
+    dropout: float = flag_field("dropout on embeddings and residual branches", default=0.1)
 
 
 @dataclass
@@ -183,57 +176,61 @@ class OptimizationArguments:
 
     _argument_group_name = "optimisation (transformers.TrainingArguments)"
 
-    output_dir: str = _help("model dir to write (config.json, model.safetensors, ...)")
-    epochs: str = _help(
+    output_dir: str = flag_field("model dir to write (config.json, model.safetensors, ...)")
+    epochs: str = flag_field(
         f"number of epochs, or auto (default): ceil({AUTO_EPOCH_SEQUENCES:,} / training windows), "
         f"clipped to {AUTO_EPOCHS_MIN}..{AUTO_EPOCHS_MAX}; early stopping may end sooner",
         default="auto",
     )
-    calibration: Literal["platt", "none"] = _help(
+    calibration: Literal["platt", "none"] = flag_field(
         "after training, fit Platt scaling of the logits on the validation data (held-out learners, or "
         "with --validation time the held-out continuations) and fold it into the model config / "
         "exported graph (needs validation data)",
         default="platt",
     )
-    max_steps: int | None = _help(
+    max_steps: int | None = flag_field(
         "stop after this many optimizer steps (overrides --epochs)", default=None
     )
-    learning_rate: float | None = _help(
+    learning_rate: float | None = flag_field(
         "peak learning rate (default: 1e-2 for logistic, 1e-3 for the others)", default=None
     )
-    warmup_steps: float = _help("int >= 1: steps; float < 1: ratio of total steps", default=0.05)
-    lr_scheduler: str = _help("learning-rate schedule", default="noam", choices=sorted(SCHEDULERS))
-    weight_decay: float = _help(
+    warmup_steps: float = flag_field(
+        "int >= 1: steps; float < 1: ratio of total steps", default=0.05
+    )
+    lr_scheduler: str = flag_field(
+        "learning-rate schedule", default="noam", choices=sorted(SCHEDULERS)
+    )
+    weight_decay: float = flag_field(
         "AdamW weight decay (not on biases/LayerNorm); also shrinks rare questions' embeddings",
         default=0.1,
     )
-    batch_size: int = _help("training windows per step", default=64)
-    eval_batch_size: int | None = _help("default: --batch-size", default=None)
-    gradient_accumulation_steps: int = _help("steps per optimizer update", default=1)
-    max_grad_norm: float = _help("gradient clipping", default=1.0)
-    eval_strategy: Literal["no", "steps", "epoch"] = _help("when to validate", default="epoch")
-    eval_steps: int | None = _help("with --eval-strategy steps", default=None)
-    save_strategy: Literal["no", "steps", "epoch", "best"] = _help(
+    batch_size: int = flag_field("training windows per step", default=64)
+    eval_batch_size: int | None = flag_field("default: --batch-size", default=None)
+    gradient_accumulation_steps: int = flag_field("steps per optimizer update", default=1)
+    max_grad_norm: float = flag_field("gradient clipping", default=1.0)
+    eval_strategy: Literal["no", "steps", "epoch"] = flag_field("when to validate", default="epoch")
+    eval_steps: int | None = flag_field("with --eval-strategy steps", default=None)
+    save_strategy: Literal["no", "steps", "epoch", "best"] = flag_field(
         "when to checkpoint", default="epoch"
     )
-    save_steps: int = _help("with --save-strategy steps", default=500)
-    save_total_limit: int = _help("checkpoints kept", default=2)
-    load_best_model_at_end: bool = _help(
+    save_steps: int = flag_field("with --save-strategy steps", default=500)
+    save_total_limit: int = flag_field("checkpoints kept", default=2)
+    load_best_model_at_end: bool = flag_field(
         "keep the checkpoint with the best validation AUC", default=True
     )
-    early_stopping_patience: int = _help(
+    early_stopping_patience: int = flag_field(
         "evaluations without AUC improvement before stopping (0 = off)", default=5
     )
-    bf16: bool = _help("bfloat16 mixed precision", default=False)
-    use_cpu: bool = _help("train on CPU even if CUDA is available", default=False)
-    seed: int = _help("seed of the split, the initialisation and the batches", default=0)
-    resume_from_checkpoint: str | None = _help(
+    bf16: bool = flag_field("bfloat16 mixed precision", default=False)
+    use_cpu: bool = flag_field("train on CPU even if CUDA is available", default=False)
+    seed: int = flag_field("seed of the split, the initialisation and the batches", default=0)
+    resume_from_checkpoint: str | None = flag_field(
         "path of a checkpoint-N dir (or 'true' for the latest in the output dir)", default=None
     )
-    report_to: str = _help("tensorboard (default), none, ...", default="tensorboard")
-    logging_steps: int = _help("log the training loss every this many steps", default=20)
-    dataloader_num_workers: int = _help("data loader worker processes", default=0)
-    no_progress: bool = _help("disable progress bars", default=False)
+    report_to: str = flag_field("tensorboard (default), none, ...", default="tensorboard")
+    logging_steps: int = flag_field("log the training loss every this many steps", default=20)
+    dataloader_num_workers: int = flag_field("data loader worker processes", default=0)
+    no_progress: bool = flag_field("disable progress bars", default=False)
 
     def __post_init__(self) -> None:
         if self.epochs != "auto":
@@ -275,62 +272,62 @@ class DistillationArguments:
 
     _argument_group_name = "distillation"
 
-    demo: bool = _help(
+    demo: bool = flag_field(
         "simulator data + small budget: teacher -> student -> artifact in a few minutes",
         default=False,
     )
-    teacher: str | None = _help(
+    teacher: str | None = flag_field(
         "trained teacher model dir (else one is trained first)", default=None
     )
-    extra_teacher: list[str] | None = _help(
+    extra_teacher: list[str] | None = flag_field(
         "more teacher dirs (soft targets averaged); repeatable", default=None, action="extend"
     )
-    ensemble_teacher: list[str] | None = _help(
+    ensemble_teacher: list[str] | None = flag_field(
         "also train a teacher of this registry model (same preset, data and flags) and distil from "
         "the ensemble (soft targets averaged); repeatable",
         default=None,
         action="extend",
         choices=sorted(MODEL_REGISTRY),
     )
-    teacher_model: str = _help(
+    teacher_model: str = flag_field(
         "registry model of the teacher", default="saint_plus", choices=sorted(MODEL_REGISTRY)
     )
-    teacher_preset: str = _help("teacher size", default="large", choices=sorted(PRESETS))
-    student: str = _help(
+    teacher_preset: str = flag_field("teacher size", default="large", choices=sorted(PRESETS))
+    student: str = flag_field(
         f"preset ({', '.join(PRESETS)}) or a ModelConfig JSON file", default="tiny"
     )
-    distill_config: str | None = _help("DistillationConfig JSON (TextBrewer-style)", default=None)
-    temperature: float | None = _help("soft-target temperature", default=None)
-    temperature_scheduler: str | None = _help(
+    distill_config: str | None = flag_field(
+        "DistillationConfig JSON (TextBrewer-style)", default=None
+    )
+    temperature: float | None = flag_field("soft-target temperature", default=None)
+    temperature_scheduler: str | None = flag_field(
         "temperature schedule", default=None, choices=TEMPERATURE_SCHEDULERS
     )
-    kd_loss_type: Literal["bce", "kl", "mse"] | None = _help("soft-target loss", default=None)
-    kd_loss_weight: float | None = _help("weight of the soft-target loss", default=None)
-    hard_label_weight: float | None = _help("weight of the label loss", default=None)
-    temperature_end: float | None = _help("linear: last tau", default=None)
-    scheduler_beta: float | None = _help("flsw/cwsm strength", default=None)
-    scheduler_gamma: float | None = _help("flsw exponent", default=None)
-    kd_loss_weight_scheduler: str | None = _help(
+    kd_loss_type: Literal["bce", "kl", "mse"] | None = flag_field("soft-target loss", default=None)
+    kd_loss_weight: float | None = flag_field("weight of the soft-target loss", default=None)
+    hard_label_weight: float | None = flag_field("weight of the label loss", default=None)
+    temperature_end: float | None = flag_field("linear: last tau", default=None)
+    scheduler_beta: float | None = flag_field("flsw/cwsm strength", default=None)
+    scheduler_gamma: float | None = flag_field("flsw exponent", default=None)
+    kd_loss_weight_scheduler: str | None = flag_field(
         "kd weight schedule", default=None, choices=WEIGHT_SCHEDULERS
     )
-    hard_label_weight_scheduler: str | None = _help(
+    hard_label_weight_scheduler: str | None = flag_field(
         "label weight schedule", default=None, choices=WEIGHT_SCHEDULERS
     )
-    intermediate_matches: str | None = _help(
+    intermediate_matches: str | None = flag_field(
         'JSON list, e.g. \'[{"layer_T": 2, "layer_S": 1, "feature": "hidden", "loss": "hidden_mse", '
         '"weight": 1, "proj": ["linear", 32, 128]}]\'',
         default=None,
     )
-    no_baseline: bool = _help("skip the scratch student", default=False)
-    int8: bool = _help(
+    no_baseline: bool = flag_field("skip the scratch student", default=False)
+    int8: bool = flag_field(
         "try dynamic INT8 for the artifact: served only if it loses <= 0.002 AUC and is faster here",
         default=False,
     )
 
     def check_files(self) -> None:
-        for name in ("teacher", "distill_config"):
-            value = getattr(self, name)
-            _check(value is None or Path(value).exists(), f"{_flag(name)}: {value} does not exist")
+        check_paths_exist(self, ["teacher", "distill_config"])
 
     def intermediate_match_list(self) -> list[dict[str, Any]] | None:
         if self.intermediate_matches is None:
@@ -366,19 +363,23 @@ class EvaluationArguments:
 
     _argument_group_name = "evaluation"
 
-    model_dir: str | None = _help("torch model dir or ONNX artifact dir (required)", default=None)
-    eval_file: str | None = _help("interactions to predict, in time order (required)", default=None)
-    history_file: str | None = _help(
+    model_dir: str | None = flag_field(
+        "torch model dir or ONNX artifact dir (required)", default=None
+    )
+    eval_file: str | None = flag_field(
+        "interactions to predict, in time order (required)", default=None
+    )
+    history_file: str | None = flag_field(
         "earlier interactions of the same learners (read like --eval-file)", default=None
     )
-    plot: str | None = _help("write a calibration plot (PNG) here", default=None)
-    predictions_out: str | None = _help(
+    plot: str | None = flag_field("write a calibration plot (PNG) here", default=None)
+    predictions_out: str | None = flag_field(
         "write one CSV row per predicted answer here: row_id, user_id, question_id, p, label",
         default=None,
     )
-    batch_size: int = _help("requests (bundles) per model call", default=512)
-    threads: int = _help("ONNX Runtime intra-op threads", default=1)
-    sanity: str | None = _help(
+    batch_size: int = flag_field("requests (bundles) per model call", default=512)
+    threads: int = flag_field("ONNX Runtime intra-op threads", default=1)
+    sanity: str | None = flag_field(
         "leak probe instead of an evaluation: replace every answer by a random bit shared within "
         "its bundle, train with the remaining (training.train) flags, score held-out learners; "
         f"exit 1 if the AUC exceeds {RANDOM_LABEL_MAX_AUC}",
@@ -394,11 +395,9 @@ class EvaluationArguments:
         for name in ("model_dir", "eval_file"):
             _check(
                 getattr(self, name) is not None,
-                f"the following arguments are required: {_flag(name)}",
+                f"the following arguments are required: {flag_name(name)}",
             )
-        for name in ("model_dir", "eval_file", "history_file"):
-            value = getattr(self, name)
-            _check(value is None or Path(value).exists(), f"{_flag(name)}: {value} does not exist")
+        check_paths_exist(self, ["model_dir", "eval_file", "history_file"])
 
 
 @dataclass
@@ -407,22 +406,22 @@ class ExportArguments:
 
     _argument_group_name = "export"
 
-    model_dir: str = _help("torch model dir (training.train)")
-    output_dir: str = _help("serving artifact dir to write")
-    int8: bool = _help(
+    model_dir: str = flag_field("torch model dir (training.train)")
+    output_dir: str = flag_field("serving artifact dir to write")
+    int8: bool = flag_field(
         "try dynamic INT8: with --int8-data it is served (becomes model.onnx) only if it loses <= "
         "--max-auc-loss AUC on that data and is faster here; without data it is only measured "
         "(model.int8.onnx, size/latency in the manifest)",
         default=False,
     )
-    int8_data: str | None = _help(
+    int8_data: str | None = flag_field(
         "held-out data (read with the log-format flags) on which --int8 measures the AUC loss",
         default=None,
     )
-    max_auc_loss: float = _help(
+    max_auc_loss: float = flag_field(
         "INT8 gate: the most AUC it may lose (a negative value never serves INT8)", default=0.002
     )
-    opset: int | None = _help("ONNX opset (default: the exporter's)", default=None)
+    opset: int | None = flag_field("ONNX opset (default: the exporter's)", default=None)
 
     def __post_init__(self) -> None:
         _check(

@@ -24,8 +24,22 @@ class OneLineArgumentParser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _dashed(name: str) -> str:
-    return name.replace("_", "-")
+def flag_field(text: str, default: Any = dataclasses.MISSING, **more: Any) -> Any:
+    """A dataclass field that is a flag: its help (and any other `add_argument` keyword)."""
+    return dataclasses.field(default=default, metadata={"help": text, **more})
+
+
+def flag_name(name: str) -> str:
+    """A field name as its flag: `train_file` -> `--train-file`."""
+    return "--" + name.replace("_", "-")
+
+
+def check_paths_exist(args: Any, names: Sequence[str]) -> None:
+    """ValueError naming the flag when one of these path fields is set to a missing path."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and not Path(value).exists():
+            raise ValueError(f"{flag_name(name)}: {value} does not exist")
 
 
 class DataclassArgumentParser(HfArgumentParser, OneLineArgumentParser):
@@ -39,17 +53,18 @@ class DataclassArgumentParser(HfArgumentParser, OneLineArgumentParser):
         # no abbreviations: `--model` must never be taken for `--model-dir` (evaluate hands the
         # flags it does not know to training.train)
         super().__init__(dataclass_types, **{"allow_abbrev": False, **kwargs})
+        false_default_bools = self._false_default_bools()
         for action in list(self._actions):  # HfArgumentParser adds --no-X only for default-True
-            if action.dest in self._false_default_bools() and not any(
+            if action.dest in false_default_bools and not any(
                 s.startswith("--no") for s in action.option_strings
             ):
                 self._group_of(action).add_argument(
-                    f"--no-{_dashed(action.dest)}", dest=action.dest, action="store_false"
+                    f"--no-{flag_name(action.dest)[2:]}", dest=action.dest, action="store_false"
                 )
         for action in self._actions:  # show --flag-name before HfArgumentParser's --flag_name
             action.option_strings = sorted(action.option_strings, key=lambda o: "_" in o)
             if isinstance(action, argparse._StoreFalseAction):
-                action.help = f"turn --{_dashed(action.dest)} off"
+                action.help = f"turn {flag_name(action.dest)} off"
                 action.default = argparse.SUPPRESS  # the flag's own default is the one shown
         if not config:  # a command that is not a training run
             return

@@ -8,14 +8,14 @@ import dataclasses
 import json
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from models.features import UNKNOWN_QUESTION
-from training.cli import DataclassArgumentParser
+from training.cli import DataclassArgumentParser, check_paths_exist, flag_field, flag_name
 from training.data.assemble import DUPLICATE_POLICIES
 from training.data.interactions import DataError, Interactions
 from training.data.registry import FORMAT_NAMES, FORMATS, detect_format, load_dataset
@@ -68,10 +68,6 @@ def _default_questions(train: Path) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
-def _help(text: str, default: Any = None, **more: Any) -> Any:
-    return field(default=default, metadata={"help": text, **more})
-
-
 @dataclass
 class LogArguments:
     """How a log file is read (shared by every command that reads logs: training.train, distill,
@@ -79,39 +75,40 @@ class LogArguments:
 
     _argument_group_name = "log format"
 
-    questions_file: str | None = _help(
+    questions_file: str | None = flag_field(
         "questions table (Riiid questions.csv or EdNet contents/): required for those two formats; "
         "optional for tables and sequence files (then the vocabulary and skills come from the log)",
+        default=None,
         aliases=["--questions"],
     )
-    format: str = _help("input format", default="auto", choices=FORMAT_NAMES)
-    columns: str | None = _help(
+    format: str = flag_field("input format", default="auto", choices=FORMAT_NAMES)
+    columns: str | None = flag_field(
         "table: role=column[:unit],... (roles user,item,correct,time,order,skills,elapsed,bundle; "
         "units ms,s,us) or a preset name; default: the preset the header matches",
+        default=None,
         metavar="MAP",
     )
-    skill_separator: str | None = _help(
+    skill_separator: str | None = flag_field(
         "separator of several skill ids in one cell (default '_'; assist2017 preset: none)",
+        default=None,
         metavar="S",
     )
-    duplicates: str = _help(
+    duplicates: str = flag_field(
         "exact duplicate rows: keep the first / last in file order, or fail",
         default="first",
         choices=DUPLICATE_POLICIES,
     )
-    lectures_file: str | None = _help(
+    lectures_file: str | None = flag_field(
         "riiid: lectures.csv, the part and tag of each lecture the learners watched (default: "
         "lectures.csv next to the questions file, when there is one)",
+        default=None,
         metavar="FILE",
         aliases=["--lectures"],
     )
 
     def check_files(self) -> None:
         """The named files exist (checked before any work, like a bad flag)."""
-        for name in ("questions_file", "lectures_file"):
-            value = getattr(self, name)
-            if value is not None and not Path(value).exists():
-                raise ValueError(f"--{name.replace('_', '-')}: {value} does not exist")
+        check_paths_exist(self, ["questions_file", "lectures_file"])
 
     def load_options(self) -> dict[str, Any]:
         """The `load_dataset` keyword arguments of these flags (the questions file aside)."""
@@ -132,7 +129,7 @@ class LogArguments:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if value is not None:
-                flags += [f"--{f.name.replace('_', '-')}", str(value)]
+                flags += [flag_name(f.name), str(value)]
         return flags
 
 
@@ -140,13 +137,12 @@ class LogArguments:
 class DescribeArguments:
     _argument_group_name = "describe"
 
-    describe: str = _help(
+    describe: str = flag_field(
         "Riiid train.csv, EdNet-KT1 folder, CSV/Parquet log or sequence file",
-        default=dataclasses.MISSING,
         metavar="FILE",
     )
-    strict: bool = _help("unknown question ids are an error", default=False)
-    cache_dir: str | None = _help("reuse/save the preprocessed table here")
+    strict: bool = flag_field("unknown question ids are an error", default=False)
+    cache_dir: str | None = flag_field("reuse/save the preprocessed table here", default=None)
 
 
 def main(argv: list[str] | None = None) -> int:
