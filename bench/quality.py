@@ -3,7 +3,8 @@
     python -m bench.quality [--datasets riiid,statics,sim,retry] [--learners 500,2000] [--models ...]
 
 Datasets: the simulator (seed 0, one run per --learners size; its oracle AUC on the same eval rows
-is the ceiling), the Riiid sample in ../shared/data/riiid_sample and Statics 2011 in
+is the ceiling, and its history-only reference, which knows the generative model but not the
+learners' latent traits, the fairer one), the Riiid sample in ../shared/data/riiid_sample and Statics 2011 in
 ../shared/data/statics2011_akt (neither is in the repo). Riiid and simulator: each learner's first
 80% of rows -> history.csv (training data, and the history at evaluation), last 20% -> eval.csv.
 Statics: fold 1 of the AKT split, train on statics_train1 (validation learners drawn from it),
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.report import write_section
-from training.binary_metrics import binary_metrics, roc_auc
+from training.binary_metrics import binary_metrics
 from training.data import load_dataset
 from training.evaluate import evaluate, plot_calibration
 from training.simulate import SimParams, SimulatedData, simulate, write
@@ -55,8 +56,9 @@ class Benchmark:
 
 def prepare_sim(out: Path, learners: int) -> Benchmark:
     data = out / f"sim{learners}"
-    if not (data / "train.csv").exists():
-        write(simulate(learners, seed=0), data)
+    truth = data / "truth.csv"
+    if not truth.exists() or "p_history_only" not in truth.open().readline():
+        write(simulate(learners, seed=0), data)  # same seed: the same log, with today's truth
     split = data / "split"
     split_file(data / "train.csv", split, 0.2)
     return Benchmark(
@@ -153,20 +155,42 @@ def prepare_statics() -> Benchmark:
     )
 
 
-def oracle_auc(split: Path, truth: Path) -> float:
+TRUTH_ROWS = {"oracle": "p_correct", "history-only": "p_history_only"}
+TRUTH_TITLES = {
+    "oracle": "oracle (simulator truth: knows the latent state)",
+    "history-only": "history-only reference (knows the generative model, infers the learner)",
+}
+
+
+def truth_rows(split: Path, truth: Path) -> list[dict]:
+    """The simulator's two ceilings on the eval rows: the oracle and the history-only reference."""
     with open(truth, newline="") as f:
-        p_by_row = {int(r["row_id"]): float(r["p_correct"]) for r in csv.DictReader(f)}
-    ys, ps = [], []
+        by_row = {int(r["row_id"]): r for r in csv.DictReader(f)}
+    rows = []
     with open(split / "eval.csv", newline="") as f:
-        for r in csv.DictReader(f):
-            if r["content_type_id"] == "0":
-                ys.append(int(r["answered_correctly"]))
-                ps.append(p_by_row[int(r["row_id"])])
-    return roc_auc(np.array(ys), np.array(ps))
+        eval_rows = [r for r in csv.DictReader(f) if r["content_type_id"] == "0"]
+    labels = np.array([int(r["answered_correctly"]) for r in eval_rows])
+    for name, column in TRUTH_ROWS.items():
+        probs = np.array([float(by_row[int(r["row_id"])][column]) for r in eval_rows])
+        rows.append({"model": TRUTH_TITLES[name], "curve": name, **binary_metrics(labels, probs)})
+    return rows
 
 
-def train_and_evaluate(name: str, bench: Benchmark, out: Path, extra: list[str]) -> dict:
+def train_and_evaluate(
+    name: str, bench: Benchmark, out: Path, extra: list[str], reuse: bool = False
+) -> dict:
+    """Train `name` with default flags plus `extra`, evaluate it, return its table row.
+
+    The row is saved as `<model_dir>/bench_row.json` (labels and probabilities beside it as
+    `bench_eval.npz`); with `reuse`, a saved row trained with the same flags is returned as is.
+    """
     model_dir = out / name
+    saved, saved_eval = model_dir / "bench_row.json", model_dir / "bench_eval.npz"
+    if reuse and saved.exists() and saved_eval.exists():
+        row = json.loads(saved.read_text())
+        if row.get("flags") == extra:
+            arrays = np.load(saved_eval)
+            return {**row, "_labels": arrays["labels"], "_probs": arrays["probs"]}
     questions = ["--questions-file", str(bench.questions)] if bench.questions else []
     cmd = [
         sys.executable,
@@ -192,8 +216,9 @@ def train_and_evaluate(name: str, bench: Benchmark, out: Path, extra: list[str])
         model_dir, bench.eval_file, bench.questions, bench.history_file
     )
     raw = uncalibrated_metrics(model_dir, bench)
-    return {
+    row = {
         "model": name,
+        "flags": extra,
         "auc": metrics["auc"],
         "acc": metrics["acc"],
         "logloss": metrics["logloss"],
@@ -207,9 +232,10 @@ def train_and_evaluate(name: str, bench: Benchmark, out: Path, extra: list[str])
         "wall_s": round(wall, 1),
         "seq_per_s": train_metrics["train_sequences_per_s"],
         "valid_auc": train_metrics.get("auc"),
-        "_labels": labels,
-        "_probs": probs,
     }
+    saved.write_text(json.dumps(row))
+    np.savez(saved_eval, labels=labels, probs=probs)
+    return {**row, "_labels": labels, "_probs": probs}
 
 
 def uncalibrated_metrics(model_dir: Path, bench: Benchmark) -> dict:
@@ -250,16 +276,13 @@ def reference_rows(bench: Benchmark) -> list[dict]:
     return rows
 
 
-def table(
-    rows: list[dict], oracle: float | None, references: list[dict] | None = None
-) -> list[str]:
+def table(rows: list[dict], references: list[dict]) -> list[str]:
+    """Markdown rows: the references (ceilings, base rate, question mean), then the models."""
     lines = [
         "| model | AUC | ACC | log loss | ECE | Brier | log loss / ECE uncalibrated | params | train s | train seq/s |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    if oracle is not None:
-        lines.append(f"| oracle (simulator truth) | {oracle:.4f} | | | | | | | | |")
-    for r in references or []:
+    for r in references:
         lines.append(
             f"| {r['model']} | {r['auc']:.4f} | {r['acc']:.4f} | {r['logloss']:.4f} | {r['ece']:.4f} "
             f"| {r['brier']:.4f} | | | | |"
@@ -274,7 +297,7 @@ def table(
 
 
 def plot_curve(curve: dict[str, list[tuple[int, float]]], path: Path) -> None:
-    """AUC against simulated learners, one line per model, the oracle dashed."""
+    """AUC against simulated learners, one line per model, the two simulator ceilings dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -283,7 +306,7 @@ def plot_curve(curve: dict[str, list[tuple[int, float]]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, points in curve.items():
         xs, ys = zip(*sorted(points), strict=True)
-        ax.plot(xs, ys, "--" if name == "oracle" else "o-", label=name)
+        ax.plot(xs, ys, "--" if name in TRUTH_ROWS else "o-", label=name)
     ax.set_xscale("log")
     ax.set_xlabel("simulated learners (80% of each history trains)")
     ax.set_ylabel("eval AUC")
@@ -309,6 +332,12 @@ def main(argv: list[str] | None = None) -> int:
         help="epochs on the simulator (400k rows; the Riiid sample uses the defaults)",
     )
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "quality"))
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="take a model's row from an earlier run (bench_row.json in its folder) when it was "
+        "trained with the same flags, instead of training it again",
+    )
     parser.add_argument(
         "--no-docs", action="store_true", help="print only; do not touch docs/benchmarks.md"
     )
@@ -347,11 +376,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown dataset {dataset!r}")
     for bench in benches:
         is_sim = bench.truth is not None
-        oracle = oracle_auc(bench.eval_file.parent, bench.truth) if bench.truth else None
+        ceilings = truth_rows(bench.eval_file.parent, bench.truth) if bench.truth else []
         rows = []
         for name in args.models.split(","):
             flags = [*extra, "--epochs", str(args.sim_epochs)] if is_sim else extra
-            row = train_and_evaluate(name, bench, out / bench.name, flags)
+            row = train_and_evaluate(name, bench, out / bench.name, flags, args.reuse)
             print(
                 json.dumps(
                     {
@@ -365,11 +394,11 @@ def main(argv: list[str] | None = None) -> int:
                 curve.setdefault(name, []).append((int(bench.name[3:]), row["auc"]))
             if name == "saint_plus":
                 calib.append((bench.name, row["_labels"], row["_probs"]))
-        if oracle is not None:
-            curve.setdefault("oracle", []).append((int(bench.name[3:]), oracle))
-        references = reference_rows(bench)
-        sections += [f"### {bench.title}", "", *table(rows, oracle, references), ""]
-        print("\n".join(table(rows, oracle, references)))
+        for ceiling in ceilings:
+            curve.setdefault(ceiling["curve"], []).append((int(bench.name[3:]), ceiling["auc"]))
+        references = ceilings + reference_rows(bench)
+        sections += [f"### {bench.title}", "", *table(rows, references), ""]
+        print("\n".join(table(rows, references)))
     if len(curve.get("oracle", [])) > 1 and not args.no_docs:
         plot_curve(curve, ROOT / "docs" / f"{args.section}_curve.png")
         sections += [f"![AUC against simulated learners]({args.section}_curve.png)", ""]

@@ -1,8 +1,10 @@
 """Learner simulator with ground truth, written in Riiid format.
 
 ``python -m training.simulate --learners N --seed S --out DIR`` writes ``train.csv``, ``questions.csv``,
-``lectures.csv`` (Riiid schemas) and ``truth.csv`` (``row_id,p_correct``: the probability each answer
-was drawn from), then prints the oracle AUC (truth vs outcomes). Library use: ``simulate(...)`` returns
+``lectures.csv`` (Riiid schemas) and ``truth.csv`` (``row_id,p_correct,p_history_only``: the
+probability each answer was drawn from, and the history-only reference of ``training.sim_reference``:
+the best prediction for someone who knows the generative model but not the learner's latent
+traits), then prints both AUCs (against the outcomes). Library use: ``simulate(...)`` returns
 a :class:`SimulatedData`; ``write(sim, out_dir)`` writes the files. Everything is drawn from one
 ``np.random.default_rng(seed)``: same arguments, byte-identical files.
 
@@ -92,6 +94,7 @@ import numpy as np
 from models.numeric import sigmoid
 from training.binary_metrics import roc_auc
 from training.cli import OneLineArgumentParser
+from training.sim_reference import history_only_reference
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +143,7 @@ class SimParams:
     fatigue_minutes: float = 90.0
     base_seconds: float = 18.0  # typical time per question for theta = 0, speed 1
     elapsed_slope: float = 0.3  # log-time slope in theta: hard items take longer
+    rush_mu_sd: float = 0.3  # sd of the learners' rushing tendency mu_n
     rush_sd: float = 0.5  # sd of log(elapsed / need)
     rush_penalty: float = 1.0  # logit penalty per unit of log-time below need
     guess: float = 0.1  # floor of p_correct (4-choice questions)
@@ -190,21 +194,35 @@ class SimulatedData:
     had_explanation: np.ndarray  # (R,) this bundle's explanation flag; -1 on lectures
     lag_ms: np.ndarray  # (R,) time since the learner's previous event; -1 on the first
     ability: np.ndarray  # (R,) effective ability a (before difficulty and rushing); NaN lectures
+    # (R,) the part of `ability` the history determines: a minus the mean over the bundle's
+    # skills of the latent beta_n + u_nk (S, M, recency, fatigue); NaN on lectures
+    known_ability: np.ndarray
+    skills: np.ndarray  # (R, 2) skills of the row's bundle, -1 padded; -1 on lectures
     difficulty: np.ndarray  # (Q,) true difficulty d_q per question id
+    params: SimParams = field(default_factory=SimParams)
     meta: dict[str, float] = field(default_factory=dict)
+    _history_only: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def question_rows(self) -> np.ndarray:
         return self.train["content_type_id"] == 0
 
+    @property
+    def p_history_only(self) -> np.ndarray:
+        """(R,) the history-only reference (training.sim_reference), computed once; NaN lectures."""
+        if self._history_only is None:
+            self._history_only = history_only_reference(self)
+        return self._history_only
+
     def summary(self) -> dict[str, float | int]:
-        """The CLI's JSON line: learners, rows, oracle AUC, correct rate."""
+        """The CLI's JSON line: learners, rows, oracle and history-only AUC, correct rate."""
         q = self.question_rows
         y = self.train["answered_correctly"][q]
         return {
             "learners": int(len(np.unique(self.train["user_id"]))),
             "rows": int(len(q)),
             "oracle_auc": round(roc_auc(y, self.p_correct[q]), 4),
+            "history_only_auc": round(roc_auc(y, self.p_history_only[q]), 4),
             "correct_rate": round(float(y.mean()), 4),
         }
 
@@ -362,7 +380,7 @@ def make_learners(
     return Learners(
         base=base,
         speed=rng.lognormal(0.0, 0.3, n),
-        rush_mu=rng.normal(0.0, 0.3, n),
+        rush_mu=rng.normal(0.0, params.rush_mu_sd, n),
         expl_logit=rng.normal(1.2, 1.0, n),
         p_end=rng.beta(2.0, 40.0, n),
         target_rows=target,
@@ -427,16 +445,22 @@ def _pick_bundles(
 
 def _ability(
     who: np.ndarray, skills: np.ndarray, t: np.ndarray, lr: Learners, params: SimParams
-) -> np.ndarray:
-    """Mean over the bundle's skills of A_nk(t) + R_nk(t)  -> (n,)."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over the bundle's skills of A_nk(t) + R_nk(t), and of its latent part beta_n + u_nk.
+
+    Returns two (n,) arrays; their difference (S + M(t) + R(t)) follows from the history alone.
+    """
     total = np.zeros(len(who))
+    latent = np.zeros(len(who))
     for j in range(MAX_SKILLS_PER_BUNDLE):
         k = np.maximum(skills[:, j], 0)
         dt = t - lr.touch[who, k]
         m_now = decayed_transient(lr.trans[who, k], lr.count[who, k], dt, params)
         a = lr.base[who, k] + lr.perm[who, k] + m_now + recency(dt, params)
         total += np.where(skills[:, j] >= 0, a, 0.0)
-    return total / (skills >= 0).sum(axis=1)
+        latent += np.where(skills[:, j] >= 0, lr.base[who, k], 0.0)
+    n_skills = (skills >= 0).sum(axis=1)
+    return total / n_skills, latent / n_skills
 
 
 @dataclass
@@ -457,6 +481,8 @@ class Chunk:
     had_expl: np.ndarray
     lag_ms: np.ndarray
     ability: np.ndarray
+    known_ability: np.ndarray
+    skills: np.ndarray  # (rows, 2)
 
 
 def _bundle_step(
@@ -472,7 +498,8 @@ def _bundle_step(
     fatigue = params.fatigue * np.minimum(
         1.0, (t - lr.session_start[who]) / (params.fatigue_minutes * MINUTE_MS)
     )
-    a = _ability(who, skills, t, lr, params) - fatigue  # (n,)
+    mean_ability, latent = _ability(who, skills, t, lr, params)
+    a = mean_ability - fatigue  # (n,)
     theta = a[:, None] - bank.difficulty[np.maximum(qs, 0)]  # (n, 5)
 
     need_s = params.base_seconds * lr.speed[who, None] * np.exp(-params.elapsed_slope * theta)
@@ -496,7 +523,9 @@ def _bundle_step(
         _learn(lr, who[has], skills[has, j], t[has], gain[has], params)
         lr.count[who[has], skills[has, j]] += mask[has].sum(1)
 
-    rows = _bundle_rows(who, qs, mask, t, user_answer, correct, p, elapsed, expl, a, lr)
+    rows = _bundle_rows(
+        who, qs, mask, t, user_answer, correct, p, elapsed, expl, a, latent, skills, lr
+    )
     size = mask.sum(1)
     lr.prev_elapsed[who] = np.floor((elapsed * mask).sum(1) / size)
     lr.prev_expl[who] = expl
@@ -520,6 +549,8 @@ def _bundle_rows(
     elapsed: np.ndarray,
     expl: np.ndarray,
     a: np.ndarray,
+    latent: np.ndarray,
+    skills: np.ndarray,
     lr: Learners,
 ) -> Chunk:
     """Flatten the (n, 5) bundle arrays to one row per real question (prior_* = previous bundle)."""
@@ -540,6 +571,8 @@ def _bundle_rows(
         had_expl=expl[r].astype(np.int8),
         lag_ms=lag[r],
         ability=a[r],
+        known_ability=(a - latent)[r],
+        skills=skills[r],
     )
 
 
@@ -571,6 +604,8 @@ def _lecture_step(
         had_expl=np.full(n, -1, dtype=np.int8),
         lag_ms=lag,
         ability=np.full(n, np.nan),
+        known_ability=np.full(n, np.nan),
+        skills=np.full((n, MAX_SKILLS_PER_BUNDLE), -1, dtype=np.int64),
     )
     return chunk, rng.lognormal(np.log(120_000.0), 0.6, n)
 
@@ -661,7 +696,7 @@ def simulate(
                 chunks.append((step, chunk))
         _advance_clock(active, duration, lr, params, rng)
         step += 1
-    sim = _assemble(chunks, bank, n_learners, rng)
+    sim = _assemble(chunks, bank, n_learners, params, rng)
     sim.meta = {"steps": step, "seconds": round(time.perf_counter() - start, 3)}
     logger.info(
         "simulated %d learners, %d rows in %.2f s",
@@ -673,7 +708,11 @@ def simulate(
 
 
 def _assemble(
-    chunks: list[tuple[int, Chunk]], bank: Bank, n_learners: int, rng: np.random.Generator
+    chunks: list[tuple[int, Chunk]],
+    bank: Bank,
+    n_learners: int,
+    params: SimParams,
+    rng: np.random.Generator,
 ) -> SimulatedData:
     """Concatenate the step chunks and sort rows by learner, then event (= container), then slot."""
 
@@ -708,7 +747,10 @@ def _assemble(
         had_explanation=cat("had_expl")[order].astype(np.int8),
         lag_ms=cat("lag_ms")[order],
         ability=cat("ability")[order],
+        known_ability=cat("known_ability")[order],
+        skills=cat("skills")[order],
         difficulty=bank.difficulty,
+        params=params,
     )
 
 
@@ -768,6 +810,7 @@ def _csv_columns(sim: SimulatedData) -> dict[str, dict[str, tuple[np.ndarray, Fo
     files["truth.csv"] = {
         "row_id": (sim.train["row_id"][is_q], _int_strings),
         "p_correct": (sim.p_correct[is_q], _float_repr),
+        "p_history_only": (sim.p_history_only[is_q], _float_repr),
     }
     return files
 
@@ -870,7 +913,7 @@ def main(argv: list[str] | None = None) -> int:
     s = sim.summary()
     print(
         f"simulated {s['learners']} learners, {s['rows']} rows in {sim.meta['seconds']} s -> {args.out}; "
-        f"oracle AUC {s['oracle_auc']:.4f}, correct rate {s['correct_rate']:.3f}"
+        f"oracle AUC {s['oracle_auc']:.4f}, history-only AUC {s['history_only_auc']:.4f}, correct rate {s['correct_rate']:.3f}"
     )
     print(json.dumps(s))
     return 0

@@ -90,7 +90,7 @@ def test_files_have_exact_riiid_headers(written: Path) -> None:
         "train.csv": list(TRAIN_COLUMNS),
         "questions.csv": list(QUESTION_COLUMNS),
         "lectures.csv": list(LECTURE_COLUMNS),
-        "truth.csv": ["row_id", "p_correct"],
+        "truth.csv": ["row_id", "p_correct", "p_history_only"],
     }
     assert expected["train.csv"] == [
         "row_id",
@@ -222,6 +222,9 @@ def test_truth_aligns_with_question_rows(sim: SimulatedData, written: Path) -> N
     assert np.array_equal(p, sim.p_correct[q])  # repr round-trips exactly
     assert np.all((p > 0) & (p < 1))
     assert np.all(np.isnan(sim.p_correct[~q]))
+    reference = np.array([float(r["p_history_only"]) for r in truth])
+    assert np.array_equal(reference, sim.p_history_only[q])
+    assert np.all((reference > 0) & (reference < 1))
 
 
 def test_wrong_answers_pick_another_choice(sim: SimulatedData) -> None:
@@ -436,7 +439,7 @@ def test_cli_end_to_end_subprocess(tmp_path: Path) -> None:
     lines = proc.stdout.strip().splitlines()
     assert "oracle AUC" in lines[0]
     summary = json.loads(lines[-1])
-    assert set(summary) == {"learners", "rows", "oracle_auc", "correct_rate"}
+    assert set(summary) == {"learners", "rows", "oracle_auc", "history_only_auc", "correct_rate"}
     assert summary["learners"] == 30
     assert summary["rows"] == len((out / "train.csv").read_text().splitlines()) - 1
     for name in ("train.csv", "questions.csv", "lectures.csv", "truth.csv"):
