@@ -176,6 +176,18 @@ def truth_rows(split: Path, truth: Path) -> list[dict]:
     return rows
 
 
+def saved_row(model_dir: Path, extra: list[str]) -> dict | None:
+    """The row an earlier run saved for this model dir with the same flags, or None."""
+    saved, saved_eval = model_dir / "bench_row.json", model_dir / "bench_eval.npz"
+    if not (saved.exists() and saved_eval.exists()):
+        return None
+    row = json.loads(saved.read_text())
+    if row.get("flags") != extra:
+        return None
+    arrays = np.load(saved_eval)
+    return {**row, "_labels": arrays["labels"], "_probs": arrays["probs"]}
+
+
 def train_and_evaluate(
     name: str, bench: Benchmark, out: Path, extra: list[str], reuse: bool = False
 ) -> dict:
@@ -186,11 +198,8 @@ def train_and_evaluate(
     """
     model_dir = out / name
     saved, saved_eval = model_dir / "bench_row.json", model_dir / "bench_eval.npz"
-    if reuse and saved.exists() and saved_eval.exists():
-        row = json.loads(saved.read_text())
-        if row.get("flags") == extra:
-            arrays = np.load(saved_eval)
-            return {**row, "_labels": arrays["labels"], "_probs": arrays["probs"]}
+    if reuse and (row := saved_row(model_dir, extra)) is not None:
+        return row
     questions = ["--questions-file", str(bench.questions)] if bench.questions else []
     cmd = [
         sys.executable,
@@ -339,6 +348,11 @@ def main(argv: list[str] | None = None) -> int:
         "trained with the same flags, instead of training it again",
     )
     parser.add_argument(
+        "--reuse-only",
+        action="store_true",
+        help="train nothing: render the saved rows, leaving out (and naming) the models without one",
+    )
+    parser.add_argument(
         "--no-docs", action="store_true", help="print only; do not touch docs/benchmarks.md"
     )
     parser.add_argument(
@@ -380,7 +394,14 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for name in args.models.split(","):
             flags = [*extra, "--epochs", str(args.sim_epochs)] if is_sim else extra
-            row = train_and_evaluate(name, bench, out / bench.name, flags, args.reuse)
+            if args.reuse_only:
+                found = saved_row(out / bench.name / name, flags)
+                if found is None:
+                    print(f"{bench.name}: no saved row for {name} (not run)")
+                    continue
+                row = found
+            else:
+                row = train_and_evaluate(name, bench, out / bench.name, flags, args.reuse)
             print(
                 json.dumps(
                     {

@@ -36,8 +36,14 @@ class ModelConfig:
     n_elapsed_buckets: int = _DEFAULT_ELAPSED_BUCKETS  # FeatureSpec.n_elapsed_buckets
     seq_len: int = 100  # = FeatureSpec.window; size of the position table (positions are < window)
     d_model: int = 128  # width of every embedding / hidden state (DKT: LSTM hidden size)
-    n_layers: int = 2  # encoder layers = decoder layers (SAINT); stacked LSTM layers (DKT)
+    n_layers: int = 2  # decoder layers (and encoder layers, see below) (SAINT); LSTM layers (DKT)
     n_heads: int = 4  # attention heads; d_model must be divisible by it
+    # SAINT: encoder layers (None = n_layers). 0: the exercise stream is the sum of its embeddings,
+    # with no attention (the lean student: fewer graph nodes, which is what latency costs at B=1).
+    encoder_layers: int | None = None
+    # SAINT decoder: cross-attention to the encoder output under the exercise mask; off: response
+    # attention + FFN only.
+    cross_attention: bool = True
     ffn_mult: int = 4  # FFN hidden width = ffn_mult * d_model (DKT: MLP head width multiplier)
     dropout: float = 0.1  # dropout on embeddings and residual branches
     # dropout on the attention weights (B, H, T, S); None = `dropout`. 0 lets training use the fused
@@ -100,6 +106,14 @@ class ModelConfig:
             problems.append(
                 f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})"
             )
+        if self.encoder_layers is not None and (
+            not isinstance(self.encoder_layers, int)
+            or isinstance(self.encoder_layers, bool)
+            or self.encoder_layers < 0
+        ):
+            problems.append(
+                f"encoder_layers must be null or an integer >= 0, got {self.encoder_layers!r}"
+            )
         if self.attention_dropout is None:
             self.attention_dropout = self.dropout
         for key in ("dropout", "attention_dropout"):
@@ -120,6 +134,7 @@ class ModelConfig:
             "use_stats",
             "irt_prior",
             "attention_decay",
+            "cross_attention",
         ):
             if not isinstance(getattr(self, key), bool):
                 problems.append(f"{key} must be true or false, got {getattr(self, key)!r}")
@@ -146,6 +161,11 @@ class ModelConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
+
+    @property
+    def n_encoder_layers(self) -> int:
+        """SAINT's encoder depth: `encoder_layers`, or `n_layers` when unset."""
+        return self.n_layers if self.encoder_layers is None else self.encoder_layers
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -897,6 +897,25 @@ class CandidateRequest:
     timestamp: int | None = None  # ms, same clock as history.timestamp; None -> lag unknown
 
 
+def bundle_requests(
+    history: History, first: int = 0
+) -> tuple[list[CandidateRequest], list[np.ndarray]]:
+    """The service's protocol over a known history: one request per bundle that starts at or after
+    item `first` (a bundle boundary), each with everything before it as history and the bundle's
+    questions as candidates at the bundle's timestamp. Returns the requests and, per request, the
+    answers (the labels of its candidates)."""
+    bundle = history.bundle[first:]
+    starts = first + np.flatnonzero(np.concatenate([[True], bundle[1:] != bundle[:-1]]))
+    spans = list(zip(starts.tolist(), [*starts[1:].tolist(), len(history)], strict=True))
+    if len(bundle) == 0:
+        return [], []
+    requests = [
+        CandidateRequest(history.slice(0, s), history.question[s:e], int(history.timestamp[s]))
+        for s, e in spans
+    ]
+    return requests, [history.correct[s:e] for s, e in spans]
+
+
 def encode_candidate_batch(
     requests: list[CandidateRequest], spec: FeatureSpec, items: ItemTable
 ) -> tuple[dict[str, np.ndarray], list[tuple[int, int]]]:

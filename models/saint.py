@@ -6,14 +6,15 @@ One model class, read top to bottom:
   1. Encoder = SAINT's exercise stream. x_i = x_q + E_pos[pos_i] + W s_i (+ SAINT+:
      lag_i), N pre-LN layers of self-attention under the exercise mask (j visible to i iff
      bundle_j < bundle_i or j == i) + FFN. Output O (B, T, D). Everything in it is known when i is shown.
+     (`encoder_layers` = 0: O = LayerNorm(x), no attention.)
   2. Response memory = SAINT's response stream, made safe. r_j = E_resp[resp_j] + x_q[j] +
      E_pos[pos_j] + O_j (+ SAINT+: elapsed_j, lag_j, explanation_j). It is used ONLY as keys/values,
      behind the response mask (visible iff bundle_j < bundle_i) with a learned null slot prepended.
      Plain SAINT's "shift the responses by one" leaks within bundles, and feeding i its own response
      but masking it still leaks through the residual stream; here i's response never reaches i.
   3. Decoder: h_i starts from query-side info only (O_i + a decoder position embedding). Each of N
-     pre-LN layers: attention to the response memory, cross-attention to O under the exercise mask,
-     FFN. Final LayerNorm + Linear -> one logit per position, plus (irt_prior) an IRT-style prior
+     pre-LN layers: attention to the response memory, cross-attention to O under the exercise mask
+     (unless `cross_attention` is off), FFN. Final LayerNorm + Linear -> one logit per position, plus (irt_prior) an IRT-style prior
      from the statistics and the item's difficulty: logit = prior + learned correction.
 
 SAINT ignores lag / elapsed / explanation; SAINT+ adds lag to the query side (it is known when the
@@ -66,9 +67,13 @@ class DecoderLayer(nn.Module):
         self.resp_attn = Attention(
             cfg.d_model, cfg.n_heads, cfg.dropout, cfg.attention_decay, cfg.attention_dropout
         )
-        self.ln_cross = nn.LayerNorm(cfg.d_model)
-        self.cross_attn = Attention(
-            cfg.d_model, cfg.n_heads, cfg.dropout, cfg.attention_decay, cfg.attention_dropout
+        self.ln_cross = nn.LayerNorm(cfg.d_model) if cfg.cross_attention else None
+        self.cross_attn = (
+            Attention(
+                cfg.d_model, cfg.n_heads, cfg.dropout, cfg.attention_decay, cfg.attention_dropout
+            )
+            if cfg.cross_attention
+            else None
         )
         self.ln_ffn = nn.LayerNorm(cfg.d_model)
         self.ffn = FeedForward(cfg.d_model, cfg.ffn_mult, cfg.dropout)
@@ -79,15 +84,16 @@ class DecoderLayer(nn.Module):
         memory: Tensor,  # (B, T + 1, D) [null, responses]
         enc: Tensor,  # (B, T, D) encoder output O
         resp_mask: Tensor,  # (B, 1, T, T + 1)
-        ex_mask: Tensor,  # (B, 1, T, T)
+        ex_mask: Tensor | None,  # (B, 1, T, T); None without cross-attention
         need_weights: bool,
         resp_dist: Tensor | None = None,  # (B, 1, T, T + 1) bundles back (attention_decay)
         ex_dist: Tensor | None = None,  # (B, 1, T, T)
     ) -> tuple[Tensor, Tensor | None]:
         a, w = self.resp_attn(self.ln_resp(h), memory, resp_mask, need_weights, resp_dist)
         h = h + a  # what the learner did in strictly earlier bundles
-        c, _ = self.cross_attn(self.ln_cross(h), enc, ex_mask, False, ex_dist)
-        h = h + c  # which exercises came before (and this one)
+        if self.cross_attn is not None and self.ln_cross is not None and ex_mask is not None:
+            c, _ = self.cross_attn(self.ln_cross(h), enc, ex_mask, False, ex_dist)
+            h = h + c  # which exercises came before (and this one)
         h = h + self.ffn(self.ln_ffn(h))
         return h, w
 
@@ -119,7 +125,7 @@ class SAINT(nn.Module):
         else:
             self.lag_enc = self.elapsed_enc = self.explanation_emb = None
         self.enc_drop = nn.Dropout(cfg.dropout)
-        self.encoder = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.n_layers))
+        self.encoder = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.n_encoder_layers))
         self.ln_enc = nn.LayerNorm(d)
 
         # The memory gets its own LayerNorm: it is a sum of several embeddings plus O.
@@ -145,11 +151,13 @@ class SAINT(nn.Module):
         question = batch["question"]  # (B, T) int64, 0 = padding
         bundle = batch["bundle"]  # (B, T) int64, PAD_BUNDLE at padding
         position = batch["position"]  # (B, T) index of the first item of the bundle
-        ex_mask = exercise_mask(bundle, question)  # (B, 1, T, T)
+        # the exercise mask serves the encoder and the cross-attention; a lean model has neither
+        uses_exercises = len(self.encoder) > 0 or self.cfg.cross_attention
+        ex_mask = exercise_mask(bundle, question) if uses_exercises else None  # (B, 1, T, T)
         resp_mask = response_mask(bundle, question)  # (B, 1, T, T + 1)
         ex_dist = resp_dist = None
         if self.cfg.attention_decay:
-            ex_dist = bundle_distance(bundle)  # (B, 1, T, T)
+            ex_dist = bundle_distance(bundle) if uses_exercises else None  # (B, 1, T, T)
             resp_dist = bundle_distance(bundle, null_key=True)  # (B, 1, T, T + 1)
 
         # 1. Encoder: exercise stream (query-side info only).
@@ -166,6 +174,7 @@ class SAINT(nn.Module):
         enc_hidden: list[Tensor] = [x]
         enc_attn: list[Tensor] = []
         for layer in self.encoder:
+            assert ex_mask is not None
             x, w = layer(x, ex_mask, output_attentions, ex_dist)
             enc_hidden.append(x)
             if w is not None:

@@ -45,12 +45,15 @@ SCHEDULERS = {
     "constant_with_warmup": "constant_with_warmup",
     "inverse_sqrt": "inverse_sqrt",
 }
-# Distillation model sizes by name: (d_model, n_layers, n_heads).
-PRESETS: dict[str, tuple[int, int, int]] = {
-    "tiny": (32, 1, 2),
-    "small": (64, 1, 4),
-    "base": (128, 2, 4),
-    "large": (256, 3, 8),
+# Distillation model sizes by name: ModelArguments fields. "lean" is "tiny" without the encoder's
+# and the decoder's exercise attention (one attention block in all): at B=1 an ONNX Runtime call
+# costs about 1 us per graph node, so the student's latency is mostly its node count.
+PRESETS: dict[str, dict[str, Any]] = {
+    "lean": {"d_model": 32, "layers": 1, "heads": 2, "encoder_layers": 0, "cross_attention": False},
+    "tiny": {"d_model": 32, "layers": 1, "heads": 2},
+    "small": {"d_model": 64, "layers": 1, "heads": 4},
+    "base": {"d_model": 128, "layers": 2, "heads": 4},
+    "large": {"d_model": 256, "layers": 3, "heads": 8},
 }
 
 
@@ -104,13 +107,28 @@ class ModelArguments:
 
     model: str = flag_field("registry model", default="saint_plus", choices=sorted(MODEL_REGISTRY))
     d_model: int = flag_field("width of every embedding / hidden state", default=128)
-    layers: int = flag_field("encoder = decoder layers (SAINT); LSTM layers (DKT)", default=2)
+    layers: int = flag_field(
+        "decoder layers, and encoder layers unless --encoder-layers (SAINT); LSTM layers (DKT)",
+        default=2,
+    )
     heads: int = flag_field("attention heads (d_model must be divisible by it)", default=4)
+    encoder_layers: int | None = flag_field(
+        "SAINT/SAINT+ encoder layers (default: --layers); 0: no encoder attention", default=None
+    )
+    cross_attention: bool = flag_field(
+        "SAINT/SAINT+ decoder cross-attention to the encoder output (off: response attention and "
+        "FFN only, as in the lean student preset)",
+        default=True,
+    )
 
     def __post_init__(self) -> None:
         _check(
             self.d_model > 0 and self.layers > 0 and self.heads > 0,
             "--d-model, --layers and --heads must be positive",
+        )
+        _check(
+            self.encoder_layers is None or self.encoder_layers >= 0,
+            "--encoder-layers must be >= 0",
         )
 
 

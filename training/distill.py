@@ -289,7 +289,7 @@ def student_spec(
 ) -> StudentSpec:
     """--student: a preset (the teacher's registry model at that size) or a ModelConfig JSON."""
     if preset_or_file in PRESETS:
-        return StudentSpec(ModelArguments(teacher_model, *PRESETS[preset_or_file]), arch)
+        return StudentSpec(ModelArguments(teacher_model, **PRESETS[preset_or_file]), arch)
     path = Path(preset_or_file)
     if not path.exists():
         raise ValueError(
@@ -297,7 +297,14 @@ def student_spec(
         )
     cfg = ModelConfig.from_json(path)
     return StudentSpec(
-        ModelArguments(cfg.name, cfg.d_model, cfg.n_layers, cfg.n_heads),
+        ModelArguments(
+            cfg.name,
+            cfg.d_model,
+            cfg.n_layers,
+            cfg.n_heads,
+            encoder_layers=cfg.encoder_layers,
+            cross_attention=cfg.cross_attention,
+        ),
         dataclasses.replace(arch, dropout=cfg.dropout, attention_dropout=cfg.attention_dropout),
         cfg,
     )
@@ -310,7 +317,7 @@ def teacher_run(
     model with the same preset and flags): out/teacher[_<model>], never resumed."""
     out = Path(run.optim.output_dir)
     name = model or distill.teacher_model
-    sized = ModelArguments(name, *PRESETS[distill.teacher_preset])
+    sized = ModelArguments(name, **PRESETS[distill.teacher_preset])
     return dataclasses.replace(run, model=sized).with_output(
         out / ("teacher" if model is None else f"teacher_{model}"), resume_from_checkpoint=None
     )
@@ -425,7 +432,7 @@ def train_student(
     calibration = None
     if has_eval and run.optim.calibration == "platt":
         config, calibration = calibrate_model(module.student, config, data.valid)
-        calibration.pop("served_metrics")  # run_distillation scores every model alike
+        calibration.pop("window_metrics")  # run_distillation scores every model alike
         logger.info(
             "student calibration (Platt, validation learners): scale %.3f bias %.3f",
             calibration["scale"],
@@ -656,7 +663,7 @@ def parse(argv: list[str] | None) -> tuple[TrainRun, DistillationArguments]:
         distill.check_files()
     except ValueError as exc:
         parser.error(str(exc))
-    teacher = ModelArguments(distill.teacher_model, *PRESETS[distill.teacher_preset])
+    teacher = ModelArguments(distill.teacher_model, **PRESETS[distill.teacher_preset])
     return TrainRun(data, log, teacher, arch, optim), distill
 
 

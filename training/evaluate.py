@@ -26,6 +26,7 @@ from models.features import (
     FeatureSpec,
     History,
     QuestionVocab,
+    bundle_requests,
     encode_candidate_batch,
 )
 from models.numeric import sigmoid
@@ -146,16 +147,15 @@ def build_requests(
                 history.history(history_index[int(user)], lecture_vocab=vocab), history.vocab, vocab
             )
         full = _concat(past, future)
-        starts = np.flatnonzero(np.concatenate([[True], np.diff(future.bundle) != 0])) + len(past)
-        ends = np.concatenate([starts[1:], [len(full)]])
-        for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-            requests.append(
-                CandidateRequest(full.slice(0, s), full.question[s:e], int(full.timestamp[s]))
-            )
-            labels.append(full.correct[s:e])
+        bundles, answers = bundle_requests(full, first=len(past))
+        for request, answer in zip(bundles, answers, strict=True):
+            s = len(request.history) - len(past)  # the bundle's first item in `future`
+            e = s + len(request.candidates)
+            requests.append(request)
+            labels.append(answer)
             users.append(int(user))
-            row_ids.append(future_rows[s - len(past) : e - len(past)])
-            question_ids.append(future_questions[s - len(past) : e - len(past)])
+            row_ids.append(future_rows[s:e])
+            question_ids.append(future_questions[s:e])
     return EvalRequests(requests, labels, users, row_ids, question_ids)
 
 

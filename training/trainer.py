@@ -230,6 +230,8 @@ def build_config(
         d_model=model.d_model,
         n_layers=model.layers,
         n_heads=model.heads,
+        encoder_layers=model.encoder_layers,
+        cross_attention=model.cross_attention,
         dropout=arch.dropout,
         attention_dropout=arch.attention_dropout,
         time_encoding=arch.time_encoding,
@@ -410,7 +412,7 @@ def run_training(
                 else "validation learners"
             )
             config, calibration = calibrate_model(model, config, data.valid, fitted_on)
-            metrics.update(calibration.pop("served_metrics"))
+            metrics.update(calibration.pop("window_metrics"))
             metrics["calibration"] = calibration
             logger.info(
                 "calibration (Platt, validation learners): scale %.3f bias %.3f; "

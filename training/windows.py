@@ -70,6 +70,8 @@ class WindowDataset(Dataset):
         seed: int = 0,
     ) -> None:
         self.histories = histories
+        # per learner, the first item that carries a label (0: all; --validation time: the cut)
+        self.score_from = [0] * len(histories) if score_from is None else list(score_from)
         self.spec = spec
         self.items = items
         # Window augmentation (training only): every epoch, each window's end moves by a random

@@ -25,6 +25,18 @@ from models.features import (
 from models.registry import MODEL_REGISTRY, build_model, count_parameters
 
 NAMES = sorted(MODEL_REGISTRY)
+# the registry models plus SAINT+ in the lean student's shape (no encoder, no cross-attention)
+VARIANTS = [*NAMES, "saint_plus_lean"]
+LEAN = {"encoder_layers": 0, "cross_attention": False}
+
+
+def variant_config(variant: str, **sizes: object) -> ModelConfig:
+    """config_for_spec of a registry name, or of SAINT+ in the lean shape for "saint_plus_lean"."""
+    if variant == "saint_plus_lean":
+        return config_for_spec("saint_plus", SPEC, VOCAB, **sizes, **LEAN)
+    return config_for_spec(variant, SPEC, VOCAB, **sizes)
+
+
 N_RAW_QUESTIONS = 30
 SPEC = FeatureSpec(window=16, n_questions=N_RAW_QUESTIONS + 2, n_parts=9)
 VOCAB = QuestionVocab.build(
@@ -57,9 +69,7 @@ def to_torch(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
 
 def tiny_model(name: str, seed: int = 0, randomize: bool = True) -> torch.nn.Module:
     torch.manual_seed(seed)
-    cfg = config_for_spec(
-        name, SPEC, VOCAB, d_model=16, n_layers=2, n_heads=2, ffn_mult=2, dropout=0.0
-    )
+    cfg = variant_config(name, d_model=16, n_layers=2, n_heads=2, ffn_mult=2, dropout=0.0)
     model = build_model(cfg)
     if randomize:
         # Large random weights so every input visibly moves the output (the logistic model starts
@@ -152,7 +162,7 @@ def test_saint_plus_reads_earlier_elapsed_and_explanation() -> None:
         assert moved > 1e-5, f"saint_plus ignores earlier {name}"
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", VARIANTS)
 def test_no_leak_from_same_or_later_bundles(name: str) -> None:
     rng = np.random.default_rng(2)
     model = tiny_model(name)
@@ -184,7 +194,7 @@ def test_no_leak_from_same_or_later_bundles(name: str) -> None:
     assert moved_by_earlier >= (n_bundles - 1) // 2, f"{name}: earlier answers barely matter"
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", VARIANTS)
 def test_k_candidates_in_one_pass_equal_single_predictions(name: str) -> None:
     rng = np.random.default_rng(3)
     model = tiny_model(name)
@@ -213,13 +223,11 @@ def test_k_candidates_in_one_pass_equal_single_predictions(name: str) -> None:
     torch.testing.assert_close(batched, joint, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", VARIANTS)
 def test_few_steps_lower_the_loss(name: str) -> None:
     rng = np.random.default_rng(4)
     torch.manual_seed(0)
-    cfg = config_for_spec(
-        name, SPEC, VOCAB, d_model=16, n_layers=1, n_heads=2, ffn_mult=2, dropout=0.0
-    )
+    cfg = variant_config(name, d_model=16, n_layers=1, n_heads=2, ffn_mult=2, dropout=0.0)
     model = build_model(cfg).train()
     lengths = [16, 12, 7, 3]
     batch = to_torch(collate([encode(random_history(rng, n), SPEC, PARTS) for n in lengths]))
@@ -375,3 +383,18 @@ def test_attention_dropout_is_a_validated_config_field() -> None:
         ModelConfig(attention_dropout=1.0)
     model = build_model(ModelConfig(name="saint_plus", attention_dropout=0.5)).train()
     assert all(m.attn_drop.p == 0.5 for m in model.modules() if hasattr(m, "attn_drop"))
+
+
+def test_lean_shape_has_one_attention_block_and_fewer_parameters() -> None:
+    """The lean student: no encoder layers, no cross-attention, so one attention per decoder layer."""
+    lean = build_model(variant_config("saint_plus_lean", d_model=16, n_layers=1, n_heads=2))
+    full = build_model(
+        config_for_spec("saint_plus", SPEC, VOCAB, d_model=16, n_layers=1, n_heads=2)
+    )
+    assert len(lean.encoder) == 0 and len(full.encoder) == 1
+    assert all(layer.cross_attn is None for layer in lean.decoder)
+    assert count_parameters(lean) < count_parameters(full)
+    with pytest.raises(ValueError, match="encoder_layers must be null or an integer >= 0"):
+        ModelConfig(encoder_layers=-1)
+    assert ModelConfig(n_layers=3).n_encoder_layers == 3
+    assert ModelConfig.from_dict(ModelConfig(encoder_layers=0).to_dict()).n_encoder_layers == 0

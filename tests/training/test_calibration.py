@@ -147,7 +147,7 @@ def test_training_fits_the_calibration_on_validation_learners_and_serves_it(
 ) -> None:
     from service.predictor import Predictor
     from training.artifacts import load_model_dir
-    from training.calibration import raw_logits_and_labels
+    from training.calibration import served_logits_and_labels
     from training.evaluate import TorchScorer
     from training.export import export_artifact, parity_batches, read_manifest
 
@@ -166,8 +166,10 @@ def test_training_fits_the_calibration_on_validation_learners_and_serves_it(
     model, config, spec, vocab = load_model_dir(tmp_path / "m")
     assert (config.calibration_scale, config.calibration_bias) == (cal["scale"], cal["bias"])
     assert (cal["scale"], cal["bias"]) != (1.0, 0.0)
-    # the recorded fit is the optimum for those positions: refitting gives the same numbers
-    logits, labels = raw_logits_and_labels(model, valid)
+    assert cal["protocol"].startswith("served")
+    # the recorded fit is the optimum for those positions, predicted as served: refitting gives
+    # the same numbers
+    logits, labels = served_logits_and_labels(model, valid)
     refit = fit_platt(logits, labels)
     assert refit.scale == pytest.approx(cal["scale"], rel=1e-6)
     assert refit.bias == pytest.approx(cal["bias"], abs=1e-6)
@@ -197,3 +199,34 @@ def test_calibration_none_leaves_the_logits_alone(sim_dir: Path, tmp_path: Path)
     assert "calibration" not in metrics
     _, config, _, _ = load_model_dir(tmp_path / "m")
     assert (config.calibration_scale, config.calibration_bias) == (1.0, 0.0)
+
+
+def test_calibration_sees_the_validation_learners_exactly_as_the_service_would(
+    sim_dir: Path, tmp_path: Path
+) -> None:
+    """served_logits_and_labels == training.evaluate's scorer on the same learners from an empty
+    history (uncalibrated): same items, same order, same logits; and the cap keeps whole learners."""
+    from models.numeric import sigmoid
+    from training.artifacts import load_model_dir
+    from training.calibration import served_logits_and_labels
+    from training.data import load_dataset
+    from training.evaluate import TorchScorer, build_requests, score_all
+    from training.splits import split_by_learner
+
+    _train(sim_dir, tmp_path / "m", "--model", "saint_plus", "--calibration", "none")
+    model, _, spec, vocab = load_model_dir(tmp_path / "m")
+    _, valid = _valid_windows(sim_dir)
+    logits, labels = served_logits_and_labels(model, valid)
+    assert len(labels) == valid.n_scored()
+
+    inter = load_dataset(sim_dir / "train.csv", sim_dir / "questions.csv")
+    _, valid_learners = split_by_learner(inter, 0.1, 0)
+    built = build_requests(None, valid_learners, vocab)
+    probs = score_all(TorchScorer(tmp_path / "m"), built.requests)
+    np.testing.assert_allclose(sigmoid(logits), probs, atol=1e-6)
+    np.testing.assert_array_equal(labels, np.concatenate(built.labels))
+
+    # the cap stops after the learner that reaches it: here the whole first learner, no more
+    few, few_labels = served_logits_and_labels(model, valid, max_bundles=1)
+    assert len(few_labels) == len(valid.histories[0]) < len(labels)
+    np.testing.assert_allclose(few, logits[: len(few)], atol=1e-6)

@@ -118,9 +118,9 @@ def test_teacher_and_student_runs_are_derived_not_edited(tmp_path: Path) -> None
     )  # fmt: skip
     before = repr(run)
     teacher = teacher_run(run, distill, model="dkt")
-    assert (teacher.model.model, teacher.model.d_model) == ("dkt", PRESETS["base"][0])
+    assert (teacher.model.model, teacher.model.d_model) == ("dkt", PRESETS["base"]["d_model"])
     assert teacher.optim.output_dir == str(tmp_path / "o" / "teacher_dkt")
     assert repr(run) == before  # nothing was edited
     assert distill.ensemble_teacher == ["dkt", "logistic"]  # repeatable
     student = student_spec("tiny", "saint_plus", run.arch)
-    assert (student.model.d_model, student.arch.dropout) == (PRESETS["tiny"][0], 0.2)
+    assert (student.model.d_model, student.arch.dropout) == (PRESETS["tiny"]["d_model"], 0.2)
