@@ -311,8 +311,10 @@ class DistillationArguments:
         "registry model of the teacher", default="saint_plus", choices=sorted(MODEL_REGISTRY)
     )
     teacher_preset: str = flag_field("teacher size", default="large", choices=sorted(PRESETS))
-    student: str = flag_field(
-        f"preset ({', '.join(PRESETS)}) or a ModelConfig JSON file", default="tiny"
+    student: str | None = flag_field(
+        f"preset ({', '.join(PRESETS)}) or a ModelConfig JSON file (default: tiny; with --demo: "
+        "lean, the fastest at serving)",
+        default=None,
     )
     distill_config: str | None = flag_field(
         "DistillationConfig JSON (TextBrewer-style)", default=None

@@ -481,7 +481,7 @@ def run_distillation(run: TrainRun, distill: DistillationArguments) -> dict[str,
             f"{run.log.questions_file} ({data.spec.n_questions})"
         )
     distill_config = _build_distill_config(distill)
-    student = student_spec(distill.student, teacher_cfg.name, run.arch)
+    student = student_spec(distill.student or "tiny", teacher_cfg.name, run.arch)
     (out / "distill_config.json").write_text(json.dumps(distill_config.to_dict(), indent=2))
 
     results: dict[str, Any] = {}
@@ -623,7 +623,8 @@ def apply_demo(
     distill: DistillationArguments,
 ) -> tuple[DataArguments, LogArguments, OptimizationArguments, DistillationArguments]:
     """Simulator data and a budget that fits a few minutes on 2 CPU cores: a SAINT+ and a DKT
-    teacher distilled into the tiny student, with the scratch student as the baseline."""
+    teacher distilled into the lean student (unless --student says otherwise), with the scratch
+    student as the baseline."""
     from training.simulate import simulate, write
 
     data_dir = Path(optim.output_dir) / "data"
@@ -642,7 +643,11 @@ def apply_demo(
         save_total_limit=1,
     )
     distill = dataclasses.replace(
-        distill, teacher_preset="base", ensemble_teacher=["dkt"], no_baseline=False
+        distill,
+        teacher_preset="base",
+        ensemble_teacher=["dkt"],
+        no_baseline=False,
+        student=distill.student or "lean",  # what `make serve` ships: one attention block
     )
     return data, log, optim, distill
 

@@ -124,3 +124,29 @@ def test_teacher_and_student_runs_are_derived_not_edited(tmp_path: Path) -> None
     assert distill.ensemble_teacher == ["dkt", "logistic"]  # repeatable
     student = student_spec("tiny", "saint_plus", run.arch)
     assert (student.model.d_model, student.arch.dropout) == (PRESETS["tiny"]["d_model"], 0.2)
+
+
+def test_the_demo_ships_the_lean_student_unless_told_otherwise(tmp_path: Path) -> None:
+    """--demo distils into the lean preset (one attention block: the fastest to serve); an explicit
+    --student wins; without --demo the default student is tiny."""
+    from training.arguments import PRESETS
+    from training.distill import parse, student_spec
+
+    out = tmp_path / "o"
+    (out / "data").mkdir(parents=True)
+    for name in ("train.csv", "questions.csv"):  # apply_demo reuses simulated data if present
+        (out / "data" / name).write_text("x\n")
+    _, demo = parse(["--demo", "--output-dir", str(out)])
+    assert demo.student == "lean"
+    _, chosen = parse(["--demo", "--student", "small", "--output-dir", str(out)])
+    assert chosen.student == "small"
+    train = tmp_path / "train.csv"
+    train.write_text("x\n")
+    run, plain = parse(["--train-file", str(train), "--output-dir", str(tmp_path / "p")])
+    assert plain.student is None
+    lean = student_spec("lean", "saint_plus", run.arch).model
+    assert (lean.d_model, lean.encoder_layers, lean.cross_attention) == (
+        PRESETS["lean"]["d_model"],
+        0,
+        False,
+    )
