@@ -14,8 +14,9 @@ One model class, read top to bottom:
      but masking it still leaks through the residual stream; here i's response never reaches i.
   3. Decoder: h_i starts from query-side info only (O_i + a decoder position embedding). Each of N
      pre-LN layers: attention to the response memory, cross-attention to O under the exercise mask
-     (unless `cross_attention` is off), FFN. Final LayerNorm + Linear -> one logit per position, plus (irt_prior) an IRT-style prior
-     from the statistics and the item's difficulty: logit = prior + learned correction.
+     (unless `cross_attention` is off), FFN. Final LayerNorm + Linear -> one logit per position,
+     plus (irt_prior) an IRT-style prior from the statistics and the item's difficulty:
+     logit = prior + learned correction.
 
 SAINT ignores lag / elapsed / explanation; SAINT+ adds lag to the query side (it is known when the
 item is shown) and elapsed time + explanation flag to the response side.
