@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.report import write_section
+from models.numeric import sigmoid
 from training.binary_metrics import binary_metrics
 from training.data import load_dataset
 from training.evaluate import evaluate, plot_calibration
@@ -224,7 +224,7 @@ def train_and_evaluate(
     metrics, labels, probs = evaluate(
         model_dir, bench.eval_file, bench.questions, bench.history_file
     )
-    raw = uncalibrated_metrics(model_dir, bench)
+    raw = uncalibrated_metrics(model_dir, labels, probs)
     row = {
         "model": name,
         "flags": extra,
@@ -247,16 +247,15 @@ def train_and_evaluate(
     return {**row, "_labels": labels, "_probs": probs}
 
 
-def uncalibrated_metrics(model_dir: Path, bench: Benchmark) -> dict:
-    """The same evaluation with the model's Platt calibration switched off (scale 1, bias 0)."""
-    raw_dir = model_dir.with_name(model_dir.name + "_uncalibrated")
-    shutil.rmtree(raw_dir, ignore_errors=True)
-    shutil.copytree(model_dir, raw_dir, ignore=shutil.ignore_patterns("checkpoints", "runs"))
-    config = json.loads((raw_dir / "config.json").read_text())
-    config.update({"calibration_scale": 1.0, "calibration_bias": 0.0})
-    (raw_dir / "config.json").write_text(json.dumps(config))
-    metrics, _, _ = evaluate(raw_dir, bench.eval_file, bench.questions, bench.history_file)
-    return metrics
+def uncalibrated_metrics(model_dir: Path, labels: np.ndarray, probs: np.ndarray) -> dict:
+    """The same evaluation with the model's Platt calibration switched off: the served logit is
+    scale * raw + bias, so raw = (logit(p) - bias) / scale, exactly (no second evaluation)."""
+    config = json.loads((model_dir / "config.json").read_text())
+    scale = float(config.get("calibration_scale", 1.0))
+    bias = float(config.get("calibration_bias", 0.0))
+    p = np.clip(probs, 1e-12, 1.0 - 1e-12)
+    raw = sigmoid((np.log(p) - np.log1p(-p) - bias) / scale)
+    return binary_metrics(labels, raw)
 
 
 def reference_rows(bench: Benchmark) -> list[dict]:
