@@ -1,0 +1,177 @@
+"""What the route modules share: the server's clock, input checks against the bank and the
+limits (4xx naming the field), the bank with registered questions, scoring off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import numpy as np
+from fastapi import Path, Request
+
+from models.features import CandidateRequest
+from service.catalogue import ExtendedBank
+from service.config import USER_ID_PATTERN
+from service.deps import ApiError, ServiceState, check_count
+from service.events import make_events, make_lecture_events
+from service.predictor import Predictor
+from service.schemas import InteractionIn, LectureIn
+
+UserPath = Path(min_length=1, max_length=1024, pattern=USER_ID_PATTERN)
+
+
+def receive_time_ms() -> int:
+    """The server's clock (ms since the Unix epoch): the time of requests that carry none."""
+    return time.time_ns() // 1_000_000
+
+
+def now_moment(state: ServiceState, received_ms: int) -> int | None:
+    """The moment of a prediction without a timestamp: just after the receive time (so what was
+    received with it is history), or None (lag unknown) with KT_SERVER_TIME=false."""
+    return received_ms + 1 if state.settings.server_time else None
+
+
+def to_events(
+    items: list[InteractionIn], received_ms: int, lectures: list[LectureIn] | None = None
+) -> np.ndarray:
+    """Events of validated interactions (and lectures); those without a timestamp get the receive
+    time."""
+    answered = make_events(
+        timestamp=[received_ms if i.timestamp is None else i.timestamp for i in items],
+        question_id=[i.question_id for i in items],
+        correct=[i.correct for i in items],
+        elapsed_ms=[i.elapsed_time_ms for i in items],
+        had_explanation=[i.had_explanation for i in items],
+        container_id=[i.container_id for i in items],
+        interaction_id=[i.interaction_id for i in items],
+    )
+    if not lectures:
+        return answered
+    watched = make_lecture_events(
+        timestamp=[received_ms if x.timestamp is None else x.timestamp for x in lectures],
+        lecture_id=[x.lecture_id for x in lectures],
+        interaction_id=[x.interaction_id for x in lectures],
+    )
+    return np.concatenate([answered, watched])
+
+
+async def request_bank(state: ServiceState, predictor: Predictor, ids: list[int]) -> ExtendedBank:
+    """The model's bank plus the registered questions, after asking the store about any of `ids`
+    this process does not know yet (a question registered through another worker)."""
+    bank = state.catalogue.bank(predictor.vocab)
+    unknown = np.unique(bank.unknown(np.asarray(ids, dtype=np.int64)))
+    if len(unknown):
+        found = await state.store_call("get_questions", state.store.get_questions(unknown.tolist()))
+        if found:
+            state.catalogue.add(found)
+            bank = state.catalogue.bank(predictor.vocab)
+    return bank
+
+
+def check_unknown(
+    state: ServiceState, bank: ExtendedBank, ids: list[int], loc: list[str | int]
+) -> None:
+    if state.settings.unknown_questions == "map" or not ids:
+        return
+    unknown = sorted(set(bank.unknown(np.asarray(ids, dtype=np.int64)).tolist()))
+    if unknown:
+        shown = unknown[:50]
+        more = f" (+{len(unknown) - 50} more)" if len(unknown) > 50 else ""
+        raise ApiError(
+            422,
+            f"unknown question ids: {shown}{more}",
+            loc,
+            "unknown_question",
+            extra={"unknown_question_ids": shown},
+        )
+
+
+def check_interactions(
+    state: ServiceState,
+    bank: ExtendedBank,
+    items: list[InteractionIn],
+    loc: list,
+    received_ms: int,
+    n_lectures: int = 0,
+) -> None:
+    s = state.settings
+    check_count(
+        len(items) + n_lectures,
+        s.max_interactions_per_request,
+        "KT_MAX_INTERACTIONS_PER_REQUEST",
+        "interactions",
+        loc,
+    )
+    check_times(state, items, loc, received_ms)
+    check_unknown(state, bank, [i.question_id for i in items], loc)
+
+
+def check_times(
+    state: ServiceState,
+    items: Sequence[InteractionIn | LectureIn],
+    loc: list,
+    received_ms: int,
+) -> None:
+    """Server time when KT_SERVER_TIME allows it; no timestamp beyond KT_MAX_FUTURE_SKEW_MS."""
+    s = state.settings
+    latest = received_ms + s.max_future_skew_ms
+    for k, item in enumerate(items):
+        if item.timestamp is None and not s.server_time:
+            raise ApiError(
+                422,
+                "timestamp is required (KT_SERVER_TIME=false)",
+                [*loc, k, "timestamp"],
+                "missing",
+            )
+        if item.timestamp is not None and item.timestamp > latest:
+            raise ApiError(
+                422,
+                f"timestamp {item.timestamp} is {item.timestamp - received_ms} ms ahead of the "
+                f"server's clock ({received_ms}); at most KT_MAX_FUTURE_SKEW_MS="
+                f"{s.max_future_skew_ms} is allowed",
+                [*loc, k, "timestamp"],
+            )
+
+
+async def score(
+    state: ServiceState,
+    predictor: Predictor,
+    requests: list[CandidateRequest],
+    bank: ExtendedBank | None = None,
+) -> list[np.ndarray]:
+    def run() -> list[np.ndarray]:
+        start = time.perf_counter()
+        out = predictor.score(requests, None if bank is None else bank.items)
+        state.metrics.inference_latency.observe(time.perf_counter() - start)
+        return out
+
+    state.metrics.inference_batch.observe(len(requests))
+    return await asyncio.get_running_loop().run_in_executor(state.executor, run)
+
+
+def max_len(state: ServiceState, predictor: Predictor) -> int:
+    return predictor.spec.window + state.settings.history_extra
+
+
+def only_query(request: Request, allowed: set[str]) -> None:
+    """Unknown query parameters are an error (as unknown body fields are), not silently ignored."""
+    for name in request.query_params:
+        if name not in allowed:
+            raise ApiError(
+                422,
+                f"unknown query parameter {name!r} (allowed: {', '.join(sorted(allowed))})",
+                ["query", name],
+                "value_error",
+            )
+
+
+def before(events: np.ndarray, at: int) -> np.ndarray:
+    """The events strictly before `at` (what is known at that moment)."""
+    return events[: int(np.searchsorted(events["timestamp"], at, side="left"))]
+
+
+async def full_bank(state: ServiceState, predictor: Predictor) -> ExtendedBank:
+    """The bank with every registration in the store (the catalogue lists them all)."""
+    state.catalogue.add(await state.store_call("get_questions", state.store.get_questions()))
+    return state.catalogue.bank(predictor.vocab)
