@@ -121,7 +121,7 @@ def raw_logits_and_labels(
 
 # Served-protocol predictions used for the fit: one forward window per bundle, so a large
 # validation set is capped (whole learners, in their random validation order) at this many.
-MAX_CALIBRATION_BUNDLES = 50_000
+MAX_CALIBRATION_BUNDLES = 20_000
 
 
 def served_logits_and_labels(
