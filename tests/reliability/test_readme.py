@@ -76,9 +76,16 @@ def demo_sized_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     spec = FeatureSpec(
         window=100, n_questions=vocab.size, n_parts=vocab.n_parts, n_tags=vocab.n_tags
     )
-    d_model, layers, heads = PRESETS["tiny"]
+    demo = PRESETS["lean"]  # the preset `distill --demo` ships
     config = config_for_spec(
-        "saint_plus", spec, vocab, d_model=d_model, n_layers=layers, n_heads=heads
+        "saint_plus",
+        spec,
+        vocab,
+        d_model=demo["d_model"],
+        n_layers=demo["layers"],
+        n_heads=demo["heads"],
+        encoder_layers=demo["encoder_layers"],
+        cross_attention=demo["cross_attention"],
     )
     model_dir = save_model_dir(
         root / "model", build_model(config).eval(), config, spec, vocab, metrics={"auc": 0.5}
