@@ -39,6 +39,8 @@ if TYPE_CHECKING:  # the simulator imports this module to write truth.csv
     from training.simulate import SimParams, SimulatedData
 
 QUADRATURE_NODES = 48  # Gauss-Hermite nodes over s (and over the rushing draw z)
+# physicists' Gauss-Hermite rule (weight exp(-x^2)), computed once: s = mean + sqrt(2 var) x
+GH_NODES, GH_WEIGHTS = np.polynomial.hermite.hermgauss(QUADRATURE_NODES)
 # logits at which E_z sigmoid(. + penalty * min(z, 0)) is tabulated (then interpolated)
 GRID = np.linspace(-40.0, 40.0, 32_001)
 
@@ -73,10 +75,9 @@ def moments_given_answer(
 
     All arrays (n,). Gauss-Hermite quadrature of the exact 1-D posterior.
     """
-    nodes, weights = np.polynomial.hermite.hermgauss(QUADRATURE_NODES)  # weight exp(-x^2)
-    s = mean[:, None] + np.sqrt(2.0 * var)[:, None] * nodes[None, :]  # (n, G)
+    s = mean[:, None] + np.sqrt(2.0 * var)[:, None] * GH_NODES[None, :]  # (n, G)
     p = likelihood(s + offset[:, None])
-    lik = np.where(correct[:, None], p, 1.0 - p) * weights  # (n, G)
+    lik = np.where(correct[:, None], p, 1.0 - p) * GH_WEIGHTS  # (n, G)
     z = lik.sum(1)
     new_mean = (lik * s).sum(1) / z
     new_var = np.maximum((lik * (s - new_mean[:, None]) ** 2).sum(1) / z, 1e-12)
@@ -87,10 +88,9 @@ def predictive(
     mean: np.ndarray, var: np.ndarray, offset: np.ndarray, likelihood: AnswerLikelihood
 ) -> np.ndarray:
     """P(correct) = E_s P(correct | s + offset) for s ~ N(mean, var): (n,) x (n, J) -> (n, J)."""
-    nodes, weights = np.polynomial.hermite.hermgauss(QUADRATURE_NODES)
-    s = mean[:, None] + np.sqrt(2.0 * var)[:, None] * nodes[None, :]  # (n, G)
+    s = mean[:, None] + np.sqrt(2.0 * var)[:, None] * GH_NODES[None, :]  # (n, G)
     p = likelihood(s[:, None, :] + offset[:, :, None])  # (n, J, G)
-    return p @ (weights / np.sqrt(np.pi))
+    return p @ (GH_WEIGHTS / np.sqrt(np.pi))
 
 
 def _bundles(sim: SimulatedData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
