@@ -28,7 +28,11 @@ from training.export import (
     sha256_file,
 )
 
-EXPORTED = ["saint_plus", "saint_plus_lean", "dkt"]  # saint shares saint_plus's code; logistic: test_cli_success
+EXPORTED = [
+    "saint_plus",
+    "saint_plus_lean",
+    "dkt",
+]  # saint shares saint_plus's code; logistic: test_cli_success
 
 
 def _model_dir(root: Path, name: str) -> Path:
