@@ -54,10 +54,15 @@ class Benchmark:
     truth: Path | None = None  # simulator ground truth (oracle AUC)
 
 
+def first_line(path: Path) -> str:
+    with open(path) as f:
+        return f.readline()
+
+
 def prepare_sim(out: Path, learners: int) -> Benchmark:
     data = out / f"sim{learners}"
     truth = data / "truth.csv"
-    if not truth.exists() or "p_history_only" not in truth.open().readline():
+    if not truth.exists() or "p_history_only" not in first_line(truth):
         write(simulate(learners, seed=0), data)  # same seed: the same log, with today's truth
     split = data / "split"
     split_file(data / "train.csv", split, 0.2)
@@ -176,9 +181,14 @@ def truth_rows(split: Path, truth: Path) -> list[dict]:
     return rows
 
 
+def row_files(model_dir: Path) -> tuple[Path, Path]:
+    """Where a model's table row (JSON) and its eval labels and probabilities (npz) are saved."""
+    return model_dir / "bench_row.json", model_dir / "bench_eval.npz"
+
+
 def saved_row(model_dir: Path, extra: list[str]) -> dict | None:
     """The row an earlier run saved for this model dir with the same flags, or None."""
-    saved, saved_eval = model_dir / "bench_row.json", model_dir / "bench_eval.npz"
+    saved, saved_eval = row_files(model_dir)
     if not (saved.exists() and saved_eval.exists()):
         return None
     row = json.loads(saved.read_text())
@@ -197,7 +207,6 @@ def train_and_evaluate(
     `bench_eval.npz`); with `reuse`, a saved row trained with the same flags is returned as is.
     """
     model_dir = out / name
-    saved, saved_eval = model_dir / "bench_row.json", model_dir / "bench_eval.npz"
     if reuse and (row := saved_row(model_dir, extra)) is not None:
         return row
     questions = ["--questions-file", str(bench.questions)] if bench.questions else []
@@ -242,6 +251,7 @@ def train_and_evaluate(
         "seq_per_s": train_metrics["train_sequences_per_s"],
         "valid_auc": train_metrics.get("auc"),
     }
+    saved, saved_eval = row_files(model_dir)
     saved.write_text(json.dumps(row))
     np.savez(saved_eval, labels=labels, probs=probs)
     return {**row, "_labels": labels, "_probs": probs}

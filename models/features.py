@@ -905,10 +905,10 @@ def bundle_requests(
     questions as candidates at the bundle's timestamp. Returns the requests and, per request, the
     answers (the labels of its candidates)."""
     bundle = history.bundle[first:]
-    starts = first + np.flatnonzero(np.concatenate([[True], bundle[1:] != bundle[:-1]]))
-    spans = list(zip(starts.tolist(), [*starts[1:].tolist(), len(history)], strict=True))
     if len(bundle) == 0:
         return [], []
+    starts = first + np.flatnonzero(np.concatenate([[True], bundle[1:] != bundle[:-1]]))
+    spans = list(zip(starts.tolist(), [*starts[1:].tolist(), len(history)], strict=True))
     requests = [
         CandidateRequest(history.slice(0, s), history.question[s:e], int(history.timestamp[s]))
         for s, e in spans

@@ -4,8 +4,8 @@ p = sigmoid(scale * logit + bias). The logits it is fitted on are the validation
 predicted *as served* (`served_logits_and_labels`: bundle by bundle, each from everything before it
 in a trailing window, `models.features.bundle_requests`), not the training windows, whose items see
 between half a window and a whole one of context: on Statics 2011 the windows' fit moved the test
-ECE from 0.0143 (uncalibrated) to 0.0246, the served-protocol fit to 0.0129 (docs/benchmarks.md). Two parameters, fitted by Newton's method on the log loss of the
-validation predictions (a tiny ridge on (scale - 1, bias) keeps it defined on separable or tiny
+ECE from 0.0143 (uncalibrated) to 0.0246, the served-protocol fit to 0.0129 (docs/benchmarks.md).
+Two parameters, fitted by Newton's method on the log loss of the validation predictions (a tiny ridge on (scale - 1, bias) keeps it defined on separable or tiny
 sets). Temperature scaling is the special case bias = 0; the bias also corrects a base-rate shift
 between training windows and held-out learners. The fitted pair is stored in the model config
 (`calibration_scale`, `calibration_bias`) and folded into the exported ONNX graph, so the service
@@ -119,6 +119,26 @@ def raw_logits_and_labels(
     return np.concatenate(logits), np.concatenate(labels)
 
 
+def window_metrics(model: Any, dataset: Any, batch_size: int = 256) -> dict[str, float]:
+    """Metrics of a torch model with its config's calibration applied, on the labelled positions
+    of a window dataset (the training protocol, where the Trainer's validation AUC is measured)."""
+    logits, labels = raw_logits_and_labels(model, dataset, batch_size)
+    return binary_metrics(labels, sigmoid(model_calibration(model).apply(logits)))
+
+
+def candidate_logits(model: Any, requests: list[Any], spec: Any, items: Any) -> list[np.ndarray]:
+    """The model's own (uncalibrated) logits of each `CandidateRequest`'s candidates: one batch,
+    one forward pass (`models.features.encode_candidate_batch`, the service's encoding)."""
+    import torch
+
+    from models.features import encode_candidate_batch
+
+    batch, spans = encode_candidate_batch(requests, spec, items)
+    with torch.no_grad():
+        out = model({k: torch.from_numpy(v) for k, v in batch.items()}).double().numpy()
+    return [out[b, s:e] for b, (s, e) in enumerate(spans)]  # (B, T) -> candidates
+
+
 # Served-protocol predictions used for the fit: one forward window per bundle, so a large
 # validation set is capped (whole learners, in their random validation order) at this many.
 MAX_CALIBRATION_BUNDLES = 20_000
@@ -131,9 +151,7 @@ def served_logits_and_labels(
     predicted as the service predicts them: bundle by bundle, each bundle from every earlier item
     of its learner (the encoding keeps the trailing window). Learners are taken in order until
     `max_bundles` bundles; each item counts once."""
-    import torch
-
-    from models.features import bundle_requests, encode_candidate_batch
+    from models.features import bundle_requests
 
     requests: list[Any] = []
     answers: list[np.ndarray] = []
@@ -146,12 +164,9 @@ def served_logits_and_labels(
     was_training = model.training
     model.eval()
     logits: list[np.ndarray] = []
-    with torch.no_grad():
-        for start in range(0, len(requests), batch_size):
-            chunk = requests[start : start + batch_size]
-            batch, spans = encode_candidate_batch(chunk, dataset.spec, dataset.items)
-            out = model({k: torch.from_numpy(v) for k, v in batch.items()}).double().numpy()
-            logits += [out[b, s:e] for b, (s, e) in enumerate(spans)]  # (B, T) -> candidates
+    for start in range(0, len(requests), batch_size):
+        chunk = requests[start : start + batch_size]
+        logits += candidate_logits(model, chunk, dataset.spec, dataset.items)
     model.train(was_training)
     if not logits:
         return np.zeros(0), np.zeros(0)
@@ -164,9 +179,7 @@ def calibrate_model(
     """Fit Platt scaling on `valid_dataset` (validation learners, never evaluation rows), predicted
     as served, and return (the config carrying it, a report). The model's weights are untouched;
     `model.cfg` is updated so that everything that serves or scores this model in-process applies
-    the same calibration. The report's validation numbers are of the served protocol; its
-    `window_metrics` are the calibrated model's on the training-protocol windows (what the Trainer's
-    validation AUC, which chose the epoch, is measured on)."""
+    the same calibration. The report's validation numbers are of the served protocol."""
     logits, labels = served_logits_and_labels(model, valid_dataset)
     platt = fit_platt(logits, labels)
     calibrated = replace(config, calibration_scale=platt.scale, calibration_bias=platt.bias)
@@ -175,7 +188,6 @@ def calibrate_model(
     served = sigmoid(platt.apply(logits))  # the calibrated probabilities
     raw = binary_metrics(labels, sigmoid(logits))
     fitted = binary_metrics(labels, served)
-    window_logits, window_labels = raw_logits_and_labels(model, valid_dataset)
     report = {
         "method": "platt",
         "fitted_on": fitted_on,
@@ -190,7 +202,5 @@ def calibrate_model(
         "valid_auc": fitted["auc"],
         # the reliability table of the served (calibrated) probabilities: the model card's plot
         "reliability": calibration_bins(labels, served),
-        # binary_metrics of the calibrated model on valid_dataset's windows
-        "window_metrics": binary_metrics(window_labels, sigmoid(platt.apply(window_logits))),
     }
     return calibrated, report

@@ -42,7 +42,11 @@ from training.arguments import (
 )
 from training.artifacts import load_model_dir, save_model_dir
 from training.binary_metrics import binary_metrics
-from training.calibration import calibrate_model, model_calibration, raw_logits_and_labels
+from training.calibration import (
+    calibrate_model,
+    raw_logits_and_labels,
+    window_metrics,
+)
 from training.cli import DataclassArgumentParser
 from training.data import DataError, LogArguments
 from training.distill_losses import (
@@ -237,15 +241,6 @@ class DistillationTrainer(Trainer):
 # ---- evaluation helpers for the report ---------------------------------------------------------
 
 
-def predict_dataset(
-    model: nn.Module, dataset: WindowDataset, batch_size: int = 256
-) -> dict[str, float]:
-    """Metrics of a torch model, as served (its config's calibration applied), on the labelled
-    positions of a window dataset."""
-    logits, labels = raw_logits_and_labels(model, dataset, batch_size)
-    return binary_metrics(labels, sigmoid(model_calibration(model).apply(logits)))
-
-
 def ensemble_metrics(
     teachers: list[nn.Module], dataset: WindowDataset, cfg: DistillationConfig
 ) -> dict[str, float]:
@@ -432,7 +427,6 @@ def train_student(
     calibration = None
     if has_eval and run.optim.calibration == "platt":
         config, calibration = calibrate_model(module.student, config, data.valid)
-        calibration.pop("window_metrics")  # run_distillation scores every model alike
         logger.info(
             "student calibration (Platt, validation learners): scale %.3f bias %.3f",
             calibration["scale"],
@@ -511,7 +505,7 @@ def run_distillation(run: TrainRun, distill: DistillationArguments) -> dict[str,
         results["ensemble"]["teachers"] = [str(teacher_dir), *map(str, extra_dirs)]
         logger.info("ensemble of %d teachers: %s", 1 + len(extra), results["ensemble"])
     for name, (model, cfg, seconds, calibration) in trained.items():
-        metrics = predict_dataset(model, eval_set)
+        metrics = window_metrics(model, eval_set)
         model_dir = teacher_dir if name == "teacher" else out / name
         if name != "teacher":
             recorded: dict[str, Any] = {

@@ -27,12 +27,11 @@ from models.features import (
     History,
     QuestionVocab,
     bundle_requests,
-    encode_candidate_batch,
 )
 from models.numeric import sigmoid
 from training.arguments import EvaluationArguments
 from training.binary_metrics import binary_metrics, calibration_bins
-from training.calibration import model_calibration
+from training.calibration import candidate_logits, model_calibration
 from training.cli import DataclassArgumentParser
 from training.data import DataError, Interactions, LogArguments, load_dataset
 from training.sanity import random_label_probe
@@ -54,24 +53,16 @@ class TorchScorer:
     """Scores requests with a torch model dir through the shared encoding."""
 
     def __init__(self, model_dir: Path) -> None:
-        import torch
-
         from training.artifacts import load_model_dir
 
-        self._torch = torch
         self.model, self.config, self.spec, self.vocab = load_model_dir(model_dir)
         self.model.eval()
         self._items = self.vocab.item_table()
 
     def score(self, requests: list[CandidateRequest]) -> list[np.ndarray]:
-        torch = self._torch
-        batch, spans = encode_candidate_batch(requests, self.spec, self._items)
-        tensors = {k: torch.from_numpy(v) for k, v in batch.items()}
-        with torch.no_grad():
-            logits = self.model(tensors).double().numpy()  # (B, T)
-        logits = model_calibration(self.model).apply(logits)  # as the exported graph serves it
-        probs = sigmoid(logits)
-        return [probs[b, s:e] for b, (s, e) in enumerate(spans)]
+        calibration = model_calibration(self.model)  # as the exported graph serves it
+        raw = candidate_logits(self.model, requests, self.spec, self._items)
+        return [sigmoid(calibration.apply(logits)) for logits in raw]
 
 
 def load_scorer(model_dir: Path, threads: int = 1) -> Scorer:

@@ -34,7 +34,7 @@ from training.arguments import (
 )
 from training.artifacts import save_model_dir
 from training.binary_metrics import binary_metrics
-from training.calibration import calibrate_model
+from training.calibration import calibrate_model, window_metrics
 from training.data import Interactions, LogArguments, load_dataset
 from training.splits import split_by_learner
 from training.windows import (
@@ -412,7 +412,8 @@ def run_training(
                 else "validation learners"
             )
             config, calibration = calibrate_model(model, config, data.valid, fitted_on)
-            metrics.update(calibration.pop("window_metrics"))
+            # metrics.json: the calibrated model on the validation windows, where the epoch was chosen
+            metrics.update(window_metrics(model, data.valid))
             metrics["calibration"] = calibration
             logger.info(
                 "calibration (Platt, validation learners): scale %.3f bias %.3f; "

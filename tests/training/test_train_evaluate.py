@@ -128,11 +128,11 @@ def test_train_writes_model_dir_and_metrics(sim_dir: Path, tmp_path: Path) -> No
     # metrics.json describes the saved weights: the same validation windows scored again by the
     # model dir give the recorded AUC / log loss / count.
     from training.artifacts import load_model_dir
-    from training.distill import predict_dataset
+    from training.calibration import window_metrics
 
     _, valid = _validation_windows(sim_dir)
     model, *_ = load_model_dir(tmp_path / "m")
-    again = predict_dataset(model, valid)
+    again = window_metrics(model, valid)
     assert metrics["n"] == again["n"] == valid.n_scored() > 100
     assert metrics["auc"] == pytest.approx(again["auc"], abs=1e-6)
     assert metrics["logloss"] == pytest.approx(again["logloss"], abs=1e-5)
