@@ -82,13 +82,27 @@ def response_mask(bundle: Tensor, question: Tensor) -> Tensor:
     return torch.cat([null, earlier], dim=2).unsqueeze(1)  # (B, 1, T, T + 1)
 
 
-def bundle_distance(bundle: Tensor, null_key: bool = False) -> Tensor:
-    """(B, 1, T, S) float: how many bundles key j lies before query i (bundle_i - bundle_j, >= 0
-    where visible); with `null_key`, a leading column of zeros for the null slot (S = T + 1)."""
-    dist = (bundle.unsqueeze(2) - bundle.unsqueeze(1)).clamp(min=0).to(torch.float32)  # (B, T, T)
+@dataclass
+class BundleDistance:
+    """What the attention decay needs, built once per forward and shared by every layer, so a
+    layer's bias is one multiply-add over (B, H, T, S): mask_bias - slope_h x bundles_back."""
+
+    bundles_back: Tensor  # (B, 1, T, S) float: bundle_i - bundle_j (read only where visible)
+    mask_bias: Tensor  # (B, 1, T, S) float: 0 where query i may see key j, -inf where not
+
+
+def bundle_distance(bundle: Tensor, mask: Tensor, null_key: bool = False) -> BundleDistance:
+    """How many bundles key j lies before query i, under `mask` (B, 1, T, S) (True = visible);
+    with `null_key`, a leading zero column for the null slot (S = T + 1). Visible keys are never
+    later than the query, so no clamp is needed; the differences are taken in float32 (exact for
+    the bundle ordinals of any window, and the same rounding as a cast after an int64 difference)."""
+    b = bundle.to(torch.float32)
+    dist = b.unsqueeze(2) - b.unsqueeze(1)  # (B, T, T)
     if null_key:
         dist = torch.cat([torch.zeros_like(dist[:, :, :1]), dist], dim=2)  # (B, T, T + 1)
-    return dist.unsqueeze(1)
+    # finite distances everywhere keep the slope's gradient finite (0 x inf would be NaN)
+    mask_bias = torch.zeros_like(dist).unsqueeze(1).masked_fill(~mask, float("-inf"))
+    return BundleDistance(dist.unsqueeze(1), mask_bias)
 
 
 def _exporting() -> bool:
@@ -141,7 +155,7 @@ class Attention(nn.Module):
         memory: Tensor,
         mask: Tensor,
         need_weights: bool = False,
-        distance: Tensor | None = None,
+        distance: BundleDistance | None = None,  # `bundle_distance(bundle, mask)` (decay only)
     ) -> tuple[Tensor, Tensor | None]:
         b, t, d = x.shape
         q = self._heads(self.q_proj(x))  # (B, H, T, Dh)
@@ -149,9 +163,8 @@ class Attention(nn.Module):
         v = self._heads(self.v_proj(memory))  # (B, H, S, Dh)
         attn_mask: Tensor = mask  # bool (B, 1, T, S), or the additive float bias below
         if self.log_slope is not None and distance is not None:
-            slope = self.log_slope.exp().view(1, -1, 1, 1)  # (1, H, 1, 1)
-            bias = -slope * distance  # (B, H, T, S); finite everywhere, -inf only where masked
-            attn_mask = bias.masked_fill(~mask, float("-inf"))
+            slope = self.log_slope.exp().view(1, -1, 1, 1)  # (1, H, 1, 1), > 0
+            attn_mask = distance.mask_bias - slope * distance.bundles_back  # (B, H, T, S)
         weights: Tensor | None = None
         if need_weights or (attn_mask.dtype != torch.bool and _exporting()):
             # Spelled out so the maps can be returned (distillation), and for the decay bias in an

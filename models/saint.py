@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from models.config import ModelConfig
 from models.layers import (
     Attention,
+    BundleDistance,
     FeedForward,
     IRTPrior,
     ItemEmbedding,
@@ -52,7 +53,7 @@ class EncoderLayer(nn.Module):
         self.ffn = FeedForward(cfg.d_model, cfg.ffn_mult, cfg.dropout)
 
     def forward(
-        self, x: Tensor, mask: Tensor, need_weights: bool, distance: Tensor | None = None
+        self, x: Tensor, mask: Tensor, need_weights: bool, distance: BundleDistance | None = None
     ) -> tuple[Tensor, Tensor | None]:
         h = self.ln_attn(x)  # (B, T, D)
         a, w = self.attn(h, h, mask, need_weights, distance)
@@ -87,8 +88,8 @@ class DecoderLayer(nn.Module):
         resp_mask: Tensor,  # (B, 1, T, T + 1)
         ex_mask: Tensor | None,  # (B, 1, T, T); None without cross-attention
         need_weights: bool,
-        resp_dist: Tensor | None = None,  # (B, 1, T, T + 1) bundles back (attention_decay)
-        ex_dist: Tensor | None = None,  # (B, 1, T, T)
+        resp_dist: BundleDistance | None = None,  # (B, 1, T, T + 1) (attention_decay)
+        ex_dist: BundleDistance | None = None,  # (B, 1, T, T)
     ) -> tuple[Tensor, Tensor | None]:
         a, w = self.resp_attn(self.ln_resp(h), memory, resp_mask, need_weights, resp_dist)
         h = h + a  # what the learner did in strictly earlier bundles
@@ -158,8 +159,9 @@ class SAINT(nn.Module):
         resp_mask = response_mask(bundle, question)  # (B, 1, T, T + 1)
         ex_dist = resp_dist = None
         if self.cfg.attention_decay:
-            ex_dist = bundle_distance(bundle) if uses_exercises else None  # (B, 1, T, T)
-            resp_dist = bundle_distance(bundle, null_key=True)  # (B, 1, T, T + 1)
+            if ex_mask is not None:
+                ex_dist = bundle_distance(bundle, ex_mask)  # (B, 1, T, T)
+            resp_dist = bundle_distance(bundle, resp_mask, null_key=True)  # (B, 1, T, T + 1)
 
         # 1. Encoder: exercise stream (query-side info only).
         q_emb = self.item_emb(question, batch["part"], batch["tags"])  # (B, T, D)

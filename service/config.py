@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     ort_threads: Annotated[int, Field(ge=1, le=64)] = 1
     # threads that run ORT off the event loop
     inference_workers: Annotated[int, Field(ge=1, le=64)] = 1
+    # a scoring call of at most this many model positions (history window + candidates, summed
+    # over its learners) runs on the event loop: a hand-off to the inference thread costs more CPU
+    # than such a call (measured in docs/benchmarks.md); larger ones go to the thread. 0: always
+    inline_score_max_positions: Annotated[int, Field(ge=0, le=100_000)] = 256
     # question ids unknown to the model: 422 listing them, or map them to the unknown token
     unknown_questions: Literal["reject", "map"] = "reject"
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 from fastapi import Path, Request
 
-from models.features import CandidateRequest
+from models.features import UNKNOWN_QUESTION, CandidateRequest
 from service.catalogue import ExtendedBank
 from service.config import USER_ID_PATTERN
 from service.deps import ApiError, ServiceState, check_count
@@ -70,11 +70,19 @@ async def request_bank(state: ServiceState, predictor: Predictor, ids: list[int]
 
 
 def check_unknown(
-    state: ServiceState, bank: ExtendedBank, ids: list[int], loc: list[str | int]
+    state: ServiceState,
+    bank: ExtendedBank,
+    ids: list[int],
+    loc: list[str | int],
+    index: np.ndarray | None = None,
 ) -> None:
+    """422 listing the ids neither trained on nor registered (unless KT_UNKNOWN_QUESTIONS=map);
+    `index`: `bank.to_index(ids)` when the caller has it already."""
     if state.settings.unknown_questions == "map" or not ids:
         return
-    unknown = sorted(set(bank.unknown(np.asarray(ids, dtype=np.int64)).tolist()))
+    raw = np.asarray(ids, dtype=np.int64)
+    index = bank.to_index(raw) if index is None else index
+    unknown = sorted(set(raw[index == UNKNOWN_QUESTION].tolist()))
     if unknown:
         shown = unknown[:50]
         more = f" (+{len(unknown) - 50} more)" if len(unknown) > 50 else ""
@@ -140,6 +148,12 @@ async def score(
     requests: list[CandidateRequest],
     bank: ExtendedBank | None = None,
 ) -> list[np.ndarray]:
+    """P(correct) per candidate of each request. A small call (at most
+    KT_INLINE_SCORE_MAX_POSITIONS model positions, e.g. one learner's /predict) runs right here on
+    the event loop: for it, the hand-off to the inference thread and back (two thread wake-ups and
+    the GIL changing hands) costs more CPU than the call. Larger calls (/recommend over a bank,
+    batches) run on the inference thread, so the loop keeps serving meanwhile."""
+
     def run() -> list[np.ndarray]:
         start = time.perf_counter()
         out = predictor.score(requests, None if bank is None else bank.items)
@@ -147,7 +161,16 @@ async def score(
         return out
 
     state.metrics.inference_batch.observe(len(requests))
+    if model_positions(predictor, requests) <= state.settings.inline_score_max_positions:
+        return run()
     return await asyncio.get_running_loop().run_in_executor(state.executor, run)
+
+
+def model_positions(predictor: Predictor, requests: list[CandidateRequest]) -> int:
+    """Positions the model runs over for `requests`: each learner's window of history (at most
+    window - 1 items before its candidates) plus its candidates."""
+    keep = predictor.spec.window - 1
+    return sum(min(len(r.history), keep) + len(r.candidates) for r in requests)
 
 
 def max_len(state: ServiceState, predictor: Predictor) -> int:

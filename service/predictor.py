@@ -190,12 +190,21 @@ class Predictor:
         if not requests:
             return []
         items = self._items if items is None else items
+        n_items = len(items.parts)
         for r in requests:
             if len(r.candidates) == 0:
                 raise ValueError("every request needs at least one candidate")
-            if np.any(r.candidates < 1) or np.any(r.candidates >= len(items.parts)):
+            if r.candidates.min() < 1 or r.candidates.max() >= n_items:
                 raise ValueError("candidate question indices out of the vocabulary range")
         batch, spans = encode_candidate_batch(requests, self._spec, items)
-        feeds = {name: batch[name].astype(dtype, copy=False) for name, dtype in self._inputs}
-        (logits,) = self._session.run(["logits"], feeds)
+        logits = self.run(self.feeds(batch))
         return [sigmoid(logits[b, s:e]) for b, (s, e) in enumerate(spans)]
+
+    def feeds(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """An encoded (B, T) batch as the graph's inputs (its names and dtypes)."""
+        return {name: batch[name].astype(dtype, copy=False) for name, dtype in self._inputs}
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """(B, T) logits of one ORT run."""
+        (logits,) = self._session.run(["logits"], feeds)
+        return logits

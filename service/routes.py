@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -25,7 +25,6 @@ from service.deps import (
     State,
     check_count,
     check_user_id,
-    require_api_key,
 )
 from service.events import events_to_history
 from service.handling import (
@@ -61,7 +60,7 @@ _ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorResponse} for code in (401, 413, 422, 503)
 }
 public = APIRouter()
-api = APIRouter(dependencies=[Depends(require_api_key)], responses=_ERRORS)
+api = APIRouter(responses=_ERRORS)  # + require_api_key when KT_API_KEY is set (service.app)
 
 
 # -- prediction helpers ------------------------------------------------------------------------
@@ -70,9 +69,15 @@ def _request_ids(req: PredictRequest) -> list[int]:
 
 
 def _check_predict(
-    state: ServiceState, bank: ExtendedBank, req: PredictRequest, loc: list, received_ms: int
+    state: ServiceState,
+    bank: ExtendedBank,
+    req: PredictRequest,
+    loc: list,
+    received_ms: int,
+    candidates: np.ndarray,
 ) -> int | None:
-    """Validate one predict request; returns the moment (timestamp) of its candidates."""
+    """Validate one predict request (`candidates`: its questions' bank indices); returns the moment
+    (timestamp) of its candidates."""
     s = state.settings
     check_user_id(req.user_id, s, [*loc, "user_id"])
     check_count(
@@ -85,29 +90,38 @@ def _check_predict(
             "the questions of one request are one moment: their timestamps must be equal",
             [*loc, "questions"],
         )
-    check_unknown(state, bank, [q.question_id for q in req.questions], [*loc, "questions"])
+    ids = [q.question_id for q in req.questions]
+    check_unknown(state, bank, ids, [*loc, "questions"], candidates)
     if req.interactions:
         check_interactions(state, bank, req.interactions, [*loc, "interactions"], received_ms)
     return moments.pop() if moments else now_moment(state, received_ms)
 
 
 def _candidate_request(
-    bank: ExtendedBank, events: np.ndarray, req: PredictRequest, moment: int | None
+    bank: ExtendedBank, events: np.ndarray, candidates: np.ndarray, moment: int | None
 ) -> CandidateRequest:
     if moment is not None:  # only strictly earlier events are known at the moment of the prediction
         events = events[: int(np.searchsorted(events["timestamp"], moment, side="left"))]
     # No slicing to the window here: `encode` keeps the last window-1 items and uses the one before
     # them for the first item's lag, exactly as for offline evaluation on a full history.
-    candidates = bank.to_index(np.asarray([q.question_id for q in req.questions], dtype=np.int64))
     history = events_to_history(events, bank.vocab, bank.to_index)
     return CandidateRequest(history, candidates, moment)
 
 
+def _candidates(bank: ExtendedBank, req: PredictRequest) -> np.ndarray:
+    """The bank indices of a request's questions (UNKNOWN_QUESTION where unknown)."""
+    return bank.to_index(np.asarray([q.question_id for q in req.questions], dtype=np.int64))
+
+
 def _response(
-    req: PredictRequest, predictor: Predictor, bank: ExtendedBank, n_events: int, probs: np.ndarray
+    req: PredictRequest,
+    predictor: Predictor,
+    bank: ExtendedBank,
+    n_events: int,
+    probs: np.ndarray,
+    candidates: np.ndarray,
 ) -> PredictResponse:
-    ids = [q.question_id for q in req.questions]
-    cold = bank.is_registered(bank.to_index(np.asarray(ids, dtype=np.int64))).tolist()
+    cold = bank.is_registered(candidates).tolist()
     return PredictResponse(
         user_id=req.user_id,
         model_version=predictor.version,
@@ -172,7 +186,8 @@ async def predict(
     """K candidate questions at one moment, scored as one virtual bundle in one forward pass."""
     received_ms = receive_time_ms()
     bank = await request_bank(state, predictor, _request_ids(body))
-    moment = _check_predict(state, bank, body, ["body"], received_ms)
+    candidates = _candidates(bank, body)
+    moment = _check_predict(state, bank, body, ["body"], received_ms, candidates)
     if body.interactions:
         result = await state.store_call(
             "append",
@@ -184,9 +199,9 @@ async def predict(
     else:
         events = await state.store_call("get", state.store.get(body.user_id))
     state.metrics.history_length.observe(len(events))
-    request = _candidate_request(bank, events, body, moment)
+    request = _candidate_request(bank, events, candidates, moment)
     (probs,) = await score(state, predictor, [request], bank)
-    return _response(body, predictor, bank, len(events), probs)
+    return _response(body, predictor, bank, len(events), probs, candidates)
 
 
 @api.post("/recommend", response_model=RecommendResponse, tags=["predict"])
@@ -253,9 +268,10 @@ async def predict_batch(
     )
     bank = await request_bank(state, predictor, [q for r in body.requests for q in _request_ids(r)])
     received_ms = receive_time_ms()
+    candidates = [_candidates(bank, r) for r in body.requests]
     moments = [
-        _check_predict(state, bank, r, ["body", "requests", i], received_ms)
-        for i, r in enumerate(body.requests)
+        _check_predict(state, bank, r, ["body", "requests", i], received_ms, c)
+        for i, (r, c) in enumerate(zip(body.requests, candidates, strict=True))
     ]
     cap = max_len(state, predictor)
     writes = [r for r in body.requests if r.interactions]
@@ -275,15 +291,15 @@ async def predict_batch(
     for events in histories:
         state.metrics.history_length.observe(len(events))
     requests = [
-        _candidate_request(bank, ev, r, m)
-        for ev, r, m in zip(histories, body.requests, moments, strict=True)
+        _candidate_request(bank, ev, c, m)
+        for ev, c, m in zip(histories, candidates, moments, strict=True)
     ]
     probs = await score(state, predictor, requests, bank)
     return BatchPredictResponse(
         model_version=predictor.version,
         results=[
-            _response(r, predictor, bank, len(ev), p)
-            for r, ev, p in zip(body.requests, histories, probs, strict=True)
+            _response(r, predictor, bank, len(ev), p, c)
+            for r, ev, p, c in zip(body.requests, histories, probs, candidates, strict=True)
         ],
     )
 

@@ -356,7 +356,7 @@ def test_fused_training_attention_equals_the_spelled_out_one(decay: bool) -> Non
     bundle = torch.tensor([[0, 1, 1, 2, 3, 3, 4, 5], [0, 0, 1, 2, 3, 4, 0, 0]])
     question = torch.tensor([[2, 3, 4, 5, 6, 7, 8, 9], [2, 3, 4, 5, 6, 7, 0, 0]])
     mask = response_mask(bundle, question)  # (B, 1, T, T + 1)
-    distance = bundle_distance(bundle, null_key=True) if decay else None
+    distance = bundle_distance(bundle, mask, null_key=True) if decay else None
     x = torch.randn(2, 8, 32, requires_grad=True)
     memory = torch.randn(2, 9, 32, requires_grad=True)
     grads = []

@@ -233,6 +233,51 @@ def test_batch_equals_single_and_runs_once(
         np.testing.assert_allclose(probs(res), probs(single), atol=1e-5)
 
 
+@pytest.mark.parametrize("inline_max", [0, 256, 10**5])
+def test_small_scoring_calls_run_inline_and_large_ones_on_the_thread(
+    make_client: Any, inline_max: int
+) -> None:
+    """KT_INLINE_SCORE_MAX_POSITIONS decides where a call runs (positions = each learner's
+    window of history + its candidates); the probabilities do not depend on it."""
+    import threading
+
+    client = make_client(inline_score_max_positions=inline_max)
+    client.post("/interactions", json={"user_id": "in1", "interactions": some_history(12)})
+    predictor = client.app.state.kt.predictor
+    threads: list[str] = []
+    original = predictor.score
+
+    def spy(rs: Any, items: Any = None) -> Any:
+        threads.append(threading.current_thread().name)
+        return original(rs, items)
+
+    predictor.score = spy
+    one = {"user_id": "in1", "questions": [{"question_id": Q[1], "timestamp": 10**7}]}
+    r = client.post("/predict", json=one)
+    assert r.status_code == 200, r.text
+    recommended = client.post("/recommend", json={"user_id": "in1", "k": 3, "timestamp": 10**7})
+    assert recommended.status_code == 200, recommended.text
+    predict_positions = 12 + 1
+    bank_positions = 12 * len(recommend_chunks(client)) + recommended.json()["scored"]
+    expected = [
+        predict_positions <= inline_max,
+        bank_positions <= inline_max,
+    ]
+    assert [not name.startswith("kt-infer") for name in threads] == expected
+    reference = make_client(inline_score_max_positions=0)
+    reference.post("/interactions", json={"user_id": "in1", "interactions": some_history(12)})
+    np.testing.assert_allclose(
+        probs(r.json()), probs(reference.post("/predict", json=one).json()), atol=0
+    )
+
+
+def recommend_chunks(client: TestClient) -> list[np.ndarray]:
+    from service import recommend
+
+    bank = client.app.state.kt.catalogue.bank(client.app.state.kt.predictor.vocab)
+    return list(recommend.chunks(bank.indices(None, None, None)))
+
+
 def test_erasure(client: TestClient) -> None:
     client.post("/interactions", json={"user_id": "e", "interactions": some_history(3)})
     r = client.delete("/users/e")
