@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 from fastapi import Path, Request
@@ -16,8 +17,10 @@ from service.config import USER_ID_PATTERN
 from service.deps import ApiError, ServiceState, check_count
 from service.events import make_events, make_lecture_events
 from service.predictor import Predictor
+from service.recommend import RECOMMEND_CHUNK
 from service.schemas import InteractionIn, LectureIn
 
+T = TypeVar("T")
 UserPath = Path(min_length=1, max_length=1024, pattern=USER_ID_PATTERN)
 
 
@@ -148,20 +151,47 @@ async def score(
     requests: list[CandidateRequest],
     bank: ExtendedBank | None = None,
 ) -> list[np.ndarray]:
-    """P(correct) per candidate of each request. A small call (at most
-    KT_INLINE_SCORE_MAX_POSITIONS model positions, e.g. one learner's /predict) runs right here on
-    the event loop: for it, the hand-off to the inference thread and back (two thread wake-ups and
-    the GIL changing hands) costs more CPU than the call. Larger calls (/recommend over a bank,
-    batches) run on the inference thread, so the loop keeps serving meanwhile."""
+    """`Predictor.score` of `requests` (one ORT run), where `_run_scoring` decides."""
+    items = None if bank is None else bank.items
+    state.metrics.inference_batch.observe(len(requests))
+    positions = model_positions(predictor, requests)
+    return await _run_scoring(state, positions, lambda: predictor.score(requests, items))
 
-    def run() -> list[np.ndarray]:
+
+async def score_bundle(
+    state: ServiceState,
+    predictor: Predictor,
+    request: CandidateRequest,
+    bank: ExtendedBank | None = None,
+) -> np.ndarray:
+    """P(correct) of every candidate of one learner at one moment (a bank or a filter of it):
+    `Predictor.score_bundle` in rows of RECOMMEND_CHUNK candidates; empty without candidates."""
+    if len(request.candidates) == 0:
+        return np.zeros(0)
+    items = None if bank is None else bank.items
+    rows = -(-len(request.candidates) // RECOMMEND_CHUNK)
+    state.metrics.inference_batch.observe(rows)
+    positions = rows * min(len(request.history), predictor.spec.window - 1)
+    positions += len(request.candidates)
+    return await _run_scoring(
+        state, positions, lambda: predictor.score_bundle(request, RECOMMEND_CHUNK, items)
+    )
+
+
+async def _run_scoring(state: ServiceState, positions: int, call: Callable[[], T]) -> T:
+    """Run a scoring call of `positions` model positions. A small one (at most
+    KT_INLINE_SCORE_MAX_POSITIONS, e.g. one learner's /predict) runs right here on the event loop:
+    for it, the hand-off to the inference thread and back (two thread wake-ups and the GIL
+    changing hands) costs more CPU than the call. Larger calls (/recommend over a bank, batches)
+    run on the inference thread, so the loop keeps serving meanwhile."""
+
+    def run() -> T:
         start = time.perf_counter()
-        out = predictor.score(requests, None if bank is None else bank.items)
+        out = call()
         state.metrics.inference_latency.observe(time.perf_counter() - start)
         return out
 
-    state.metrics.inference_batch.observe(len(requests))
-    if model_positions(predictor, requests) <= state.settings.inline_score_max_positions:
+    if positions <= state.settings.inline_score_max_positions:
         return run()
     return await asyncio.get_running_loop().run_in_executor(state.executor, run)
 

@@ -26,7 +26,7 @@ from service.handling import (
     only_query,
     receive_time_ms,
     request_bank,
-    score,
+    score_bundle,
     to_events,
 )
 from service.predictor import Predictor
@@ -132,8 +132,7 @@ async def _mastery_at(
     assert vocab.tags is not None
     history = events_to_history(events, vocab)
     bank = recommend_lib.bank_indices(vocab)
-    requests = [CandidateRequest(history, c, at) for c in recommend_lib.chunks(bank)]
-    probs = np.concatenate(await score(state, predictor, requests)) if requests else np.zeros(0)
+    probs = await score_bundle(state, predictor, CandidateRequest(history, bank, at))
     answered_events = answers(events)
     answered = vocab.to_index(answered_events["question_id"].astype(np.int64)) - 2  # -1 = unknown
     known = answered >= 0

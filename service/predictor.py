@@ -24,6 +24,8 @@ from models.features import (
     History,
     ItemTable,
     QuestionVocab,
+    collate,
+    encode,
     encode_candidate_batch,
     load_spec,
 )
@@ -199,6 +201,39 @@ class Predictor:
         batch, spans = encode_candidate_batch(requests, self._spec, items)
         logits = self.run(self.feeds(batch))
         return [sigmoid(logits[b, s:e]) for b, (s, e) in enumerate(spans)]
+
+    def score_bundle(
+        self, request: CandidateRequest, chunk: int, items: ItemTable | None = None
+    ) -> np.ndarray:
+        """P(correct) of many candidates of one learner at one moment (e.g. a whole bank), equal
+        to `score` of the requests with the candidates cut into chunks of `chunk`, concatenated.
+
+        The candidates are one virtual bundle: each one's inputs depend on the history and on
+        itself only, so the history and every candidate are encoded ONCE, then tiled into rows of
+        [history, `chunk` candidates] (the graph takes one sequence per row) for one ORT run."""
+        items = self._items if items is None else items
+        cands = request.candidates
+        if len(cands) == 0:
+            raise ValueError("a bundle needs at least one candidate")
+        if cands.min() < 1 or cands.max() >= len(items.parts):
+            raise ValueError("candidate question indices out of the vocabulary range")
+        whole = encode(
+            request.history,
+            self._spec,
+            items,
+            candidates=cands,
+            candidate_timestamp=request.timestamp,
+        )  # 1-D arrays of length h + K
+        h = len(whole["question"]) - len(cands)
+        rows = []
+        for start in range(0, len(cands), chunk):
+            stop = min(start + chunk, len(cands))
+            take = np.concatenate([np.arange(h), np.arange(h + start, h + stop)])  # (h + c,)
+            rows.append({name: values[take] for name, values in whole.items()})
+        logits = self.run(self.feeds(collate(rows)))  # (rows, h + chunk)
+        return np.concatenate(
+            [sigmoid(logits[r, h : len(row["question"])]) for r, row in enumerate(rows)]
+        )
 
     def feeds(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """An encoded (B, T) batch as the graph's inputs (its names and dtypes)."""

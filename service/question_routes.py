@@ -13,7 +13,7 @@ from service import recommend as recommend_lib
 from service.catalogue import ExtendedBank, RegisteredQuestion
 from service.deps import ApiError, CurrentPredictor, ServiceState, State
 from service.events import MAX_SAFE_INT
-from service.handling import full_bank, only_query, request_bank, score
+from service.handling import full_bank, only_query, request_bank, score_bundle
 from service.predictor import Predictor
 from service.schemas import ErrorResponse, QuestionIn, QuestionOut, QuestionsResponse
 
@@ -32,17 +32,16 @@ async def _new_learner_p(
     model_p = _NEW_LEARNER_P.get(predictor)
     if model_p is None:
         every = recommend_lib.bank_indices(predictor.vocab)
-        requests = [CandidateRequest(History.empty(), c, None) for c in recommend_lib.chunks(every)]
-        scored = await score(state, predictor, requests) if requests else []
-        model_p = np.concatenate([np.zeros(FIRST_QUESTION_INDEX), *scored])
+        scored = await score_bundle(state, predictor, CandidateRequest(History.empty(), every))
+        model_p = np.concatenate([np.zeros(FIRST_QUESTION_INDEX), scored])
         _NEW_LEARNER_P[predictor] = model_p
     out = np.zeros(len(indices))
     is_reg = bank.is_registered(indices)
     out[~is_reg] = model_p[indices[~is_reg]]
     if is_reg.any():
         reg = indices[is_reg]
-        requests = [CandidateRequest(History.empty(), c, None) for c in recommend_lib.chunks(reg)]
-        out[is_reg] = np.concatenate(await score(state, predictor, requests, bank))
+        request = CandidateRequest(History.empty(), reg)
+        out[is_reg] = await score_bundle(state, predictor, request, bank)
     return out
 
 

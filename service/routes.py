@@ -36,6 +36,7 @@ from service.handling import (
     receive_time_ms,
     request_bank,
     score,
+    score_bundle,
     to_events,
 )
 from service.predictor import Predictor
@@ -228,11 +229,9 @@ async def recommend(
     if moment is not None:  # only strictly earlier events are known at the moment
         known = events[: int(np.searchsorted(events["timestamp"], moment, side="left"))]
     history = events_to_history(known, vocab, bank.to_index)
-    requests = [
-        CandidateRequest(history, chunk, moment) for chunk in recommend_lib.chunks(candidates)
-    ]
-    scored = await score(state, predictor, requests, bank)
-    probs = np.concatenate(scored) if requests else np.zeros(0)
+    probs = await score_bundle(
+        state, predictor, CandidateRequest(history, candidates, moment), bank
+    )
     best = recommend_lib.rank(probs, body.target_p, body.p_min, body.p_max, body.k)
     described = [bank.describe(int(candidates[i])) for i in best.tolist()]
     return RecommendResponse(

@@ -245,20 +245,24 @@ def test_small_scoring_calls_run_inline_and_large_ones_on_the_thread(
     client.post("/interactions", json={"user_id": "in1", "interactions": some_history(12)})
     predictor = client.app.state.kt.predictor
     threads: list[str] = []
-    original = predictor.score
+    score, score_bundle = predictor.score, predictor.score_bundle
 
-    def spy(rs: Any, items: Any = None) -> Any:
-        threads.append(threading.current_thread().name)
-        return original(rs, items)
+    def spy(call: Callable[..., Any]) -> Callable[..., Any]:
+        def where(*args: Any) -> Any:
+            threads.append(threading.current_thread().name)
+            return call(*args)
 
-    predictor.score = spy
+        return where
+
+    predictor.score, predictor.score_bundle = spy(score), spy(score_bundle)
     one = {"user_id": "in1", "questions": [{"question_id": Q[1], "timestamp": 10**7}]}
     r = client.post("/predict", json=one)
     assert r.status_code == 200, r.text
     recommended = client.post("/recommend", json={"user_id": "in1", "k": 3, "timestamp": 10**7})
     assert recommended.status_code == 200, recommended.text
-    predict_positions = 12 + 1
-    bank_positions = 12 * len(recommend_chunks(client)) + recommended.json()["scored"]
+    history = min(12, WINDOW - 1)  # what the model reads of the history
+    predict_positions = history + 1
+    bank_positions = history * len(recommend_chunks(client)) + recommended.json()["scored"]
     expected = [
         predict_positions <= inline_max,
         bank_positions <= inline_max,
@@ -269,6 +273,36 @@ def test_small_scoring_calls_run_inline_and_large_ones_on_the_thread(
     np.testing.assert_allclose(
         probs(r.json()), probs(reference.post("/predict", json=one).json()), atol=0
     )
+
+
+@pytest.mark.parametrize("n_history", [0, 7, 80])
+def test_score_bundle_equals_scoring_the_chunks(artifact: Path, n_history: int) -> None:
+    """A bank scored as one bundle, encoded once and tiled into rows, equals scoring each chunk
+    of candidates as its own request (what /recommend, mastery and the catalogue did before)."""
+    from service.catalogue import Catalogue
+    from service.events import events_to_history, make_events
+    from service.predictor import Predictor
+
+    predictor = Predictor.load(artifact)
+    items = some_history(n_history) if n_history else []
+    events = make_events(
+        timestamp=[i["timestamp"] for i in items],
+        question_id=[i["question_id"] for i in items],
+        correct=[i["correct"] for i in items],
+        elapsed_ms=[i.get("elapsed_time_ms") for i in items],
+        had_explanation=[i.get("had_explanation") for i in items],
+        container_id=[i.get("container_id") for i in items],
+        interaction_id=[None] * len(items),
+    )
+    history = events_to_history(events, predictor.vocab)
+    bank = Catalogue().bank(predictor.vocab).indices(None, None, None)
+    for moment in (None, 10**9):
+        whole = predictor.score_bundle(CandidateRequest(history, bank, moment), chunk=7)
+        chunks = [
+            CandidateRequest(history, bank[i : i + 7], moment) for i in range(0, len(bank), 7)
+        ]
+        np.testing.assert_allclose(whole, np.concatenate(predictor.score(chunks)), atol=1e-6)
+        assert whole.shape == (len(bank),)
 
 
 def recommend_chunks(client: TestClient) -> list[np.ndarray]:
