@@ -105,6 +105,24 @@ def bundle_distance(bundle: Tensor, mask: Tensor, null_key: bool = False) -> Bun
     return BundleDistance(dist.unsqueeze(1), mask_bias)
 
 
+def prefix_distance(
+    query_bundle: Tensor, key_bundle: Tensor, key_question: Tensor, null_key: bool = False
+) -> BundleDistance:
+    """For N queries of one bundle (B, N) against a learner's history (B, S) (`Attention.
+    attend_prefix`): (B, 1, N, S) bundles back, and the mask bias that lets query i see key j iff
+    j's bundle is strictly earlier and j is not padding; with `null_key`, a leading always-visible
+    column at distance 0 (S + 1), as `response_mask` has."""
+    q = query_bundle.to(torch.float32).unsqueeze(2)  # (B, N, 1)
+    k = key_bundle.to(torch.float32).unsqueeze(1)  # (B, 1, S)
+    dist = q - k  # (B, N, S)
+    seen = (dist > 0) & ~padding_mask(key_question).unsqueeze(1)  # (B, N, S)
+    if null_key:
+        dist = torch.cat([torch.zeros_like(dist[:, :, :1]), dist], dim=2)  # (B, N, S + 1)
+        seen = torch.cat([torch.ones_like(seen[:, :, :1]), seen], dim=2)
+    mask_bias = torch.zeros_like(dist).masked_fill(~seen, float("-inf"))
+    return BundleDistance(dist.unsqueeze(1), mask_bias.unsqueeze(1))
+
+
 def _exporting() -> bool:
     """True while torch.export / the dynamo or legacy ONNX exporter traces the model."""
     return bool(torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export())
@@ -184,6 +202,35 @@ class Attention(nn.Module):
             )  # (B, H, T, Dh)
         y = y.transpose(1, 2).reshape(b, t, d)  # (B, T, D)
         return self.resid_drop(self.out_proj(y)), weights
+
+    def attend_prefix(
+        self, x: Tensor, prefix: Tensor, own: Tensor | None, visible: BundleDistance
+    ) -> Tensor:
+        """Each of N queries `x` (B, N, D), the items of ONE bundle, over the shared keys `prefix`
+        (B, S, D) under `visible` (`prefix_distance`), plus its own key/value `own` (B, N, D) when
+        given (the exercise side's diagonal; the decay's distance to itself is 0). Equals `forward`
+        over [prefix, queries] at the query rows, since a bundle's items never see each other, at
+        O(N x S) instead of O((S + N)^2). Inference only (no dropout, no maps)."""
+        b, n, d = x.shape
+        q = self._heads(self.q_proj(x))  # (B, H, N, Dh)
+        k = self._heads(self.k_proj(prefix))  # (B, H, S, Dh)
+        v = self._heads(self.v_proj(prefix))  # (B, H, S, Dh)
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, N, S)
+        bias = visible.mask_bias  # (B, 1, N, S)
+        if self.log_slope is not None:
+            bias = bias - self.log_slope.exp().view(1, -1, 1, 1) * visible.bundles_back
+        scores = scores + bias
+        if own is not None:
+            k_own = self._heads(self.k_proj(own))  # (B, H, N, Dh)
+            v_own = self._heads(self.v_proj(own))
+            own_score = (q * k_own).sum(-1, keepdim=True) / math.sqrt(self.head_dim)  # (B,H,N,1)
+            weights = F.softmax(torch.cat([scores, own_score], dim=-1), dim=-1)  # (B, H, N, S+1)
+            s = k.shape[2]
+            y = weights[..., :s] @ v + weights[..., s:] * v_own  # (B, H, N, Dh)
+        else:
+            y = F.softmax(scores, dim=-1) @ v  # (B, H, N, Dh)
+        y = y.transpose(1, 2).reshape(b, n, d)  # (B, N, D)
+        return self.out_proj(y)
 
 
 class FeedForward(nn.Module):

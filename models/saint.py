@@ -38,6 +38,7 @@ from models.layers import (
     TimeEncoding,
     bundle_distance,
     exercise_mask,
+    prefix_distance,
     response_mask,
 )
 
@@ -60,6 +61,12 @@ class EncoderLayer(nn.Module):
         x = x + a
         x = x + self.ffn(self.ln_ffn(x))
         return x, w
+
+    def forward_prefix(self, x: Tensor, history: Tensor, visible: BundleDistance) -> Tensor:
+        """The layer for one bundle's items x (B, N, D) after the history's layer input (B, S, D)."""
+        h = self.ln_attn(x)  # (B, N, D)
+        x = x + self.attn.attend_prefix(h, self.ln_attn(history), h, visible)
+        return x + self.ffn(self.ln_ffn(x))
 
 
 class DecoderLayer(nn.Module):
@@ -98,6 +105,21 @@ class DecoderLayer(nn.Module):
             h = h + c  # which exercises came before (and this one)
         h = h + self.ffn(self.ln_ffn(h))
         return h, w
+
+    def forward_prefix(
+        self,
+        h: Tensor,  # (B, N) items of one bundle: (B, N, D) query-side state
+        memory: Tensor,  # (B, S + 1, D) [null, the history's responses]
+        enc_history: Tensor,  # (B, S, D) the history's encoder output
+        enc_own: Tensor,  # (B, N, D) the items' own encoder output
+        resp_visible: BundleDistance,  # (B, 1, N, S + 1)
+        ex_visible: BundleDistance | None,  # (B, 1, N, S)
+    ) -> Tensor:
+        h = h + self.resp_attn.attend_prefix(self.ln_resp(h), memory, None, resp_visible)
+        if self.cross_attn is not None and self.ln_cross is not None and ex_visible is not None:
+            c = self.cross_attn.attend_prefix(self.ln_cross(h), enc_history, enc_own, ex_visible)
+            h = h + c
+        return h + self.ffn(self.ln_ffn(h))
 
 
 class SAINT(nn.Module):
@@ -164,15 +186,7 @@ class SAINT(nn.Module):
             resp_dist = bundle_distance(bundle, resp_mask, null_key=True)  # (B, 1, T, T + 1)
 
         # 1. Encoder: exercise stream (query-side info only).
-        q_emb = self.item_emb(question, batch["part"], batch["tags"])  # (B, T, D)
-        pos_emb = self.position_emb(position)  # (B, T, D)
-        x = q_emb + pos_emb
-        if self.stats_proj is not None:
-            x = x + self.stats_proj(batch["stats"])  # (B, T, D), strictly earlier bundles only
-        lag: Tensor | None = None
-        if self.lag_enc is not None:
-            lag = self.lag_enc(batch["lag_bucket"], batch["lag"])  # (B, T, D), known at show time
-            x = x + lag
+        q_emb, pos_emb, x, lag = self._exercises(batch)
         x = self.enc_drop(x)
         enc_hidden: list[Tensor] = [x]
         enc_attn: list[Tensor] = []
@@ -186,15 +200,7 @@ class SAINT(nn.Module):
 
         # 2. Response memory: keys/values only. O_j is safe to add: it depends on bundles <= bundle_j,
         #    and j itself is only visible to strictly later bundles.
-        r = self.response_emb(batch["response"]) + q_emb + pos_emb + enc  # (B, T, D)
-        if self.elapsed_enc is not None and lag is not None:
-            r = r + self.elapsed_enc(batch["elapsed_bucket"], batch["elapsed"]) + lag
-        if self.explanation_emb is not None:
-            r = r + self.explanation_emb(batch["explanation"])
-        r = self.ln_memory(r)
-        b = question.shape[0]
-        null = self.null_memory.view(1, 1, -1).expand(b, 1, -1)  # (B, 1, D)
-        memory = self.dec_drop(torch.cat([null, r], dim=1))  # (B, T + 1, D)
+        memory = self.dec_drop(self._memory(batch, q_emb, pos_emb, enc, lag))  # (B, T + 1, D)
 
         # 3. Decoder: state from query-side info only; responses enter through attention.
         h = self.dec_drop(enc + self.dec_position_emb(position))  # (B, T, D)
@@ -218,6 +224,73 @@ class SAINT(nn.Module):
             encoder_hidden_states=tuple(enc_hidden) if output_hidden_states else None,
             encoder_attentions=tuple(enc_attn) if output_attentions else None,
         )
+
+    def _exercises(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """Query-side inputs -> (item embedding, position embedding, their sum with the statistics
+        and the lag, the lag encoding), each (B, T, D)."""
+        q_emb = self.item_emb(batch["question"], batch["part"], batch["tags"])  # (B, T, D)
+        pos_emb = self.position_emb(batch["position"])  # (B, T, D)
+        x = q_emb + pos_emb
+        if self.stats_proj is not None:
+            x = x + self.stats_proj(batch["stats"])  # (B, T, D), strictly earlier bundles only
+        lag: Tensor | None = None
+        if self.lag_enc is not None:
+            lag = self.lag_enc(batch["lag_bucket"], batch["lag"])  # (B, T, D), known at show time
+            x = x + lag
+        return q_emb, pos_emb, x, lag
+
+    def _memory(
+        self,
+        batch: dict[str, Tensor],
+        q_emb: Tensor,
+        pos_emb: Tensor,
+        enc: Tensor,
+        lag: Tensor | None,
+    ) -> Tensor:
+        """(B, T + 1, D): the null slot, then each item's response memory."""
+        r = self.response_emb(batch["response"]) + q_emb + pos_emb + enc  # (B, T, D)
+        if self.elapsed_enc is not None and lag is not None:
+            r = r + self.elapsed_enc(batch["elapsed_bucket"], batch["elapsed"]) + lag
+        if self.explanation_emb is not None:
+            r = r + self.explanation_emb(batch["explanation"])
+        r = self.ln_memory(r)
+        null = self.null_memory.view(1, 1, -1).expand(r.shape[0], 1, -1)  # (B, 1, D)
+        return torch.cat([null, r], dim=1)
+
+    def forward_bundle(self, history: dict[str, Tensor], items: dict[str, Tensor]) -> Tensor:
+        """Logits (B, N) of N items that form ONE bundle after each learner's history (B, S) (every
+        model input), from the items' query-side inputs (question, part, tags, position, bundle,
+        stats, lag, lag_bucket; (B, N)): equal to `forward` on [history, items] at the items'
+        positions, at O(N x S) attention instead of O((S + N)^2). Sound because an item never sees
+        its bundle-mates (docs/design.md): the history's states do not depend on the items, and each
+        item reads the history's keys and its own. Inference only (eval mode: no dropout)."""
+        hq, hb = history["question"], history["bundle"]
+        uses_exercises = len(self.encoder) > 0 or self.cfg.cross_attention
+        ex_mask = exercise_mask(hb, hq) if uses_exercises else None  # (B, 1, S, S)
+        ex_dist = None
+        if self.cfg.attention_decay and ex_mask is not None:
+            ex_dist = bundle_distance(hb, ex_mask)
+        ex_visible = prefix_distance(items["bundle"], hb, hq) if uses_exercises else None
+        resp_visible = prefix_distance(items["bundle"], hb, hq, null_key=True)
+
+        q_emb, pos_emb, x, lag = self._exercises(history)  # (B, S, D)
+        _, _, x_own, _ = self._exercises(items)  # (B, N, D)
+        for layer in self.encoder:
+            assert isinstance(layer, EncoderLayer) and ex_visible is not None
+            x_own = layer.forward_prefix(x_own, x, ex_visible)  # reads the layer's input
+            x, _ = layer(x, ex_mask, False, ex_dist)
+        enc, enc_own = self.ln_enc(x), self.ln_enc(x_own)
+        memory = self._memory(history, q_emb, pos_emb, enc, lag)  # (B, S + 1, D)
+        h = enc_own + self.dec_position_emb(items["position"])  # (B, N, D)
+        for dec in self.decoder:
+            assert isinstance(dec, DecoderLayer)
+            h = dec.forward_prefix(h, memory, enc, enc_own, resp_visible, ex_visible)
+        logits = self.head(self.ln_f(h)).squeeze(-1)  # (B, N)
+        if self.prior is not None:
+            logits = logits + self.prior(
+                items["question"], items["part"], items["tags"], items["stats"]
+            )
+        return logits
 
 
 def _init_weights(module: nn.Module) -> None:

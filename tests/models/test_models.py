@@ -7,6 +7,7 @@ hidden-state / attention outputs, config JSON round trip and validation.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -398,3 +399,55 @@ def test_lean_shape_has_one_attention_block_and_fewer_parameters() -> None:
         ModelConfig(encoder_layers=-1)
     assert ModelConfig(n_layers=3).n_encoder_layers == 3
     assert ModelConfig.from_dict(ModelConfig(encoder_layers=0).to_dict()).n_encoder_layers == 0
+
+
+BUNDLE_QUERY_INPUTS = (
+    "question",
+    "part",
+    "tags",
+    "position",
+    "bundle",
+    "stats",
+    "lag",
+    "lag_bucket",
+)
+
+
+@pytest.mark.parametrize("variant", ["saint", "saint_plus", "saint_plus_lean"])
+@pytest.mark.parametrize("decay", [True, False])
+def test_forward_bundle_equals_forward_at_the_candidates(variant: str, decay: bool) -> None:
+    """One bundle of N candidates after a history, scored by `forward_bundle` (the history once,
+    each candidate over the history's keys and its own), equals `forward` on the whole row at the
+    candidate positions: for a full window, a short history, an empty one, and B = 2 learners
+    with different history lengths (padding keys must stay invisible)."""
+    torch.manual_seed(0)
+    cfg = variant_config(variant, d_model=16, n_layers=2, n_heads=2, ffn_mult=2, dropout=0.0)
+    model = build_model(dataclasses.replace(cfg, attention_decay=decay))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
+    model.eval()
+    rng = np.random.default_rng(7)
+    cands = np.array([3, 5, 5, 9, 2, 11, 30])
+    for lengths in ([40], [4], [0], [9, 2]):
+        rows = [
+            encode(
+                random_history(rng, n) if n else History.empty(),
+                SPEC,
+                PARTS,
+                candidates=cands,
+                candidate_timestamp=10**10,
+            )
+            for n in lengths
+        ]
+        whole = logits_of(model, collate(rows))  # (B, T)
+        h = [len(r["question"]) - len(cands) for r in rows]
+        history = collate([{k: v[:n] for k, v in r.items()} for r, n in zip(rows, h, strict=True)])
+        items = collate([{k: v[n:] for k, v in r.items()} for r, n in zip(rows, h, strict=True)])
+        with torch.no_grad():
+            got = model.forward_bundle(
+                to_torch(history), to_torch({k: items[k] for k in BUNDLE_QUERY_INPUTS})
+            )
+        assert got.shape == (len(rows), len(cands))
+        for b, n in enumerate(h):
+            torch.testing.assert_close(got[b], whole[b, n : n + len(cands)], atol=1e-5, rtol=1e-5)
