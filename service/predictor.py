@@ -4,7 +4,9 @@
 (to evaluate ONNX artifacts exactly as served). Requests -> `encode_candidate_batch` -> ONE ORT run
 -> sigmoid of each request's candidate span.
 
-Artifact directory: model.onnx, config.json, feature_spec.json, manifest.json. Nothing else is read.
+Artifact directory: model.onnx, config.json, feature_spec.json, manifest.json, and optionally
+bundle.onnx (one bundle of many items after a history at O(items x history) attention:
+`score_bundle`, i.e. /recommend, mastery and the catalogue). Nothing else is read.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from models.bundle import bundle_feeds, bundle_input_names
 from models.features import (
     MODEL_INPUTS,
     CandidateRequest,
@@ -34,6 +37,7 @@ from models.numeric import sigmoid
 logger = logging.getLogger(__name__)
 
 ARTIFACT_FILES = ("model.onnx", "config.json", "feature_spec.json", "manifest.json")
+BUNDLE_FILE = "bundle.onnx"  # optional (SAINT models)
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
@@ -67,8 +71,10 @@ class Predictor:
         manifest: dict[str, Any],
         artifact_dir: Path,
         requested_providers: list[str],
+        bundle_session: ort.InferenceSession | None = None,
     ) -> None:
         self._session = session
+        self._bundle_session = bundle_session
         self._spec = spec
         self._vocab = vocab
         self._items = vocab.item_table()
@@ -109,14 +115,26 @@ class Predictor:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         requested = PROVIDERS[providers]
         available = ort.get_available_providers()
+        use = [p for p in requested if p in available] or ["CPUExecutionProvider"]
         try:
             session = ort.InferenceSession(
-                str(root / "model.onnx"),
-                sess_options=options,
-                providers=[p for p in requested if p in available] or ["CPUExecutionProvider"],
+                str(root / "model.onnx"), sess_options=options, providers=use
             )
         except Exception as exc:  # ORT raises its own exception types (InvalidGraph, Fail, ...)
             raise ArtifactError(f"model.onnx: {exc}") from exc
+        bundle_session = None
+        if (root / BUNDLE_FILE).is_file():
+            try:
+                bundle_session = ort.InferenceSession(
+                    str(root / BUNDLE_FILE), sess_options=options, providers=use
+                )
+            except Exception as exc:  # noqa: BLE001 - ORT's own exception types
+                raise ArtifactError(f"{BUNDLE_FILE}: {exc}") from exc
+            names = [i.name for i in bundle_session.get_inputs()]
+            if names != bundle_input_names():
+                raise ArtifactError(
+                    f"{BUNDLE_FILE} has inputs {names}; expected {bundle_input_names()}"
+                )
 
         names = [i.name for i in session.get_inputs()]
         unknown = [n for n in names if n not in MODEL_INPUTS]
@@ -127,7 +145,7 @@ class Predictor:
         outputs = [o.name for o in session.get_outputs()]
         if "logits" not in outputs:
             raise ArtifactError(f"model.onnx has no 'logits' output (outputs: {outputs})")
-        predictor = cls(session, spec, vocab, config, manifest, root, requested)
+        predictor = cls(session, spec, vocab, config, manifest, root, requested, bundle_session)
         predictor._smoke_test()
         logger.info(
             "loaded model %s (version %s) from %s; providers %s; ort threads %d",
@@ -148,6 +166,13 @@ class Predictor:
             raise ArtifactError(f"model.onnx failed a test prediction: {exc}") from exc
         if p.shape != (1,) or not np.all(np.isfinite(p)):
             raise ArtifactError(f"model.onnx produced an invalid test prediction: {p!r}")
+        if self._bundle_session is not None:
+            try:
+                q = self.score_bundle(CandidateRequest(History.empty(), candidates, None), 1)
+            except Exception as exc:  # any failure here means "not loadable"
+                raise ArtifactError(f"{BUNDLE_FILE} failed a test prediction: {exc}") from exc
+            if not np.allclose(q, p, atol=1e-4):
+                raise ArtifactError(f"{BUNDLE_FILE} disagrees with model.onnx: {q!r} vs {p!r}")
 
     # -- properties ---------------------------------------------------------------------------
     @property
@@ -177,6 +202,11 @@ class Predictor:
     @property
     def active_providers(self) -> list[str]:
         return list(self._session.get_providers())
+
+    @property
+    def has_bundle_graph(self) -> bool:
+        """bundle.onnx is loaded: `score_bundle` scores a bank at O(bank x history) attention."""
+        return self._bundle_session is not None
 
     @property
     def provider_ok(self) -> bool:
@@ -209,8 +239,10 @@ class Predictor:
         to `score` of the requests with the candidates cut into chunks of `chunk`, concatenated.
 
         The candidates are one virtual bundle: each one's inputs depend on the history and on
-        itself only, so the history and every candidate are encoded ONCE, then tiled into rows of
-        [history, `chunk` candidates] (the graph takes one sequence per row) for one ORT run."""
+        itself only, so the history and every candidate are encoded ONCE. With bundle.onnx that
+        is one ORT run over the history once and every candidate against it (`chunk` is unused);
+        without it, the encoding is tiled into rows of [history, `chunk` candidates] (model.onnx
+        takes one sequence per row) for one ORT run."""
         items = self._items if items is None else items
         cands = request.candidates
         if len(cands) == 0:
@@ -224,6 +256,9 @@ class Predictor:
             candidates=cands,
             candidate_timestamp=request.timestamp,
         )  # 1-D arrays of length h + K
+        if self._bundle_session is not None:
+            (logits,) = self._bundle_session.run(["logits"], bundle_feeds([whole], [len(cands)]))
+            return sigmoid(logits[0])
         h = len(whole["question"]) - len(cands)
         rows = []
         for start in range(0, len(cands), chunk):

@@ -23,6 +23,7 @@ TORCH_FREE_MODELS = {
     "models/features.py",
     "models/config.py",
     "models/numeric.py",
+    "models/bundle.py",
 }
 SERVICE_THIRD_PARTY = {
     "numpy",
@@ -40,6 +41,7 @@ SERVICE_ALLOWED_PROJECT = {
     "models.features",
     "models.config",
     "models.numeric",
+    "models.bundle",
     "service",
 }
 # bench/procs.py: what the tests may import from bench without a benchmark's dependencies

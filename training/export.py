@@ -42,6 +42,7 @@ import onnxruntime as ort
 import torch
 from torch import Tensor, nn
 
+from models.bundle import BUNDLE_ITEM_INPUTS, bundle_feeds, bundle_input_names
 from models.features import (
     MODEL_INPUTS,
     UNKNOWN_QUESTION,
@@ -66,6 +67,9 @@ from training.windows import IGNORE_LABEL, WindowDataset, collate_windows, learn
 logger = logging.getLogger(__name__)
 
 ONNX_FILE = "model.onnx"
+# One bundle of N items after a history at O(N x S) attention (SAINT.forward_bundle): what
+# /recommend, mastery and the catalogue score a whole bank with (optional; fp32 even under INT8)
+BUNDLE_ONNX_FILE = "bundle.onnx"
 INT8_FILE = "model.int8.onnx"
 FP32_FILE = "model.fp32.onnx"  # the fp32 graph, kept next to a served INT8 model.onnx
 MANIFEST_FILE = "manifest.json"
@@ -128,6 +132,53 @@ class OnnxWrapper(nn.Module):
 # The wrapper's parameter order *is* the graph's input order; fail at import if they ever drift.
 if OnnxWrapper.forward.__code__.co_varnames[1 : 1 + len(MODEL_INPUTS)] != MODEL_INPUTS:
     raise ImportError("OnnxWrapper.forward arguments must follow models.features.MODEL_INPUTS")
+
+
+class BundleOnnxWrapper(nn.Module):
+    """bundle.onnx's signature (models.bundle): the history's 12 arrays (B, S), then the items'
+    query-side arrays (B, N) -> logits (B, N), calibrated as model.onnx's. Named parameters, as
+    in OnnxWrapper, so the graph's inputs get these names."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.calibration = model_calibration(model)
+
+    def forward(
+        self,
+        question: Tensor,
+        part: Tensor,
+        position: Tensor,
+        bundle: Tensor,
+        lag: Tensor,
+        lag_bucket: Tensor,
+        response: Tensor,
+        elapsed: Tensor,
+        elapsed_bucket: Tensor,
+        explanation: Tensor,
+        tags: Tensor,
+        stats: Tensor,
+        item_question: Tensor,
+        item_part: Tensor,
+        item_tags: Tensor,
+        item_position: Tensor,
+        item_bundle: Tensor,
+        item_stats: Tensor,
+        item_lag: Tensor,
+        item_lag_bucket: Tensor,
+    ) -> Tensor:
+        arrays = locals()
+        history = {name: arrays[name] for name in MODEL_INPUTS}
+        items = {name: arrays[f"item_{name}"] for name in BUNDLE_ITEM_INPUTS}
+        scorer: Any = self.model  # a SAINT (export_artifact checks for forward_bundle)
+        logits = scorer.forward_bundle(history, items)  # (B, N)
+        if self.calibration != Platt():
+            logits = logits * self.calibration.scale + self.calibration.bias
+        return logits
+
+
+if BundleOnnxWrapper.forward.__code__.co_varnames[1:21] != tuple(bundle_input_names()):
+    raise ImportError("BundleOnnxWrapper.forward arguments must follow models.bundle's order")
 
 
 # --------------------------------------------------------------------------- sample windows
@@ -263,6 +314,93 @@ def export_onnx(
     return "legacy"
 
 
+def bundle_rows(
+    spec: FeatureSpec, vocab: QuestionVocab, shapes: list[tuple[int, int]], seed: int
+) -> tuple[list[dict[str, np.ndarray]], list[int]]:
+    """Encoded rows [random history of S items, N candidates of one bundle] for (S, N) `shapes`."""
+    rng = np.random.default_rng(seed)
+    table = vocab.item_table()
+    rows = []
+    for n_hist, n_items in shapes:
+        history = random_history(rng, n_hist, vocab)
+        ts = int(history.timestamp[-1]) + 60_000 if n_hist else None
+        cands = rng.integers(1, vocab.size, size=n_items)
+        rows.append(encode(history, spec, table, candidates=cands, candidate_timestamp=ts))
+    return rows, [n for _, n in shapes]
+
+
+def export_bundle_onnx(
+    model: nn.Module, path: Path, spec: FeatureSpec, vocab: QuestionVocab, opset: int | None
+) -> None:
+    """Write bundle.onnx (dynamo exporter; dynamic batch, history length, item count, tag axes)."""
+    n = min(spec.window - 1, 10)
+    # B=3, every dynamic example dimension >= 2 (torch.export specialises sizes 0 and 1)
+    rows, counts = bundle_rows(spec, vocab, [(n, 3), (max(n - 4, 2), 2), (2, 3)], seed=321)
+    feeds = bundle_feeds(rows, counts)
+    for name in ("tags", "item_tags"):
+        if feeds[name].shape[2] < 2:
+            feeds[name] = np.pad(feeds[name], ((0, 0), (0, 0), (0, 2 - feeds[name].shape[2])))
+    names = bundle_input_names()
+    batch, seq, items = (
+        torch.export.Dim("batch"),
+        torch.export.Dim("seq"),
+        torch.export.Dim("items"),
+    )
+    tag_dims = {"tags": torch.export.Dim("tags"), "item_tags": torch.export.Dim("item_tags")}
+    shapes = tuple(
+        {0: batch, 1: items if name.startswith("item_") else seq}
+        | ({2: tag_dims[name]} if name in tag_dims else {})
+        for name in names
+    )
+    torch.onnx.export(
+        BundleOnnxWrapper(model).eval(),
+        tuple(torch.from_numpy(feeds[name]) for name in names),
+        str(path),
+        dynamo=True,
+        input_names=names,
+        output_names=["logits"],
+        dynamic_shapes=shapes,
+        opset_version=opset,
+        external_data=False,
+        verbose=False,
+        optimize=True,
+    )
+
+
+def check_bundle_parity(
+    model: nn.Module,
+    path: Path,
+    spec: FeatureSpec,
+    vocab: QuestionVocab,
+    tolerance: float = PARITY_TOLERANCE,
+) -> float:
+    """bundle.onnx vs the torch model's `forward` on the whole rows at the items' positions (the
+    dense scoring /predict does); ExportError above `tolerance`. Returns the max abs diff."""
+    session = ort_session(path)
+    full = spec.window - 1
+    cases = [
+        [(full, PARITY_CANDIDATES)],
+        [(0, 1)],
+        [(5, 7)],
+        [(full, 40), (0, 3), (3, 17)],  # mixed history lengths and item counts (padding)
+    ]
+    worst = 0.0
+    for k, shapes in enumerate(cases):
+        rows, counts = bundle_rows(spec, vocab, shapes, seed=k)
+        dense = torch_logits(model, collate(rows))  # (B, T)
+        got = session.run(["logits"], bundle_feeds(rows, counts))[0]  # (B, N)
+        for b, (row, n) in enumerate(zip(rows, counts, strict=True)):
+            h = len(row["question"]) - n
+            diff = float(np.max(np.abs(got[b, :n] - dense[b, h : h + n])))
+            if not np.isfinite(diff) or diff > tolerance:
+                raise ExportError(
+                    f"bundle.onnx parity failed: max abs diff {diff:.3g} > {tolerance:g} "
+                    f"(history {h}, {n} items)"
+                )
+            worst = max(worst, diff)
+    return worst
+
+
 def ort_session(path: str | Path, threads: int = 1) -> ort.InferenceSession:
     """CPU session with explicit thread count (the default ignores container CPU limits)."""
     opts = ort.SessionOptions()
@@ -360,6 +498,15 @@ def export_artifact(
         except onnx.checker.ValidationError as exc:
             raise ExportError(f"onnx.checker rejected the graph: {exc}") from exc
         parity = check_parity(model, tmp_onnx, spec, vocab)
+        bundle_parity = None
+        if hasattr(model, "forward_bundle"):
+            tmp_bundle = Path(tmp) / BUNDLE_ONNX_FILE
+            export_bundle_onnx(model, tmp_bundle, spec, vocab, opset)
+            onnx.checker.check_model(str(tmp_bundle))
+            bundle_parity = check_bundle_parity(model, tmp_bundle, spec, vocab)
+            shutil.move(str(tmp_bundle), out / BUNDLE_ONNX_FILE)
+        else:
+            (out / BUNDLE_ONNX_FILE).unlink(missing_ok=True)  # a stale one from an earlier export
         shutil.move(str(tmp_onnx), out / ONNX_FILE)
 
     onnx_path = out / ONNX_FILE
@@ -387,6 +534,11 @@ def export_artifact(
         "window": spec.window,
         "parity_max_abs_diff": parity["max_abs_diff"],
         "parity": parity,
+        # the bundle graph (/recommend, mastery, the catalogue): None for models without one
+        "bundle_onnx_sha256": sha256_file(out / BUNDLE_ONNX_FILE)
+        if bundle_parity is not None
+        else None,
+        "bundle_parity_max_abs_diff": bundle_parity,
         "export_seconds": round(export_s, 2),
     }
     write_manifest(out, manifest)
@@ -635,8 +787,12 @@ def decide_int8(
                 "parity": parity,
                 "quantization": "dynamic-int8",
                 "held_out_metrics": int8,
+                # one served model: the fp32 bundle graph would score banks with other weights
+                "bundle_onnx_sha256": None,
+                "bundle_parity_max_abs_diff": None,
             }
         )
+        (artifact_dir / BUNDLE_ONNX_FILE).unlink(missing_ok=True)
         info["file"] = ONNX_FILE
         info["fp32_file"] = FP32_FILE
     else:

@@ -446,6 +446,9 @@ def test_int8_is_served_only_when_it_passes_the_gate(
         assert manifest["fp32_version"] == before["version"]
         assert manifest["fp32_onnx_sha256"] == fp32_sha
         assert manifest["quantization"] == "dynamic-int8"
+        # one served model: the fp32 bundle graph goes (banks are scored from model.onnx rows)
+        assert not (art / "bundle.onnx").exists() and manifest["bundle_onnx_sha256"] is None
+        assert not Predictor.load(art).has_bundle_graph
         # parity and held-out AUC are the served INT8 graph's, re-measured on it
         expected = onnx_logit_diff(
             art / "model.fp32.onnx", art / "model.onnx", data.spec, data.vocab
@@ -456,6 +459,7 @@ def test_int8_is_served_only_when_it_passes_the_gate(
         assert manifest["held_out_metrics"]["auc"] == info["int8_auc"]
     else:
         assert served == fp32_sha and not (art / "model.fp32.onnx").exists()
+        assert manifest["bundle_onnx_sha256"] == sha256_file(art / "bundle.onnx")
         for key in ("version", "onnx_sha256", "onnx_size_bytes", "parity", "opset"):
             assert manifest[key] == before[key], key
         assert "quantization" not in manifest

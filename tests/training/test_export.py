@@ -152,6 +152,64 @@ def test_artifact_round_trip(artifacts: dict[str, tuple[Path, Path]]) -> None:
     assert not [p for p in art.iterdir() if p.name.startswith("tmp")]  # temp dir cleaned up
 
 
+@pytest.mark.parametrize("name", EXPORTED)
+def test_bundle_graph_exported_with_parity(
+    artifacts: dict[str, tuple[Path, Path]], name: str
+) -> None:
+    """SAINT models ship bundle.onnx (the manifest holds its digest and parity); it scores a bank
+    as the dense graph scores the same candidates, with and without the graph in the artifact."""
+    from models.features import CandidateRequest
+    from service.predictor import Predictor
+
+    _, art = artifacts[name]
+    manifest = read_manifest(art)
+    has_bundle = name.startswith("saint")
+    assert (art / "bundle.onnx").is_file() == has_bundle
+    if not has_bundle:
+        assert manifest["bundle_onnx_sha256"] is None
+        return
+    assert manifest["bundle_onnx_sha256"] == sha256_file(art / "bundle.onnx")
+    assert 0 <= manifest["bundle_parity_max_abs_diff"] <= 1e-4
+    onnx.checker.check_model(str(art / "bundle.onnx"))
+    predictor = Predictor.load(art)
+    assert predictor.has_bundle_graph
+    rng = np.random.default_rng(3)
+    bank = np.arange(2, VOCAB.size + 2)  # every question, and the unknown/extra index range
+    bank = bank[bank < VOCAB.size]
+    for n in (0, 3, 40):
+        history = export_mod.random_history(rng, n, VOCAB)
+        ts = int(history.timestamp[-1]) + 1000 if n else None
+        request = CandidateRequest(history, bank, ts)
+        dense = np.concatenate(
+            predictor.score(
+                [CandidateRequest(history, bank[i : i + 5], ts) for i in range(0, len(bank), 5)]
+            )
+        )
+        np.testing.assert_allclose(predictor.score_bundle(request, 5), dense, atol=1e-5)
+
+
+def test_artifact_without_bundle_graph_scores_by_rows(
+    tmp_path: Path, artifacts: dict[str, tuple[Path, Path]]
+) -> None:
+    """An artifact exported before bundle.onnx existed still serves /recommend (tiled rows)."""
+    import shutil
+
+    from models.features import CandidateRequest
+    from service.predictor import Predictor
+
+    _, art = artifacts["saint_plus"]
+    old = tmp_path / "old"
+    shutil.copytree(art, old)
+    (old / "bundle.onnx").unlink()
+    with_graph, without = Predictor.load(art), Predictor.load(old)
+    assert with_graph.has_bundle_graph and not without.has_bundle_graph
+    history = export_mod.random_history(np.random.default_rng(5), 20, VOCAB)
+    request = CandidateRequest(history, np.arange(2, VOCAB.size), int(history.timestamp[-1]) + 1)
+    np.testing.assert_allclose(
+        without.score_bundle(request, 4), with_graph.score_bundle(request, 4), atol=1e-5
+    )
+
+
 def test_parity_failure_is_reported_and_leaves_no_artifact(
     tmp_path: Path, artifacts: dict[str, tuple[Path, Path]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
