@@ -29,6 +29,7 @@ only ever used as keys/values for strictly later bundles.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,9 @@ INT_INPUTS = frozenset(
 )
 # Inputs with a third axis: tags (B, T, M) and stats (B, T, N_STATS); the others are (B, T).
 THREE_D_INPUTS = frozenset({"tags", "stats"})
+_INPUT_DTYPES = tuple(
+    (name, np.int64 if name in INT_INPUTS else np.float32) for name in MODEL_INPUTS
+)
 
 # Learner statistics of each position, from the responses of STRICTLY EARLIER bundles in the window
 # (never the item's own answer or its bundle-mates'), so they are known when the item is shown and
@@ -480,7 +484,11 @@ class History:
 
     def slice(self, start: int, end: int) -> History:
         """Items [start, end) and the lectures watched between item `start - 1` and item `end`."""
-        keep = (self.lecture_after >= start) & (self.lecture_after <= end)
+        after, timestamp = self.lecture_after, self.lecture_timestamp
+        part, tag = self.lecture_part, self.lecture_tag
+        if self.n_lectures:  # (without lectures, there is nothing to select)
+            keep = (after >= start) & (after <= end)
+            after, timestamp, part, tag = after[keep], timestamp[keep], part[keep], tag[keep]
         return History(
             question=self.question[start:end],
             correct=self.correct[start:end],
@@ -488,10 +496,10 @@ class History:
             bundle=self.bundle[start:end],
             elapsed_ms=self.elapsed_ms[start:end],
             explanation=self.explanation[start:end],
-            lecture_after=self.lecture_after[keep] - start,
-            lecture_timestamp=self.lecture_timestamp[keep],
-            lecture_part=self.lecture_part[keep],
-            lecture_tag=self.lecture_tag[keep],
+            lecture_after=after - start,
+            lecture_timestamp=timestamp,
+            lecture_part=part,
+            lecture_tag=tag,
         )
 
 
@@ -514,53 +522,82 @@ def lecture_arrays(
 
 def bucketize(values_ms: np.ndarray, edges_ms: tuple[int, ...], known: np.ndarray) -> np.ndarray:
     """Bucket ids: 0 where unknown, else 1 + number of edges <= value."""
-    buckets = np.searchsorted(np.asarray(edges_ms, dtype=np.float64), values_ms, side="right") + 1
-    return np.where(known, buckets, 0).astype(np.int64)
+    hashable = isinstance(edges_ms, tuple)
+    edges = _constant(edges_ms, np.float64) if hashable else np.asarray(edges_ms, np.float64)
+    buckets = edges.searchsorted(values_ms, side="right") + 1
+    return np.where(known, buckets, 0).astype(np.int64, copy=False)
 
 
-def _bundle_ordinals(bundle: np.ndarray) -> np.ndarray:
-    """Bundle keys -> 0, 0, 1, 2, 2, ... (new ordinal where the key changes)."""
-    if len(bundle) == 0:
-        return np.zeros(0, np.int64)
-    change = np.concatenate([[0], (np.diff(bundle) != 0).astype(np.int64)])
-    return np.cumsum(change)
+@functools.lru_cache(maxsize=64)
+def _constant(values: tuple[float, ...], dtype: type) -> np.ndarray:
+    """`values` as a read-only array (cached: per-spec constants such as the bucket edges)."""
+    array: np.ndarray = np.asarray(values, dtype=dtype)
+    array.flags.writeable = False
+    return array
 
 
-def _bundle_start_positions(ordinals: np.ndarray) -> np.ndarray:
-    """Index of the first item of each item's bundle."""
-    n = len(ordinals)
-    if n == 0:
-        return np.zeros(0, np.int64)
-    is_start = np.concatenate([[True], ordinals[1:] != ordinals[:-1]])
-    starts = np.where(is_start, np.arange(n), 0)
-    return np.maximum.accumulate(starts).astype(np.int64)
+@functools.lru_cache(maxsize=64)
+def _log1p(x: float) -> np.float64:
+    """np.log1p of a scalar (cached: the count and time scales are per-spec constants)."""
+    return np.log1p(x)
+
+
+def _bundle_layout(bundle: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ordinal, position) of h items with bundle keys `bundle`, then k candidates that form one
+    more bundle: the bundle ordinal 0, 0, 1, 2, 2, ... (a new one where the key changes) and the
+    index of the first item of each item's bundle. Both (h + k,) int64."""
+    h = len(bundle)
+    starts = np.ones(h + k, bool)  # (h + k,) where a bundle starts
+    np.not_equal(bundle[1:], bundle[:-1], out=starts[1:h])
+    starts[h + 1 :] = False
+    ordinal = np.zeros(h + k, np.int64)
+    np.add.accumulate(starts[1:], dtype=np.int64, out=ordinal[1:])
+    return ordinal, starts.nonzero()[0][ordinal]
 
 
 def _lag_ms(
-    timestamp: np.ndarray, ordinals: np.ndarray, previous_timestamp: int | None
+    timestamp: np.ndarray, position: np.ndarray, previous_timestamp: int | None
 ) -> np.ndarray:
-    """Time since the previous bundle (ms); NaN where unknown (the learner's very first bundle)."""
-    n = len(timestamp)
-    lag = np.full(n, np.nan, dtype=np.float64)
-    if n == 0:
-        return lag
-    starts = _bundle_start_positions(ordinals)
-    prev_index = starts - 1  # last item of the previous bundle
-    has_prev = prev_index >= 0
-    ts = timestamp.astype(np.float64)
-    lag[has_prev] = ts[has_prev] - ts[prev_index[has_prev]]
-    if previous_timestamp is not None:
-        first_bundle = ~has_prev
-        lag[first_bundle] = ts[first_bundle] - float(previous_timestamp)
-    return np.maximum(lag, 0.0, where=~np.isnan(lag), out=lag)
+    """Time since the previous bundle (ms) of each item, given the index of the first item of its
+    bundle (`position`); NaN where unknown (the learner's very first bundle)."""
+    ts = timestamp.astype(np.float64, copy=False)
+    lag = ts - ts[position - 1]  # from the last item of the previous bundle (first bundle: below)
+    n_first = int(position.searchsorted(0, side="right"))  # the items of the first bundle
+    if previous_timestamp is None:
+        lag[:n_first] = np.nan
+        np.maximum(lag[n_first:], 0.0, out=lag[n_first:])
+    else:
+        lag[:n_first] = ts[:n_first] - float(previous_timestamp)
+        np.maximum(lag, 0.0, out=lag)
+    return lag
 
 
-def _continuous_lag(lag_ms: np.ndarray, cap_ms: int) -> np.ndarray:
-    known = ~np.isnan(lag_ms)
-    capped = np.minimum(np.where(known, lag_ms, 0.0), cap_ms)
-    return np.where(known, np.log1p(capped / 1000.0) / np.log1p(cap_ms / 1000.0), 0.0).astype(
-        np.float32
-    )
+def _lag_inputs(lag_ms: np.ndarray, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
+    """The `lag` (float32, log-scaled below the cap) and `lag_bucket` (int64) inputs of lags in ms
+    (NaN = unknown, both inputs 0 then)."""
+    known = lag_ms == lag_ms  # not NaN
+    capped = np.where(known, lag_ms, 0.0)
+    np.minimum(capped, spec.lag_cap_ms, out=capped)
+    scaled = capped / 1000.0
+    np.log1p(scaled, out=scaled)
+    scaled /= _log1p(spec.lag_cap_ms / 1000.0)
+    return scaled.astype(np.float32), bucketize(capped, spec.lag_edges_ms, known)
+
+
+def _elapsed_inputs(
+    elapsed_ms: np.ndarray, spec: FeatureSpec, t: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The `elapsed` (float32, linear below the cap) and `elapsed_bucket` (int64) inputs of the
+    window's elapsed times in ms (NaN or negative = unknown, both inputs 0 then), zero-padded to t."""
+    h = len(elapsed_ms)
+    known = elapsed_ms >= 0  # False for NaN
+    capped = np.zeros(h)  # (h,) float64, 0 where unknown
+    np.minimum(elapsed_ms, spec.elapsed_cap_ms, out=capped, where=known, dtype=np.float64)
+    scaled = np.zeros(t, np.float32)
+    np.divide(capped, spec.elapsed_cap_ms, out=scaled[:h])  # (in float64, rounded to float32)
+    bucket = np.zeros(t, np.int64)
+    bucket[:h] = bucketize(capped, spec.elapsed_edges_ms, known)
+    return scaled, bucket
 
 
 def learner_stats(
@@ -582,103 +619,119 @@ def learner_stats(
     [0, position[i]): every statistic is a prefix count, O(T log T).
     """
     t = len(question)
-    cutoff = np.minimum(position, n_answered).astype(np.int64)  # (T,) items [0, cutoff) are visible
-    right = correct[:n_answered].astype(np.float64)
-    cum = np.concatenate([[0.0], np.cumsum(right)])  # cum[p] = right answers among items [0, p)
-    out = np.zeros((t, N_STATS), np.float32)
-    scale = 1.0 / np.log1p(spec.window)
+    if t == 0:
+        return np.zeros((0, N_STATS), np.float32)
+    stat = np.empty((N_STATS, t))  # (N_STATS, T) float64: the output, transposed
+    cutoff = np.minimum(position, n_answered).astype(np.int64, copy=False)  # (T,) [0, cutoff) seen
+    right = np.zeros(t + 1)  # (T + 1,) right answers of the answered items, 0 after them
+    right[:n_answered] = correct[:n_answered]
+    cum = np.zeros(n_answered + 1)  # cum[p] = right answers among items [0, p)
+    np.add.accumulate(right[:n_answered], out=cum[1:])
+    cum_cutoff = cum[cutoff]
 
-    def describe(col: int, n: np.ndarray, r: np.ndarray) -> None:
-        out[:, col] = np.log1p(n) * scale
-        out[:, col + 1] = (r + 1.0) / (n + 2.0)
-
-    describe(0, cutoff.astype(np.float64), cum[cutoff])
-    n_part, r_part, _ = _grouped_prefix(part[:n_answered], right, part, cutoff, part > 0)
-    describe(2, n_part, r_part)
+    # prefix statistics per part, question and tag at once (columns part, question, M tags): the
+    # answered items are the entries, every position asks about those before its cutoff
+    keys, valid = _content_keys(part, tags, question)  # (T, M + 2)
+    answered = np.arange(n_answered)[:, None]
+    count, n_right, last = _grouped_prefix(
+        keys[:n_answered], answered, right, keys, cutoff[:, None] * valid, t + 1
+    )
+    accuracy = (n_right + 1.0) / (count + 2.0)  # (T, M + 2)
+    stat[0] = cutoff  # (rows 0, 2, 4, 6 are counts, log-scaled below)
+    stat[1] = (cum_cutoff + 1.0) / (cutoff + 2.0)
+    stat[2:7:4] = count[:, :2].T  # part -> rows 2, 3; question -> rows 6, 7
+    stat[3:8:4] = accuracy[:, :2].T
 
     # tags: per-tag prefix statistics, averaged over the item's tags
-    m = tags.shape[1]
-    flat_tags = tags.reshape(-1)  # (T * M,) item-major
-    has_tag = flat_tags > 0
-    entry_item = np.repeat(np.arange(t), m)[has_tag]  # the item of each (item, tag) entry
-    entry_item_answered = entry_item[entry_item < n_answered]
-    entry_tags = flat_tags[has_tag][entry_item < n_answered]
-    n_tag, r_tag, last_tag = _grouped_prefix(
-        entry_tags,
-        right[entry_item_answered],
-        flat_tags,
-        np.repeat(cutoff, m),
-        has_tag,
-        entry_index=entry_item_answered,
-    )
-    k_tags = np.maximum(has_tag.reshape(t, m).sum(axis=1), 1)
-    mean_n = n_tag.reshape(t, m).sum(axis=1) / k_tags
-    acc_tag = np.where(has_tag, (r_tag + 1.0) / (n_tag + 2.0), 0.0).reshape(t, m).sum(axis=1)
-    out[:, 4] = np.log1p(mean_n) * scale
-    out[:, 5] = np.where(has_tag.reshape(t, m).any(axis=1), acc_tag / k_tags, 0.5)
-    last_any_tag = last_tag.reshape(t, m).max(axis=1)
+    has_tag = valid[:, 2:]  # (T, M)
+    ones = _constant((1.0,) * has_tag.shape[1], np.float64)
+    n_tags = has_tag @ ones  # (exact: sums of small integers, as are the counts below)
+    k_tags = np.maximum(n_tags, 1)
+    np.divide(count[:, 2:] @ ones, k_tags, out=stat[4])
+    acc_tag = np.where(has_tag, accuracy[:, 2:], 0.0).sum(axis=1)
+    stat[5] = np.where(n_tags > 0, acc_tag / k_tags, 0.5)
+    counts = stat[0:7:2]
+    np.log1p(counts, out=counts)
+    counts *= 1.0 / _log1p(spec.window)
 
-    known_q = question >= FIRST_QUESTION_INDEX
-    n_q, r_q, last_q = _grouped_prefix(question[:n_answered], right, question, cutoff, known_q)
-    describe(6, n_q, r_q)
-    seen = last_q >= 0
-    last_safe = np.maximum(last_q, 0)
-    right_or_zero = np.concatenate([right, [0.0]])  # indexable at last_safe even when unseen
-    out[:, 8] = np.where(seen, 2.0 * right_or_zero[last_safe] - 1.0, 0.0)
+    last_q = last[:, 1]  # the latest earlier attempt at the question (-1: none)
+    outcome = 2.0 * right - 1.0  # (T + 1,) +1 right / -1 wrong, 0 at [-1]: no attempt
+    outcome[-1] = 0.0
+    stat[8] = outcome[last_q]
     bundles_since = _bundle_index(position)
-    gap = bundles_since - bundles_since[last_safe]
-    out[:, 9] = np.where(seen, 1.0 / np.maximum(gap, 1), 0.0)
-    out[:, 10] = _recency(seconds, last_q, spec.lag_cap_ms)
-    out[:, 11] = _recency(seconds, last_any_tag, spec.lag_cap_ms)
+    gap = bundles_since - bundles_since[last_q]
+    np.divide(last_q >= 0, np.maximum(gap, 1), out=stat[9])  # 0 without an attempt
+    latest = np.empty((2, t), np.int64)  # that attempt; the latest answer with one of the tags
+    latest[0] = last_q
+    last[:, 2:].max(axis=1, out=latest[1])
+    stat[10:12] = _recency(seconds, latest, spec.lag_cap_ms)
 
     recent_from = np.maximum(cutoff - RECENT_ANSWERS, 0)
-    n_recent = (cutoff - recent_from).astype(np.float64)
-    out[:, 12] = (cum[cutoff] - cum[recent_from] + 0.5) / (n_recent + 1.0)
+    stat[12] = (cum_cutoff - cum[recent_from] + 0.5) / (cutoff - recent_from + 1.0)
     # previous bundle = [position of item cutoff-1, cutoff)
-    prev_start = np.where(cutoff > 0, position[np.maximum(cutoff - 1, 0)], 0)
-    n_prev = (cutoff - prev_start).astype(np.float64)
-    prev_acc = (cum[cutoff] - cum[prev_start]) / np.maximum(n_prev, 1.0)
-    out[:, 13] = np.where(n_prev > 0, 2.0 * prev_acc - 1.0, 0.0)
-    return out
+    prev_start = np.where(cutoff > 0, position[cutoff - 1], 0)
+    n_prev = cutoff - prev_start
+    prev_acc = (cum_cutoff - cum[prev_start]) / np.maximum(n_prev, 1.0)
+    stat[13] = np.where(n_prev > 0, 2.0 * prev_acc - 1.0, 0.0)
+    return stat.T.astype(np.float32, order="C")
 
 
 def _bundle_index(position: np.ndarray) -> np.ndarray:
     """Bundle ordinal of each item from the bundle start positions (0, 0, 1, 2, 2, ...)."""
-    if len(position) == 0:
-        return np.zeros(0, np.int64)
-    return np.cumsum(np.concatenate([[0], (np.diff(position) != 0).astype(np.int64)]))
+    index = np.zeros(len(position), np.int64)
+    np.add.accumulate(position[1:] != position[:-1], dtype=np.int64, out=index[1:])
+    return index
+
+
+def _content_keys(
+    part: np.ndarray, tags: np.ndarray, question: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Side by side, the part (N,), [question (N,)] and tags (N, M) of N items (or lectures) as
+    `_grouped_prefix` keys (N, W) int64: kinds * value + kind (part 0, question 1, tags last), so a
+    part, a question and a tag of one value never share a key; and whether each one is known (a
+    part > 0, a question >= FIRST_QUESTION_INDEX, a tag > 0), (N, W) bool."""
+    lead = 1 if question is None else 2  # the columns before the tags
+    m = tags.shape[1]
+    keys = np.empty((len(part), lead + m), np.int64)
+    keys[:, 0] = part
+    if question is not None:
+        keys[:, 1] = question
+    keys[:, lead:] = tags
+    valid = keys >= _constant((1, FIRST_QUESTION_INDEX)[:lead] + (1,) * m, np.int64)
+    keys *= lead + 1
+    keys += _constant((0, 1)[:lead] + (lead,) * m, np.int64)  # the kind of each column
+    return keys, valid
 
 
 def _grouped_prefix(
     entry_keys: np.ndarray,
-    entry_right: np.ndarray,
+    entry_index: np.ndarray,
+    right: np.ndarray,
     query_keys: np.ndarray,
     cutoff: np.ndarray,
-    query_valid: np.ndarray,
-    entry_index: np.ndarray | None = None,
+    span: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each query: (count, right answers, index of the latest) of entries with the same key and
-    entry_index < cutoff; (0, 0, -1) for invalid queries. Entries default to items 0..len-1."""
-    n_queries = len(query_keys)
-    count = np.zeros(n_queries)
-    right = np.zeros(n_queries)
-    last = np.full(n_queries, -1, np.int64)
-    if len(entry_keys) == 0 or n_queries == 0:
-        return count, right, last
-    index = np.arange(len(entry_keys)) if entry_index is None else entry_index
-    span = int(max(index.max(), cutoff.max())) + 1
-    combined = entry_keys.astype(np.int64) * span + index  # sorts by (key, index)
-    order = np.argsort(combined, kind="stable")
-    combined = combined[order]
-    cum_right = np.concatenate([[0.0], np.cumsum(entry_right[order])])
-    qkey = query_keys.astype(np.int64) * span
-    lo = np.searchsorted(combined, qkey, side="left")  # first entry of the query's key
-    hi = np.searchsorted(combined, qkey + cutoff, side="left")  # entries of the key before cutoff
-    count = np.where(query_valid, hi - lo, 0).astype(np.float64)
-    right = np.where(query_valid, cum_right[hi] - cum_right[lo], 0.0)
-    sorted_index = index[order]
-    last = np.where(query_valid & (hi > lo), sorted_index[np.maximum(hi - 1, 0)], -1)
-    return count, right, last
+    """For each query: (count (int64), right answers, index of the latest) of the entries with the
+    query's key and an index < the query's cutoff; (0, 0, -1) where the cutoff is 0.
+
+    Entries: int64 keys and indices in [0, span), broadcast together; `right[i]` is the outcome
+    (0/1, so the sums are exact) of the entries of index i. Queries: int64 keys, and cutoffs in
+    [0, span) broadcast to their shape, which the results have.
+    """
+    if entry_keys.size == 0 or query_keys.size == 0:
+        shape = query_keys.shape
+        return np.zeros(shape, np.int64), np.zeros(shape), np.full(shape, -1, np.int64)
+    combined = (entry_keys * span + entry_index).ravel()
+    combined.sort()  # by (key, index)
+    index = combined % span  # (E,) index of each sorted entry
+    cum_right = np.zeros(len(combined) + 1)
+    np.add.accumulate(right[index], out=cum_right[1:])
+    bounds = np.empty((2, *query_keys.shape), np.int64)
+    np.multiply(query_keys, span, out=bounds[0])  # the entries of the query's key ...
+    np.add(bounds[0], cutoff, out=bounds[1])  # ... before its cutoff
+    lo, hi = combined.searchsorted(bounds)
+    last = np.where(hi > lo, index[hi - 1], -1)
+    return hi - lo, cum_right[hi] - cum_right[lo], last
 
 
 def lecture_stats(
@@ -701,22 +754,22 @@ def lecture_stats(
         return out
     cutoff = np.minimum(position, n_answered)
     visible = np.searchsorted(window.lecture_after, cutoff, side="right")  # (T,) lectures [0, v)
-    scale = 1.0 / np.log1p(spec.window)
-    no_right = np.zeros(n_lectures)
+    scale = 1.0 / _log1p(spec.window)
     out[:, 0] = np.log1p(visible) * scale
-    n_part, _, _ = _grouped_prefix(window.lecture_part, no_right, part, visible, part > 0)
-    out[:, 1] = np.log1p(n_part) * scale
-    m = tags.shape[1]
-    flat_tags = tags.reshape(-1)  # (T * M,) item-major
-    n_tag, _, last_tag = _grouped_prefix(
-        window.lecture_tag, no_right, flat_tags, np.repeat(visible, m), flat_tags > 0
+    # per part and tag at once: columns part, M tags
+    keys, valid = _content_keys(part, tags)  # (T, 1 + M)
+    lecture_keys, _ = _content_keys(window.lecture_part, window.lecture_tag[:, None])  # (L, 2)
+    lectures = np.arange(n_lectures)[:, None]
+    count, _, last = _grouped_prefix(
+        lecture_keys, lectures, np.zeros(n_lectures), keys, visible[:, None] * valid, n_lectures + 1
     )
-    out[:, 2] = np.log1p(n_tag.reshape(t, m).sum(axis=1)) * scale
+    out[:, 1] = np.log1p(count[:, 0]) * scale
+    out[:, 2] = np.log1p(count[:, 1:].sum(axis=1)) * scale
+    latest = np.empty((2, t), np.int64)  # the latest visible lecture; the latest with a tag
+    latest[0] = visible - 1
+    last[:, 1:].max(axis=1, out=latest[1])
     lecture_seconds = window.lecture_timestamp.astype(np.float64) / 1000.0
-    out[:, 3] = _since(seconds, lecture_seconds, visible - 1, spec.lag_cap_ms)
-    out[:, 4] = _since(
-        seconds, lecture_seconds, last_tag.reshape(t, m).max(axis=1), spec.lag_cap_ms
-    )
+    out[:, 3:] = _since(seconds, lecture_seconds, latest, spec.lag_cap_ms).T
     return out
 
 
@@ -726,12 +779,11 @@ def _recency(seconds: np.ndarray, last: np.ndarray, cap_ms: int) -> np.ndarray:
 
 
 def _since(seconds: np.ndarray, then: np.ndarray, last: np.ndarray, cap_ms: int) -> np.ndarray:
-    """`_recency` of event `last[i]` of `then` (seconds) seen from `seconds[i]`; -1 = none."""
-    safe = np.maximum(last, 0)
-    dt = seconds - then[safe] if len(then) else np.full(len(seconds), np.nan)
-    known = (last >= 0) & ~np.isnan(dt)
+    """`_recency` of event `last[..., i]` of `then` (seconds) seen from `seconds[i]`; -1 = none."""
+    dt = seconds - then[last] if len(then) else np.full(last.shape, np.nan)  # last -1: masked
+    known = (last >= 0) & (dt == dt)  # dt is NaN where a time is unknown
     cap_s = cap_ms / 1000.0
-    scaled = np.log1p(np.clip(np.where(known, dt, 0.0), 0.0, cap_s)) / np.log1p(cap_s)
+    scaled = np.log1p(dt.clip(0.0, cap_s)) / _log1p(cap_s)
     return np.where(known, 1.0 - scaled, 0.0)
 
 
@@ -761,6 +813,7 @@ def encode(
         start = max(0, end - keep)
     window = history.slice(start, end)
     h = len(window)
+    t = h + k
 
     # The lag of the window's first bundle is measured from the previous *bundle*: when the window
     # starts inside a bundle, step back over the part of that bundle it cut off.
@@ -769,39 +822,38 @@ def encode(
         while before > 0 and history.bundle[before - 1] == history.bundle[start]:
             before -= 1
     previous_ts = int(history.timestamp[before - 1]) if before > 0 else None
-    ordinals = _bundle_ordinals(window.bundle)
-    positions = _bundle_start_positions(ordinals)
-    lag = _lag_ms(window.timestamp, ordinals, previous_ts)
-
-    question = window.question.astype(np.int64)
+    ordinals, positions = _bundle_layout(window.bundle, k)  # (T,) each
+    ts = window.timestamp.astype(np.float64)
+    lag = np.empty(t)  # (T,) ms since the previous bundle, NaN = unknown
+    lag[:h] = _lag_ms(ts, positions[:h], previous_ts)
+    seconds = np.empty(t)  # (T,) timestamps in s, NaN = unknown
+    np.divide(ts, 1000.0, out=seconds[:h])
+    question = np.empty(t, np.int64)
+    question[:h] = window.question
     if k:
         assert candidates is not None
-        cand = np.asarray(candidates, dtype=np.int64)
-        question = np.concatenate([question, cand])
-        next_ordinal = int(ordinals[-1]) + 1 if h else 0
-        ordinals = np.concatenate([ordinals, np.full(k, next_ordinal, np.int64)])
-        positions = np.concatenate([positions, np.full(k, h, np.int64)])
+        question[h:] = np.asarray(candidates, dtype=np.int64)
         last_ts = int(window.timestamp[-1]) if h else previous_ts
         known_gap = candidate_timestamp is not None and last_ts is not None
-        cand_lag = max(float(candidate_timestamp - last_ts), 0.0) if known_gap else np.nan  # type: ignore[operator]
-        lag = np.concatenate([lag, np.full(k, cand_lag)])
+        lag[h:] = max(float(candidate_timestamp - last_ts), 0.0) if known_gap else np.nan  # type: ignore[operator]
+        seconds[h:] = np.nan if candidate_timestamp is None else candidate_timestamp / 1000.0
 
-    seconds = np.concatenate([window.timestamp.astype(np.float64) / 1000.0, np.full(k, np.nan)])
-    if k and candidate_timestamp is not None:
-        seconds[h:] = candidate_timestamp / 1000.0
-    part = items.parts[question]
-    tags = items.tags[question]
-    correct = np.concatenate([window.correct.astype(np.int64), np.zeros(k, np.int64)])
+    part = items.parts.take(question)
+    tags = items.tags.take(question, axis=0)
+    correct = np.zeros(t, np.int64)
+    correct[:h] = window.correct
     stats = learner_stats(question, part, tags, positions, correct, seconds, h, spec)
     if spec.lecture_stats:
         lectures = lecture_stats(part, tags, positions, seconds, h, window, spec)
         stats = np.concatenate([stats, lectures], axis=1)  # (T, spec.n_stats)
 
-    lag_known = ~np.isnan(lag)
-    elapsed = window.elapsed_ms.astype(np.float64)
-    elapsed_known = ~np.isnan(elapsed) & (elapsed >= 0)
-    elapsed_capped = np.minimum(np.where(elapsed_known, elapsed, 0.0), spec.elapsed_cap_ms)
-    pad_k = np.zeros(k, np.int64)
+    lag_input, lag_bucket = _lag_inputs(lag, spec)
+    elapsed, elapsed_bucket = _elapsed_inputs(window.elapsed_ms, spec, t)
+    response = correct + 1  # (T,) 1 wrong, 2 right; 0 for the candidates
+    response[h:] = 0
+    explanation = np.zeros(t, np.int64)  # (T,) 0 unknown or a candidate, 1 no, 2 yes
+    explanation[:h] = window.explanation
+    explanation[:h] += 1
     return {
         # rows of `items` past the model's vocabulary (questions registered after training) are the
         # unknown question to the model: their part and tags above carry what is known of them
@@ -809,18 +861,12 @@ def encode(
         "part": part,
         "position": positions,
         "bundle": ordinals,
-        "lag": _continuous_lag(lag, spec.lag_cap_ms),
-        "lag_bucket": bucketize(
-            np.where(lag_known, np.minimum(lag, spec.lag_cap_ms), 0.0), spec.lag_edges_ms, lag_known
-        ),
-        "response": np.concatenate([window.correct.astype(np.int64) + 1, pad_k]),
-        "elapsed": np.concatenate(
-            [(elapsed_capped / spec.elapsed_cap_ms).astype(np.float32), np.zeros(k, np.float32)]
-        ),
-        "elapsed_bucket": np.concatenate(
-            [bucketize(elapsed_capped, spec.elapsed_edges_ms, elapsed_known), pad_k]
-        ),
-        "explanation": np.concatenate([window.explanation.astype(np.int64) + 1, pad_k]),
+        "lag": lag_input,
+        "lag_bucket": lag_bucket,
+        "response": response,
+        "elapsed": elapsed,
+        "elapsed_bucket": elapsed_bucket,
+        "explanation": explanation,
         "tags": tags,
         "stats": stats,
     }
@@ -833,6 +879,8 @@ def collate(items: list[dict[str, np.ndarray]], length: int | None = None) -> di
         raise ValueError("collate needs at least one item")
     t = max(len(it["question"]) for it in items) if length is None else length
     t = max(t, 1)
+    if len(items) == 1 and _unpadded(items[0], t):  # the service's single request: no padding
+        return _batch_of_one(items[0], copy=True)
     batch: dict[str, np.ndarray] = {}
     for name in MODEL_INPUTS:
         dtype = np.int64 if name in INT_INPUTS else np.float32
@@ -849,6 +897,24 @@ def collate(items: list[dict[str, np.ndarray]], length: int | None = None) -> di
                 out[b, : len(values)] = values
         batch[name] = out
     return batch
+
+
+def _unpadded(encoding: dict[str, np.ndarray], t: int) -> bool:
+    """Whether every input of `encoding` is exactly t long (1-D, or 2-D for the 3-D inputs)."""
+    return all(
+        len(encoding[name]) == t and encoding[name].ndim == 1 + (name in THREE_D_INPUTS)
+        for name in MODEL_INPUTS
+    )
+
+
+def _batch_of_one(encoding: dict[str, np.ndarray], copy: bool) -> dict[str, np.ndarray]:
+    """An `_unpadded` encoding as a batch of one: (1, T) / (1, T, width) arrays of the inputs'
+    dtypes; without `copy`, views of the encoding's arrays where their dtypes already fit."""
+    convert = np.array if copy else np.asarray
+    return {
+        name: convert(encoding[name].reshape((1,) + encoding[name].shape), dtype=dtype)
+        for name, dtype in _INPUT_DTYPES
+    }
 
 
 def training_windows(n: int, window: int, stride: int | None = None) -> list[tuple[int, int, int]]:
@@ -929,4 +995,6 @@ def encode_candidate_batch(
     for r, it in zip(requests, encoded, strict=True):
         t = len(it["question"])
         spans.append((t - len(r.candidates), t))
+    if len(encoded) == 1 and spans[0][1] > 0:  # one request: nothing to pad
+        return _batch_of_one(encoded[0], copy=False), spans  # (its arrays are its own to give)
     return collate(encoded), spans
