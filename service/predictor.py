@@ -257,8 +257,7 @@ class Predictor:
             candidate_timestamp=request.timestamp,
         )  # 1-D arrays of length h + K
         if self._bundle_session is not None:
-            (logits,) = self._bundle_session.run(["logits"], bundle_feeds([whole], [len(cands)]))
-            return sigmoid(logits[0])
+            return sigmoid(self.run_bundle(bundle_feeds([whole], [len(cands)]))[0])
         h = len(whole["question"]) - len(cands)
         rows = []
         for start in range(0, len(cands), chunk):
@@ -273,6 +272,13 @@ class Predictor:
     def feeds(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """An encoded (B, T) batch as the graph's inputs (its names and dtypes)."""
         return {name: batch[name].astype(dtype, copy=False) for name, dtype in self._inputs}
+
+    def run_bundle(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """(B, N) logits of one bundle.onnx run (`models.bundle.bundle_feeds`)."""
+        if self._bundle_session is None:
+            raise ValueError("this artifact has no bundle.onnx")
+        (logits,) = self._bundle_session.run(["logits"], feeds)
+        return logits
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """(B, T) logits of one ORT run."""
