@@ -1,6 +1,6 @@
 """What the route modules share: the server's clock, input checks against the bank and the
-limits (4xx naming the field), the bank with registered questions, scoring (small calls on the event loop, large ones on the
-inference thread)."""
+limits (4xx naming the field), the bank with registered questions, scoring (small calls on the
+event loop, large ones on the inference thread)."""
 
 from __future__ import annotations
 
