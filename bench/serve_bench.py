@@ -41,7 +41,8 @@ import socket
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -879,6 +880,36 @@ def redis_ops_us(
     return ops
 
 
+@contextmanager
+def bench_service(
+    artifact: Path, redis_url: str, workers: int
+) -> Iterator[tuple[ServiceProcess, Any, str]]:
+    """`python -m service` on `artifact` (KT_ORT_THREADS=1, `workers` workers) over `redis_url` with
+    a fresh key prefix: yields (the running service, a Redis client, the prefix); the prefix's
+    keys are deleted afterwards."""
+    import redis
+
+    prefix = f"bench-{secrets.token_hex(4)}:"
+    env = {
+        "KT_MODEL_DIR": str(artifact),
+        "KT_REDIS_URL": redis_url,
+        "KT_KEY_PREFIX": prefix,
+        "KT_ORT_THREADS": "1",
+        "KT_WORKERS": str(workers),
+        "KT_HOST": "127.0.0.1",
+        "KT_LOG_LEVEL": "warning",
+    }
+    client = redis.Redis.from_url(redis_url)
+    try:
+        with ServiceProcess(env, inherit_output=True).start(ready_timeout_s=60) as svc:
+            yield svc, client, prefix
+    finally:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
 def measure_service(
     args: argparse.Namespace,
     artifact: Path,
@@ -890,44 +921,25 @@ def measure_service(
     rng: np.random.Generator,
 ) -> dict[str, Any]:
     """Start the service on a fresh key prefix, fill it, run every load step; keys deleted after."""
-    import redis
-
-    prefix = f"bench-{secrets.token_hex(4)}:"
     users = [f"bench-user-{i}" for i in range(N_USERS)]
-    env = {
-        "KT_MODEL_DIR": str(artifact),
-        "KT_REDIS_URL": redis_url,
-        "KT_KEY_PREFIX": prefix,
-        "KT_ORT_THREADS": "1",
-        "KT_WORKERS": str(args.workers),
-        "KT_HOST": "127.0.0.1",
-        "KT_LOG_LEVEL": "warning",
-    }
-    client = redis.Redis.from_url(redis_url)
     out: dict[str, Any] = {}
-    try:
-        with ServiceProcess(env, inherit_output=True).start(ready_timeout_s=60) as svc:
-            cap_history = synthetic_history(rng, question_ids, 400)
-            cap = record_histories(svc.url, users, histories, cap_history)
-            out["redis_memory"] = redis_memory(client, prefix, users[0], cap)
-            print("redis:", json.dumps(out["redis_memory"]))
-            one = predict_payloads(users, question_ids, moment, 1)
-            out |= rate_sweep(svc.port, svc.pid, one, args, redis_pid)
-            by_k = {"1": one, "100": predict_payloads(users, question_ids, moment, 100)}
-            out["candidates"] = candidate_steps(
-                svc.port, svc.pid, by_k, args.low_rate, args.duration, redis_pid
-            )
-            out["redis_ops_us"] = redis_ops_us(client, svc.url, users, histories, moment)
-            floor = load_step(
-                svc.port, svc.pid, [http_get("/healthz")], args.low_rate, args.duration, redis_pid
-            )
-            out["floor"] = floor.row()
-            print("GET /healthz:", json.dumps(out["floor"]))
-    finally:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
+    with bench_service(artifact, redis_url, args.workers) as (svc, client, prefix):
+        cap_history = synthetic_history(rng, question_ids, 400)
+        cap = record_histories(svc.url, users, histories, cap_history)
+        out["redis_memory"] = redis_memory(client, prefix, users[0], cap)
+        print("redis:", json.dumps(out["redis_memory"]))
+        one = predict_payloads(users, question_ids, moment, 1)
+        out |= rate_sweep(svc.port, svc.pid, one, args, redis_pid)
+        by_k = {"1": one, "100": predict_payloads(users, question_ids, moment, 100)}
+        out["candidates"] = candidate_steps(
+            svc.port, svc.pid, by_k, args.low_rate, args.duration, redis_pid
+        )
+        out["redis_ops_us"] = redis_ops_us(client, svc.url, users, histories, moment)
+        floor = load_step(
+            svc.port, svc.pid, [http_get("/healthz")], args.low_rate, args.duration, redis_pid
+        )
+        out["floor"] = floor.row()
+        print("GET /healthz:", json.dumps(out["floor"]))
     return out
 
 
@@ -936,8 +948,6 @@ def measure_recommend(
 ) -> dict[str, Any]:
     """`/recommend` over the whole bank of `artifact` at RECOMMEND_RATE: a service of its own (1
     worker) on a fresh key prefix, RECOMMEND_USERS learners with 100-answer histories, k = 10."""
-    import redis
-
     _, question_ids = describe_model(artifact, Path(tempfile.gettempdir()))
     rng = np.random.default_rng(1)
     histories = [synthetic_history(rng, question_ids, HISTORY) for _ in range(RECOMMEND_USERS)]
@@ -947,33 +957,16 @@ def measure_recommend(
         "model_only": recommend_model_only(artifact, histories[0], moment, 20),
     }
     print("recommend model-only:", json.dumps(out["model_only"]))
-    prefix = f"bench-{secrets.token_hex(4)}:"
     users = [f"bench-rec-{i}" for i in range(RECOMMEND_USERS)]
-    env = {
-        "KT_MODEL_DIR": str(artifact),
-        "KT_REDIS_URL": redis_url,
-        "KT_KEY_PREFIX": prefix,
-        "KT_ORT_THREADS": "1",
-        "KT_WORKERS": "1",
-        "KT_HOST": "127.0.0.1",
-        "KT_LOG_LEVEL": "warning",
-    }
-    client = redis.Redis.from_url(redis_url)
-    try:
-        with ServiceProcess(env, inherit_output=True).start(ready_timeout_s=60) as svc:
-            record_histories(svc.url, users, histories, histories[0])
-            payloads = [
-                http_post("/recommend", {"user_id": u, "k": 10, "timestamp": moment}) for u in users
-            ]
-            load_step(svc.port, svc.pid, payloads[:2], 2.0, 2.0, redis_pid)  # warm-up
-            step = load_step(svc.port, svc.pid, payloads, RECOMMEND_RATE, args.duration, redis_pid)
-            out["load"] = step.row()
-            print("recommend:", json.dumps(out["load"]))
-    finally:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
+    with bench_service(artifact, redis_url, workers=1) as (svc, _, _):
+        record_histories(svc.url, users, histories, histories[0])
+        payloads = [
+            http_post("/recommend", {"user_id": u, "k": 10, "timestamp": moment}) for u in users
+        ]
+        load_step(svc.port, svc.pid, payloads[:2], 2.0, 2.0, redis_pid)  # warm-up
+        step = load_step(svc.port, svc.pid, payloads, RECOMMEND_RATE, args.duration, redis_pid)
+        out["load"] = step.row()
+        print("recommend:", json.dumps(out["load"]))
     return out
 
 

@@ -172,8 +172,7 @@ async def score_bundle(
     items = None if bank is None else bank.items
     rows = -(-len(request.candidates) // RECOMMEND_CHUNK)
     state.metrics.inference_batch.observe(rows)
-    positions = rows * min(len(request.history), predictor.spec.window - 1)
-    positions += len(request.candidates)
+    positions = rows * history_window(predictor, request) + len(request.candidates)
     return await _run_scoring(
         state, positions, lambda: predictor.score_bundle(request, RECOMMEND_CHUNK, items)
     )
@@ -198,10 +197,15 @@ async def _run_scoring(state: ServiceState, positions: int, call: Callable[[], T
 
 
 def model_positions(predictor: Predictor, requests: list[CandidateRequest]) -> int:
-    """Positions the model runs over for `requests`: each learner's window of history (at most
-    window - 1 items before its candidates) plus its candidates."""
-    keep = predictor.spec.window - 1
-    return sum(min(len(r.history), keep) + len(r.candidates) for r in requests)
+    """Positions the model runs over for `requests`: each learner's window of history plus its
+    candidates."""
+    return sum(history_window(predictor, r) + len(r.candidates) for r in requests)
+
+
+def history_window(predictor: Predictor, request: CandidateRequest) -> int:
+    """How much of a request's history the model reads: at most window - 1 items before its
+    candidates (`models.features.encode`)."""
+    return min(len(request.history), predictor.spec.window - 1)
 
 
 def max_len(state: ServiceState, predictor: Predictor) -> int:

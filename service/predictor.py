@@ -222,12 +222,8 @@ class Predictor:
         if not requests:
             return []
         items = self._items if items is None else items
-        n_items = len(items.parts)
         for r in requests:
-            if len(r.candidates) == 0:
-                raise ValueError("every request needs at least one candidate")
-            if r.candidates.min() < 1 or r.candidates.max() >= n_items:
-                raise ValueError("candidate question indices out of the vocabulary range")
+            _check_candidates(r.candidates, items)
         batch, spans = encode_candidate_batch(requests, self._spec, items)
         logits = self.run(self.feeds(batch))
         return [sigmoid(logits[b, s:e]) for b, (s, e) in enumerate(spans)]
@@ -245,10 +241,7 @@ class Predictor:
         takes one sequence per row) for one ORT run."""
         items = self._items if items is None else items
         cands = request.candidates
-        if len(cands) == 0:
-            raise ValueError("a bundle needs at least one candidate")
-        if cands.min() < 1 or cands.max() >= len(items.parts):
-            raise ValueError("candidate question indices out of the vocabulary range")
+        _check_candidates(cands, items)
         whole = encode(
             request.history,
             self._spec,
@@ -284,3 +277,11 @@ class Predictor:
         """(B, T) logits of one ORT run."""
         (logits,) = self._session.run(["logits"], feeds)
         return logits
+
+
+def _check_candidates(candidates: np.ndarray, items: ItemTable) -> None:
+    """At least one candidate, each a question index of `items` (not padding or out of range)."""
+    if len(candidates) == 0:
+        raise ValueError("every request needs at least one candidate")
+    if candidates.min() < 1 or candidates.max() >= len(items.parts):
+        raise ValueError("candidate question indices out of the vocabulary range")

@@ -2,11 +2,13 @@
 
 The bank (or the filtered part of it) is scored for one learner at one moment as ONE virtual bundle,
 exactly as `/predict` scores candidates: every question sees the history and itself, never the other
-questions. The bundle is cut into chunks of RECOMMEND_CHUNK questions, one batch row each, all in one
-ONNX Runtime run: a row costs O((window + chunk)^2) attention, so chunks keep the cost linear in the
-bank size, and rows * (window + chunk)^2 is smallest for a chunk near the window. Measured (docs/
-service.md): the 13,523-question Riiid bank, history 100, a 1M-parameter SAINT+ (d_model 128, 2+2
-layers), 1 ORT thread: chunk 64 / 128 / 256 / 512 -> 1.72 / 1.40 / 1.76 / 2.19 s (medians, busy machine).
+questions (`service.predictor.Predictor.score_bundle`: with the artifact's bundle.onnx in one run
+over the history once). Without a bundle graph the bundle is cut into rows of RECOMMEND_CHUNK
+questions, each carrying the history, all in one ONNX Runtime run: a row costs O((window + chunk)^2)
+attention, so rows keep the cost linear in the bank size, and rows * (window + chunk)^2 is smallest
+for a chunk near the window. Measured (docs/service.md): the 13,523-question Riiid bank, history
+100, a 1M-parameter SAINT+ (d_model 128, 2+2 layers), 1 ORT thread: chunk 64 / 128 / 256 / 512 ->
+1.72 / 1.40 / 1.76 / 2.19 s (medians, busy machine).
 """
 
 from __future__ import annotations
@@ -69,10 +71,6 @@ def answered_question_ids(
         now = moment if moment is not None else int(timestamps[-1])
         events = events[timestamps >= now - within_ms]
     return np.unique(events["question_id"].astype(np.int64))
-
-
-def chunks(indices: np.ndarray, size: int = RECOMMEND_CHUNK) -> list[np.ndarray]:
-    return [indices[i : i + size] for i in range(0, len(indices), size)]
 
 
 def rank(probs: np.ndarray, target: float, p_min: float, p_max: float, k: int) -> np.ndarray:

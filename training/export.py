@@ -81,18 +81,27 @@ class ExportError(ValueError):
     """Export or parity failed (a ValueError, so callers and the CLI treat it as bad input)."""
 
 
-class OnnxWrapper(nn.Module):
-    """The graph's signature: the 12 arrays positionally in MODEL_INPUTS order -> logits (B, T).
-
-    Named parameters (not *args) so torch.export sees 12 inputs and the ONNX inputs get these names.
-    """
+class _CalibratedGraph(nn.Module):
+    """What both exported graphs share: the model, and its config's Platt calibration folded into
+    the graph, so the service serves calibrated probabilities with no knowledge of it
+    (training.calibration)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        # The config's Platt calibration is folded into the graph: the service serves calibrated
-        # probabilities with no knowledge of it (training.calibration).
         self.calibration = model_calibration(model)
+
+    def calibrated(self, logits: Tensor) -> Tensor:
+        if self.calibration != Platt():
+            logits = logits * self.calibration.scale + self.calibration.bias
+        return logits
+
+
+class OnnxWrapper(_CalibratedGraph):
+    """The graph's signature: the 12 arrays positionally in MODEL_INPUTS order -> logits (B, T).
+
+    Named parameters (not *args) so torch.export sees 12 inputs and the ONNX inputs get these names.
+    """
 
     def forward(
         self,
@@ -123,10 +132,7 @@ class OnnxWrapper(nn.Module):
             "tags": tags,
             "stats": stats,
         }
-        logits = self.model(batch)  # (B, T)
-        if self.calibration != Platt():
-            logits = logits * self.calibration.scale + self.calibration.bias
-        return logits
+        return self.calibrated(self.model(batch))  # (B, T)
 
 
 # The wrapper's parameter order *is* the graph's input order; fail at import if they ever drift.
@@ -134,15 +140,10 @@ if OnnxWrapper.forward.__code__.co_varnames[1 : 1 + len(MODEL_INPUTS)] != MODEL_
     raise ImportError("OnnxWrapper.forward arguments must follow models.features.MODEL_INPUTS")
 
 
-class BundleOnnxWrapper(nn.Module):
+class BundleOnnxWrapper(_CalibratedGraph):
     """bundle.onnx's signature (models.bundle): the history's 12 arrays (B, S), then the items'
     query-side arrays (B, N) -> logits (B, N), calibrated as model.onnx's. Named parameters, as
     in OnnxWrapper, so the graph's inputs get these names."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.calibration = model_calibration(model)
 
     def forward(
         self,
@@ -171,10 +172,7 @@ class BundleOnnxWrapper(nn.Module):
         history = {name: arrays[name] for name in MODEL_INPUTS}
         items = {name: arrays[f"item_{name}"] for name in BUNDLE_ITEM_INPUTS}
         scorer: Any = self.model  # a SAINT (export_artifact checks for forward_bundle)
-        logits = scorer.forward_bundle(history, items)  # (B, N)
-        if self.calibration != Platt():
-            logits = logits * self.calibration.scale + self.calibration.bias
-        return logits
+        return self.calibrated(scorer.forward_bundle(history, items))  # (B, N)
 
 
 if BundleOnnxWrapper.forward.__code__.co_varnames[1:21] != tuple(bundle_input_names()):

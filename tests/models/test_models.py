@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from models.bundle import BUNDLE_ITEM_INPUTS
 from models.config import ModelConfig, config_for_spec
 from models.features import (
     FeatureSpec,
@@ -401,18 +402,6 @@ def test_lean_shape_has_one_attention_block_and_fewer_parameters() -> None:
     assert ModelConfig.from_dict(ModelConfig(encoder_layers=0).to_dict()).n_encoder_layers == 0
 
 
-BUNDLE_QUERY_INPUTS = (
-    "question",
-    "part",
-    "tags",
-    "position",
-    "bundle",
-    "stats",
-    "lag",
-    "lag_bucket",
-)
-
-
 @pytest.mark.parametrize("variant", ["saint", "saint_plus", "saint_plus_lean"])
 @pytest.mark.parametrize("decay", [True, False])
 def test_forward_bundle_equals_forward_at_the_candidates(variant: str, decay: bool) -> None:
@@ -446,7 +435,7 @@ def test_forward_bundle_equals_forward_at_the_candidates(variant: str, decay: bo
         items = collate([{k: v[n:] for k, v in r.items()} for r, n in zip(rows, h, strict=True)])
         with torch.no_grad():
             got = model.forward_bundle(
-                to_torch(history), to_torch({k: items[k] for k in BUNDLE_QUERY_INPUTS})
+                to_torch(history), to_torch({k: items[k] for k in BUNDLE_ITEM_INPUTS})
             )
         assert got.shape == (len(rows), len(cands))
         for b, n in enumerate(h):
