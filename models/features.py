@@ -98,6 +98,8 @@ STAT_NAMES: tuple[str, ...] = (
 )
 N_STATS = len(STAT_NAMES)
 RECENT_ANSWERS = 10
+# `_grouped_prefix` reads keys below this from a table (3 arrays of this many entries at most)
+_KEY_TABLE_MAX = 1 << 22
 
 # Lectures as learning events (appended to the statistics when `FeatureSpec.lecture_stats`): what the
 # learner watched before this bundle in the window. A lecture is never predicted; it only feeds the
@@ -714,24 +716,52 @@ def _grouped_prefix(
     """For each query: (count (int64), right answers, index of the latest) of the entries with the
     query's key and an index < the query's cutoff; (0, 0, -1) where the cutoff is 0.
 
-    Entries: int64 keys and indices in [0, span), broadcast together; `right[i]` is the outcome
-    (0/1, so the sums are exact) of the entries of index i. Queries: int64 keys, and cutoffs in
-    [0, span) broadcast to their shape, which the results have.
+    Entries: int64 keys >= 0 and indices in [0, span), broadcast together; `right[i]` is the
+    outcome (0/1, so the sums are exact) of the entries of index i. Queries: int64 keys >= 0, and
+    cutoffs in [0, span) broadcast to their shape, which the results have.
+
+    A query whose cutoff lies past every entry (a candidate after the whole history: all of
+    /recommend's bank) reads its key's totals from a table indexed by key (O(1) each); the others
+    binary-search the entries sorted by (key, index). A search per query would cost ~40 ns
+    (random keys defeat the cache), a table read ~1 ns.
     """
+    shape = query_keys.shape
     if entry_keys.size == 0 or query_keys.size == 0:
-        shape = query_keys.shape
         return np.zeros(shape, np.int64), np.zeros(shape), np.full(shape, -1, np.int64)
     combined = (entry_keys * span + entry_index).ravel()
     combined.sort()  # by (key, index)
-    index = combined % span  # (E,) index of each sorted entry
+    key, index = np.divmod(combined, span)  # (E,) each sorted entry's key and index
     cum_right = np.zeros(len(combined) + 1)
     np.add.accumulate(right[index], out=cum_right[1:])
-    bounds = np.empty((2, *query_keys.shape), np.int64)
-    np.multiply(query_keys, span, out=bounds[0])  # the entries of the query's key ...
-    np.add(bounds[0], cutoff, out=bounds[1])  # ... before its cutoff
-    lo, hi = combined.searchsorted(bounds)
-    last = np.where(hi > lo, index[hi - 1], -1)
-    return hi - lo, cum_right[hi] - cum_right[lo], last
+    cutoff = np.broadcast_to(cutoff, shape)
+    full = cutoff > index.max()  # every entry is before the query
+    top = int(query_keys.max()) + 1
+    if top <= _KEY_TABLE_MAX and full.any():
+        ends = np.flatnonzero(np.append(key[1:] != key[:-1], True))  # (K,) each key's last entry
+        starts = np.append(0, ends[:-1] + 1)
+        asked = key[ends] < top  # keys no query asks about need no row
+        ends, starts = ends[asked], starts[asked]
+        count_of = np.zeros(top, np.int64)  # per key; zero pages cost nothing until read
+        right_of = np.zeros(top)
+        last_of = np.zeros(top, np.int64)  # latest index + 1 (0: none)
+        count_of[key[ends]] = ends + 1 - starts
+        right_of[key[ends]] = cum_right[ends + 1] - cum_right[starts]
+        last_of[key[ends]] = index[ends] + 1
+        count = np.where(full, count_of[query_keys], 0)
+        n_right = np.where(full, right_of[query_keys], 0.0)
+        last = np.where(full, last_of[query_keys], 0) - 1
+        searched = np.flatnonzero((cutoff > 0) & ~full)  # into the flattened queries
+    else:
+        count, n_right = np.zeros(shape, np.int64), np.zeros(shape)
+        last = np.full(shape, -1, np.int64)
+        searched = np.flatnonzero(cutoff > 0)
+    keys_searched = query_keys.ravel()[searched]
+    lo = combined.searchsorted(keys_searched * span)  # the entries of the query's key ...
+    hi = combined.searchsorted(keys_searched * span + cutoff.ravel()[searched])  # ... before it
+    count.ravel()[searched] = hi - lo
+    n_right.ravel()[searched] = cum_right[hi] - cum_right[lo]
+    last.ravel()[searched] = np.where(hi > lo, index[hi - 1], -1)
+    return count, n_right, last
 
 
 def lecture_stats(

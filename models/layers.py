@@ -108,19 +108,31 @@ def bundle_distance(bundle: Tensor, mask: Tensor, null_key: bool = False) -> Bun
 def prefix_distance(
     query_bundle: Tensor, key_bundle: Tensor, key_question: Tensor, null_key: bool = False
 ) -> BundleDistance:
-    """For N queries of one bundle (B, N) against a learner's history (B, S) (`Attention.
-    attend_prefix`): (B, 1, N, S) bundles back, and the mask bias that lets query i see key j iff
-    j's bundle is strictly earlier and j is not padding; with `null_key`, a leading always-visible
-    column at distance 0 (S + 1), as `response_mask` has."""
-    q = query_bundle.to(torch.float32).unsqueeze(2)  # (B, N, 1)
+    """For the items of ONE bundle per row, `query_bundle` (B, 1) that bundle, against a learner's
+    history (B, S) (`Attention.attend_prefix`): (B, 1, 1, S) bundles back, and the mask bias that
+    lets an item see key j iff j's bundle is strictly earlier and j is not padding; with
+    `null_key`, a leading always-visible column at distance 0 (S + 1), as `response_mask` has.
+    Every item of the bundle sees the same keys at the same distances, so one row per learner is
+    built and broadcast over the N items (not a (B, 1, N, S) tensor per layer input)."""
+    q = query_bundle.to(torch.float32).unsqueeze(2)  # (B, 1, 1)
     k = key_bundle.to(torch.float32).unsqueeze(1)  # (B, 1, S)
-    dist = q - k  # (B, N, S)
-    seen = (dist > 0) & ~padding_mask(key_question).unsqueeze(1)  # (B, N, S)
+    dist = q - k  # (B, 1, S)
+    seen = (dist > 0) & ~padding_mask(key_question).unsqueeze(1)  # (B, 1, S)
     if null_key:
-        dist = torch.cat([torch.zeros_like(dist[:, :, :1]), dist], dim=2)  # (B, N, S + 1)
+        dist = torch.cat([torch.zeros_like(dist[:, :, :1]), dist], dim=2)  # (B, 1, S + 1)
         seen = torch.cat([torch.ones_like(seen[:, :, :1]), seen], dim=2)
     mask_bias = torch.zeros_like(dist).masked_fill(~seen, float("-inf"))
     return BundleDistance(dist.unsqueeze(1), mask_bias.unsqueeze(1))
+
+
+def mean_over_tags(weight: Tensor, tags: Tensor) -> Tensor:
+    """The mean of `weight`'s rows (V, E) over each item's tags (..., M) -> (..., E); tag 0 = none
+    (contributes nothing; an item without tags gets zeros). Row 0 is replaced by zeros in the
+    graph, so this holds whatever the weight's row 0 holds, and that row gets no gradient (as
+    `padding_idx`); on an exported graph's initializer the replacement is folded at load."""
+    table = F.pad(weight[1:], (0, 0, 1, 0))  # (V, E), row 0 = 0
+    n = (tags > 0).sum(dim=-1, keepdim=True).clamp(min=1).to(weight.dtype)  # (..., 1)
+    return F.embedding(tags, table).sum(dim=-2) / n  # (..., E)
 
 
 def _exporting() -> bool:
@@ -216,7 +228,7 @@ class Attention(nn.Module):
         k = self._heads(self.k_proj(prefix))  # (B, H, S, Dh)
         v = self._heads(self.v_proj(prefix))  # (B, H, S, Dh)
         scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, N, S)
-        bias = visible.mask_bias  # (B, 1, N, S)
+        bias = visible.mask_bias  # (B, 1, 1, S): the same row for every item, broadcast
         if self.log_slope is not None:
             bias = bias - self.log_slope.exp().view(1, -1, 1, 1) * visible.bundles_back
         scores = scores + bias
@@ -303,12 +315,11 @@ class ItemEmbedding(nn.Module):
 
     def forward(self, question: Tensor, part: Tensor, tags: Tensor) -> Tensor:
         # question, part (B, T); tags (B, T, M) with 0 = no tag
-        has = (tags > 0).to(torch.float32).unsqueeze(-1)  # (B, T, M, 1)
-        n = has.sum(dim=2).clamp(min=1.0)  # (B, T, 1)
-        tag_mean = (self.tag_emb(tags) * has).sum(dim=2) / n  # (B, T, D)
-        tag_var = (self.tag_var(tags) * has).sum(dim=2) / n  # (B, T, D)
-        content = self.part_emb(part) + tag_mean
-        variation = self.part_var(part) + tag_var
+        # the two tables of each kind side by side: one gather and one tag mean for both
+        parts = torch.cat([self.part_emb.weight, self.part_var.weight], dim=1)  # (P, 2D)
+        tag_tables = torch.cat([self.tag_emb.weight, self.tag_var.weight], dim=1)  # (V, 2D)
+        both = F.embedding(part, parts) + mean_over_tags(tag_tables, tags)  # (B, T, 2D)
+        content, variation = both.chunk(2, dim=-1)  # (B, T, D) each
         x = content + self.difficulty(question) * variation  # (B, T, D)
         if self.residual is not None:
             x = x + self.residual(question)
@@ -336,8 +347,7 @@ class IRTPrior(nn.Module):
         nn.init.zeros_(self.ability.bias)
 
     def forward(self, question: Tensor, part: Tensor, tags: Tensor, stats: Tensor) -> Tensor:
-        has = (tags > 0).to(torch.float32)  # (B, T, M)
-        tag = (self.tag_bias(tags).squeeze(-1) * has).sum(-1) / has.sum(-1).clamp(min=1.0)  # (B, T)
+        tag = mean_over_tags(self.tag_bias.weight, tags).squeeze(-1)  # (B, T)
         difficulty = (
             self.question_bias(question).squeeze(-1) + tag + self.part_bias(part).squeeze(-1)
         )  # (B, T)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from models.config import ModelConfig
-from models.layers import ModelOutput, padding_mask
+from models.layers import ModelOutput, mean_over_tags, padding_mask
 
 N_ABILITY_FEATURES = 6
 
@@ -65,8 +65,7 @@ class Logistic(nn.Module):
         feats = self.features(batch)  # (B, T, 6)
         ability = self.ability(feats).squeeze(-1)  # (B, T)
         tags = batch["tags"]  # (B, T, M), 0 = no tag
-        has = (tags > 0).to(torch.float32)
-        tag = (self.tag_difficulty(tags).squeeze(-1) * has).sum(-1) / has.sum(-1).clamp(min=1.0)
+        tag = mean_over_tags(self.tag_difficulty.weight, tags).squeeze(-1)  # (B, T)
         logits = (
             ability
             - self.difficulty(batch["question"]).squeeze(-1)

@@ -112,8 +112,8 @@ class DecoderLayer(nn.Module):
         memory: Tensor,  # (B, S + 1, D) [null, the history's responses]
         enc_history: Tensor,  # (B, S, D) the history's encoder output
         enc_own: Tensor,  # (B, N, D) the items' own encoder output
-        resp_visible: BundleDistance,  # (B, 1, N, S + 1)
-        ex_visible: BundleDistance | None,  # (B, 1, N, S)
+        resp_visible: BundleDistance,  # (B, 1, 1, S + 1), shared by the N items
+        ex_visible: BundleDistance | None,  # (B, 1, 1, S)
     ) -> Tensor:
         h = h + self.resp_attn.attend_prefix(self.ln_resp(h), memory, None, resp_visible)
         if self.cross_attn is not None and self.ln_cross is not None and ex_visible is not None:
@@ -270,8 +270,9 @@ class SAINT(nn.Module):
         ex_dist = None
         if self.cfg.attention_decay and ex_mask is not None:
             ex_dist = bundle_distance(hb, ex_mask)
-        ex_visible = prefix_distance(items["bundle"], hb, hq) if uses_exercises else None
-        resp_visible = prefix_distance(items["bundle"], hb, hq, null_key=True)
+        bundle = items["bundle"][:, :1]  # (B, 1): the items form one bundle (padding: discarded)
+        ex_visible = prefix_distance(bundle, hb, hq) if uses_exercises else None
+        resp_visible = prefix_distance(bundle, hb, hq, null_key=True)
 
         q_emb, pos_emb, x, lag = self._exercises(history)  # (B, S, D)
         _, _, x_own, _ = self._exercises(items)  # (B, N, D)

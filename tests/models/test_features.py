@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from models import features
 from models.features import (
     LECTURE_STAT_NAMES,
     N_STATS,
@@ -518,3 +519,50 @@ def test_vocab_lecture_table_round_trips_and_encodes_content(tmp_path) -> None:
     assert again.lecture_content(np.array([5]))[0].tolist() == [3]
     with pytest.raises(ValueError, match="go together"):
         QuestionVocab(np.array([10]), np.array([1]), lecture_ids=np.array([5]))
+
+
+def _grouped_prefix_reference(
+    entry_keys: np.ndarray,
+    entry_index: np.ndarray,
+    right: np.ndarray,
+    query_keys: np.ndarray,
+    cutoff: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The obvious loop: every query scans every entry."""
+    keys, index = (a.ravel() for a in np.broadcast_arrays(entry_keys, entry_index))
+    cutoff = np.broadcast_to(cutoff, query_keys.shape)
+    count = np.zeros(query_keys.shape, np.int64)
+    n_right = np.zeros(query_keys.shape)
+    last = np.full(query_keys.shape, -1, np.int64)
+    for q in np.ndindex(query_keys.shape):
+        seen = (keys == query_keys[q]) & (index < cutoff[q])
+        count[q], n_right[q] = seen.sum(), right[index[seen]].sum()
+        last[q] = index[seen].max() if seen.any() else -1
+    return count, n_right, last
+
+
+@pytest.mark.parametrize("table", [True, False])
+def test_grouped_prefix_matches_a_scan(table: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prefix counts per key: the table read (queries after every entry, e.g. /recommend's whole
+    bank) and the binary search (the rest; also every query when keys are too large for a table)
+    equal a scan over the entries, dtypes included: cutoffs 0, partial and past the end mixed."""
+    if not table:
+        monkeypatch.setattr(features, "_KEY_TABLE_MAX", 0)
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        n, width = int(rng.integers(0, 12)), int(rng.integers(1, 4))
+        entry_keys = rng.integers(0, int(rng.integers(1, 20)), (n, width))
+        right = np.zeros(n + 1)
+        right[:n] = rng.integers(0, 2, n)
+        query_keys = rng.integers(0, 25, (int(rng.integers(0, 15)), width))
+        cutoff = rng.integers(0, n + 1, query_keys.shape)
+        cutoff[rng.random(query_keys.shape) < 0.5] = n  # after every entry
+        got = features._grouped_prefix(
+            entry_keys, np.arange(n)[:, None], right, query_keys, cutoff, n + 1
+        )
+        want = _grouped_prefix_reference(
+            entry_keys, np.arange(n)[:, None], right, query_keys, cutoff
+        )
+        for g, w in zip(got, want, strict=True):
+            assert g.dtype == w.dtype
+            np.testing.assert_array_equal(g, w)

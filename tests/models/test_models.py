@@ -24,6 +24,7 @@ from models.features import (
     collate,
     encode,
 )
+from models.layers import mean_over_tags
 from models.registry import MODEL_REGISTRY, build_model, count_parameters
 
 NAMES = sorted(MODEL_REGISTRY)
@@ -440,3 +441,18 @@ def test_forward_bundle_equals_forward_at_the_candidates(variant: str, decay: bo
         assert got.shape == (len(rows), len(cands))
         for b, n in enumerate(h):
             torch.testing.assert_close(got[b], whole[b, n : n + len(cands)], atol=1e-5, rtol=1e-5)
+
+
+def test_mean_over_tags_ignores_tag_zero_whatever_its_row_holds() -> None:
+    """The mean of a table's rows over each item's tags (0 = no tag) equals the masked mean, an
+    item without tags gets zeros, and row 0 neither contributes nor receives a gradient."""
+    torch.manual_seed(0)
+    weight = torch.randn(6, 3, requires_grad=True)  # row 0 deliberately non-zero
+    tags = torch.tensor([[[1, 4, 0], [0, 0, 0], [2, 2, 5]]])  # (B=1, T=3, M=3)
+    got = mean_over_tags(weight, tags)  # (1, 3, 3)
+    has = (tags > 0).unsqueeze(-1).float()
+    want = (weight[tags] * has).sum(2) / has.sum(2).clamp(min=1.0)
+    torch.testing.assert_close(got, want)
+    assert torch.equal(got[0, 1], torch.zeros(3))
+    got.sum().backward()
+    assert weight.grad is not None and torch.equal(weight.grad[0], torch.zeros(3))
