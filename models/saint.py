@@ -270,19 +270,21 @@ class SAINT(nn.Module):
         ex_dist = None
         if self.cfg.attention_decay and ex_mask is not None:
             ex_dist = bundle_distance(hb, ex_mask)
-        bundle = items["bundle"][:, :1]  # (B, 1): the items form one bundle (padding: discarded)
-        ex_visible = prefix_distance(bundle, hb, hq) if uses_exercises else None
-        resp_visible = prefix_distance(bundle, hb, hq, null_key=True)
+        # what the items of one bundle share (bundle, start position, lag) is read once: (B, 1)
+        # (a padding item of a shorter row takes its row's values; its logit is discarded)
+        shared = {name: items[name][:, :1] for name in ("bundle", "position", "lag", "lag_bucket")}
+        ex_visible = prefix_distance(shared["bundle"], hb, hq) if uses_exercises else None
+        resp_visible = prefix_distance(shared["bundle"], hb, hq, null_key=True)
 
         q_emb, pos_emb, x, lag = self._exercises(history)  # (B, S, D)
-        _, _, x_own, _ = self._exercises(items)  # (B, N, D)
+        _, _, x_own, _ = self._exercises({**items, **shared})  # (B, N, D), shared parts broadcast
         for layer in self.encoder:
             assert isinstance(layer, EncoderLayer) and ex_visible is not None
             x_own = layer.forward_prefix(x_own, x, ex_visible)  # reads the layer's input
             x, _ = layer(x, ex_mask, False, ex_dist)
         enc, enc_own = self.ln_enc(x), self.ln_enc(x_own)
         memory = self._memory(history, q_emb, pos_emb, enc, lag)  # (B, S + 1, D)
-        h = enc_own + self.dec_position_emb(items["position"])  # (B, N, D)
+        h = enc_own + self.dec_position_emb(shared["position"])  # (B, N, D)
         for dec in self.decoder:
             assert isinstance(dec, DecoderLayer)
             h = dec.forward_prefix(h, memory, enc, enc_own, resp_visible, ex_visible)

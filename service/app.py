@@ -101,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        lifecycle.hold_freed_memory()  # in each worker process
         executor = ThreadPoolExecutor(
             max_workers=settings.inference_workers, thread_name_prefix="kt-infer"
         )

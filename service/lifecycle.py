@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
 from pathlib import Path
 
@@ -13,6 +15,26 @@ from service.schemas import ReadyResponse, ReloadResponse
 from service.store import HistoryStore, MemoryHistoryStore, RedisHistoryStore, StoreUnavailable
 
 logger = logging.getLogger(__name__)
+
+# glibc's mallopt parameters (<malloc.h>)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+def hold_freed_memory() -> bool:
+    """Let glibc keep freed memory for reuse instead of returning it to the kernel: blocks up to
+    32 MiB come from the heap (not a fresh mmap each) and the heap is trimmed only past 256 MiB
+    free. Scoring a whole bank allocates numpy arrays of ~1 MB; by default each is a new mmap, so
+    every call paid ~1,900 page faults (Riiid bank encoding: 5.4 -> 3.6 ms, docs/service.md).
+    False where the C library is not glibc (nothing changes there)."""
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, 256 << 20)
+    )
 
 
 def build_store(settings: Settings) -> HistoryStore:

@@ -43,6 +43,24 @@ PROVIDERS = {
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
 }
 _ORT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32}
+# ORT graph rewrites left out on CPU: its fused SkipLayerNormalization ran 2-6x slower than the Add
+# + LayerNormalization it replaces (hidden 32-256, 101 and 13,523 rows, 1 thread: docs/service.md)
+CPU_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
+# Items per bundle.onnx run (score_bundle): each run redoes only the history's few positions, and
+# a run's activations stay in the CPU cache. Riiid bank (13,523), lean student, 1 thread, a call
+# every 50 ms as under load: one run 22.9 ms, runs of 2,048 17.6 ms (back to back: 16.3 / 16.1).
+BUNDLE_GRAPH_CHUNK = 2048
+
+
+def ort_session(
+    path: Path, options: ort.SessionOptions, providers: list[str]
+) -> ort.InferenceSession:
+    """An ORT session of `path`; on CPU alone, without CPU_DISABLED_OPTIMIZERS."""
+    cpu_only = providers == ["CPUExecutionProvider"]
+    disabled = list(CPU_DISABLED_OPTIMIZERS) if cpu_only else []
+    return ort.InferenceSession(
+        str(path), sess_options=options, providers=providers, disabled_optimizers=disabled
+    )
 
 
 class ArtifactError(ValueError):
@@ -117,17 +135,13 @@ class Predictor:
         available = ort.get_available_providers()
         use = [p for p in requested if p in available] or ["CPUExecutionProvider"]
         try:
-            session = ort.InferenceSession(
-                str(root / "model.onnx"), sess_options=options, providers=use
-            )
+            session = ort_session(root / "model.onnx", options, use)
         except Exception as exc:  # ORT raises its own exception types (InvalidGraph, Fail, ...)
             raise ArtifactError(f"model.onnx: {exc}") from exc
         bundle_session = None
         if (root / BUNDLE_FILE).is_file():
             try:
-                bundle_session = ort.InferenceSession(
-                    str(root / BUNDLE_FILE), sess_options=options, providers=use
-                )
+                bundle_session = ort_session(root / BUNDLE_FILE, options, use)
             except Exception as exc:  # noqa: BLE001 - ORT's own exception types
                 raise ArtifactError(f"{BUNDLE_FILE}: {exc}") from exc
             names = [i.name for i in bundle_session.get_inputs()]
@@ -235,10 +249,10 @@ class Predictor:
         to `score` of the requests with the candidates cut into chunks of `chunk`, concatenated.
 
         The candidates are one virtual bundle: each one's inputs depend on the history and on
-        itself only, so the history and every candidate are encoded ONCE. With bundle.onnx that
-        is one ORT run over the history once and every candidate against it (`chunk` is unused);
-        without it, the encoding is tiled into rows of [history, `chunk` candidates] (model.onnx
-        takes one sequence per row) for one ORT run."""
+        itself only, so the history and every candidate are encoded ONCE. With bundle.onnx each
+        ORT run takes the history and BUNDLE_GRAPH_CHUNK candidates, each attending to the history
+        only (`chunk` is unused); without it, the encoding is tiled into rows of [history, `chunk`
+        candidates] (model.onnx takes one sequence per row) for one ORT run."""
         items = self._items if items is None else items
         cands = request.candidates
         _check_candidates(cands, items)
@@ -250,7 +264,15 @@ class Predictor:
             candidate_timestamp=request.timestamp,
         )  # 1-D arrays of length h + K
         if self._bundle_session is not None:
-            return sigmoid(self.run_bundle(bundle_feeds([whole], [len(cands)]))[0])
+            feeds = bundle_feeds([whole], [len(cands)])
+            item_inputs = [name for name in feeds if name.startswith("item_")]
+            runs = [
+                self.run_bundle(
+                    {**feeds, **{k: feeds[k][:, s : s + BUNDLE_GRAPH_CHUNK] for k in item_inputs}}
+                )
+                for s in range(0, len(cands), BUNDLE_GRAPH_CHUNK)
+            ]  # each (1, <= BUNDLE_GRAPH_CHUNK)
+            return sigmoid(np.concatenate(runs, axis=1)[0])
         h = len(whole["question"]) - len(cands)
         rows = []
         for start in range(0, len(cands), chunk):

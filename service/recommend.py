@@ -76,7 +76,11 @@ def answered_question_ids(
 def rank(probs: np.ndarray, target: float, p_min: float, p_max: float, k: int) -> np.ndarray:
     """Positions of the k questions inside [p_min, p_max] closest to `target` (ties: lower position)."""
     inside = np.flatnonzero((probs >= p_min) & (probs <= p_max))
-    order = np.argsort(np.abs(probs[inside] - target), kind="stable")
+    distance = np.abs(probs[inside] - target)
+    if k < len(inside):  # only the k nearest need sorting: those within the k-th distance
+        near = np.flatnonzero(distance <= np.partition(distance, k - 1)[k - 1])
+        inside, distance = inside[near], distance[near]
+    order = np.argsort(distance, kind="stable")  # stable: ties keep the lower position
     return inside[order[:k]]
 
 

@@ -56,6 +56,7 @@ from models.features import (
 )
 from models.numeric import sigmoid
 from models.registry import count_parameters
+from service.predictor import ort_session as service_session
 from training.arguments import ExportArguments
 from training.artifacts import CONFIG_FILE, SPEC_FILE, load_metrics, load_model_dir
 from training.binary_metrics import binary_metrics
@@ -404,7 +405,7 @@ def ort_session(path: str | Path, threads: int = 1) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    return service_session(Path(path), opts, ["CPUExecutionProvider"])  # as the service runs it
 
 
 def torch_logits(model: nn.Module, batch: dict[str, np.ndarray]) -> np.ndarray:

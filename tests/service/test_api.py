@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from models.features import CandidateRequest, History
 from service.config import Settings
-from service.recommend import RECOMMEND_CHUNK
+from service.recommend import RECOMMEND_CHUNK, rank
 from tests.service.conftest import LECTURE_IDS, QUESTION_IDS, WINDOW
 
 Q = QUESTION_IDS
@@ -277,15 +277,23 @@ def test_small_scoring_calls_run_inline_and_large_ones_on_the_thread(
     )
 
 
+@pytest.mark.parametrize("graph_chunk", [None, 5])
 @pytest.mark.parametrize("n_history", [0, 7, 80])
-def test_score_bundle_equals_scoring_the_chunks(artifact: Path, n_history: int) -> None:
-    """A bank scored as one bundle, encoded once and tiled into rows, equals scoring each chunk
-    of candidates as its own request (what /recommend, mastery and the catalogue did before)."""
+def test_score_bundle_equals_scoring_the_chunks(
+    artifact: Path, n_history: int, graph_chunk: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bank scored as one bundle, encoded once (bundle.onnx runs of BUNDLE_GRAPH_CHUNK items,
+    also cut small here), equals scoring each chunk of candidates as its own request (what
+    /recommend, mastery and the catalogue did before)."""
+    from service import predictor as predictor_module
     from service.catalogue import Catalogue
     from service.events import events_to_history, make_events
     from service.predictor import Predictor
 
+    if graph_chunk is not None:
+        monkeypatch.setattr(predictor_module, "BUNDLE_GRAPH_CHUNK", graph_chunk)
     predictor = Predictor.load(artifact)
+    assert predictor.has_bundle_graph
     items = some_history(n_history) if n_history else []
     events = make_events(
         timestamp=[i["timestamp"] for i in items],
@@ -770,6 +778,19 @@ def test_recommend_ranks_the_bank_like_predict_would(client: TestClient) -> None
     # nothing outside the top 8 is closer to the target than the 8th
     everything = probs(predict(client, "rec", [q for q in Q if q not in Q[:6]], ts=now))
     assert np.sort(np.abs(everything - 0.5))[7] == pytest.approx(gaps[-1], abs=1e-6)
+
+
+def test_rank_equals_a_full_stable_sort() -> None:
+    """`rank` sorts only the k nearest: the same positions as sorting every question inside the
+    band by distance to the target, ties (many here: coarse probabilities) to the lower position."""
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        probs = rng.integers(0, 12, int(rng.integers(0, 60))) / 11.0
+        target, k = float(rng.choice(probs)) if len(probs) else 0.5, int(rng.integers(1, 70))
+        p_min, p_max = sorted(rng.random(2).tolist()) if rng.random() < 0.3 else (0.0, 1.0)
+        inside = np.flatnonzero((probs >= p_min) & (probs <= p_max))
+        want = inside[np.argsort(np.abs(probs[inside] - target), kind="stable")[:k]]
+        np.testing.assert_array_equal(rank(probs, target, p_min, p_max, k), want)
 
 
 def test_recommend_filters(client: TestClient) -> None:
