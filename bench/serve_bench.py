@@ -418,7 +418,8 @@ def recommend_model_only(
         )
 
     whole = encoding()
-    feeds = bundle_feeds([whole], [len(cands)])
+    embedding, difficulty = predictor.item_side_rows(bank.items)  # the bank's, as the service
+    feeds = bundle_feeds([whole], [len(cands)], [(embedding[cands], difficulty[cands])])
 
     def run_graph(feeds: dict[str, np.ndarray]) -> None:
         for s in range(0, len(cands), BUNDLE_GRAPH_CHUNK):
@@ -715,10 +716,11 @@ def render_recommend(r: dict[str, Any]) -> list[str]:
     lines += [
         "",
         "What sets the cost: with `bundle.onnx` the history is run once and every candidate "
-        "attends to it (O(bank × history) attention, no (T × T) maps), so what is left is per "
-        "candidate: its content embedding (part + up to 6 tags, two tables), the statistics "
-        "projection, one attention row over the history, the FFN and the IRT prior — linear "
-        "in the bank, ≈ "
+        "attends to it (O(bank × history) attention, no (T × T) maps); what depends on a "
+        "question alone (its content embedding from part and tags, its prior difficulty) comes "
+        "from `items.onnx`, run once per bank and kept. What is left is per candidate and per "
+        "request: the statistics projection, one attention row over the history, the FFN, "
+        "three LayerNorms and the prior's ability term — linear in the bank, ≈ "
         f"{1000 * (mo['ort'] or mo['score'])['p50_ms'] / rec['bank']:.1f} µs per question for "
         "this model on 1 thread — plus encoding every candidate's statistics against the "
         "history. Without `bundle.onnx` (DKT, logistic, older artifacts) the bank is tiled "

@@ -885,9 +885,7 @@ def encode(
     explanation[:h] = window.explanation
     explanation[:h] += 1
     return {
-        # rows of `items` past the model's vocabulary (questions registered after training) are the
-        # unknown question to the model: their part and tags above carry what is known of them
-        "question": np.where(question >= spec.n_questions, UNKNOWN_QUESTION, question),
+        "question": model_question(question, spec),
         "part": part,
         "position": positions,
         "bundle": ordinals,
@@ -900,6 +898,13 @@ def encode(
         "tags": tags,
         "stats": stats,
     }
+
+
+def model_question(question: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+    """Question indices as the model reads them: rows of an item table past the model's vocabulary
+    (questions registered after training) are the unknown question to the model; their part and
+    tags carry what is known of them."""
+    return np.where(question >= spec.n_questions, UNKNOWN_QUESTION, question)
 
 
 def collate(items: list[dict[str, np.ndarray]], length: int | None = None) -> dict[str, np.ndarray]:

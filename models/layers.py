@@ -346,9 +346,14 @@ class IRTPrior(nn.Module):
         nn.init.zeros_(self.ability.weight)
         nn.init.zeros_(self.ability.bias)
 
-    def forward(self, question: Tensor, part: Tensor, tags: Tensor, stats: Tensor) -> Tensor:
+    def difficulty(self, question: Tensor, part: Tensor, tags: Tensor) -> Tensor:
+        """(B, T) the item's side of the prior: beta_q + mean_t beta_tag + beta_part."""
         tag = mean_over_tags(self.tag_bias.weight, tags).squeeze(-1)  # (B, T)
-        difficulty = (
-            self.question_bias(question).squeeze(-1) + tag + self.part_bias(part).squeeze(-1)
-        )  # (B, T)
-        return PRIOR_LR_SCALE * (self.ability(stats).squeeze(-1) - difficulty)  # (B, T)
+        return self.question_bias(question).squeeze(-1) + tag + self.part_bias(part).squeeze(-1)
+
+    def from_difficulty(self, stats: Tensor, difficulty: Tensor) -> Tensor:
+        """(B, T) the prior from the statistics (B, T, S) and `difficulty` (B, T)."""
+        return PRIOR_LR_SCALE * (self.ability(stats).squeeze(-1) - difficulty)
+
+    def forward(self, question: Tensor, part: Tensor, tags: Tensor, stats: Tensor) -> Tensor:
+        return self.from_difficulty(stats, self.difficulty(question, part, tags))  # (B, T)

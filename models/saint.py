@@ -225,10 +225,14 @@ class SAINT(nn.Module):
             encoder_attentions=tuple(enc_attn) if output_attentions else None,
         )
 
-    def _exercises(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    def _exercises(
+        self, batch: dict[str, Tensor], q_emb: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         """Query-side inputs -> (item embedding, position embedding, their sum with the statistics
-        and the lag, the lag encoding), each (B, T, D)."""
-        q_emb = self.item_emb(batch["question"], batch["part"], batch["tags"])  # (B, T, D)
+        and the lag, the lag encoding), each (B, T, D); `q_emb` (B, T, D): the item embedding,
+        already computed (`item_side`), instead of from question, part and tags."""
+        if q_emb is None:
+            q_emb = self.item_emb(batch["question"], batch["part"], batch["tags"])  # (B, T, D)
         pos_emb = self.position_emb(batch["position"])  # (B, T, D)
         x = q_emb + pos_emb
         if self.stats_proj is not None:
@@ -257,13 +261,23 @@ class SAINT(nn.Module):
         null = self.null_memory.view(1, 1, -1).expand(r.shape[0], 1, -1)  # (B, 1, D)
         return torch.cat([null, r], dim=1)
 
+    def item_side(self, question: Tensor, part: Tensor, tags: Tensor) -> tuple[Tensor, Tensor]:
+        """What `forward_bundle` reads of an item that depends on the item alone (question, part
+        (B, N), tags (B, N, M)): its embedding (B, N, D) and the IRT prior's difficulty (B, N)
+        (zeros without a prior). A caller can compute them once per bank (items.onnx)."""
+        embedding = self.item_emb(question, part, tags)
+        if self.prior is None:
+            return embedding, torch.zeros_like(question, dtype=embedding.dtype)
+        return embedding, self.prior.difficulty(question, part, tags)
+
     def forward_bundle(self, history: dict[str, Tensor], items: dict[str, Tensor]) -> Tensor:
         """Logits (B, N) of N items that form ONE bundle after each learner's history (B, S) (every
-        model input), from the items' query-side inputs (question, part, tags, position, bundle,
-        stats, lag, lag_bucket; (B, N)): equal to `forward` on [history, items] at the items'
-        positions, at O(N x S) attention instead of O((S + N)^2). Sound because an item never sees
-        its bundle-mates (docs/design.md): the history's states do not depend on the items, and each
-        item reads the history's keys and its own. Inference only (eval mode: no dropout)."""
+        model input), from the items' `item_side` (embedding (B, N, D), difficulty (B, N)) and
+        their learner-dependent inputs (position, bundle, stats, lag, lag_bucket; (B, N)): equal
+        to `forward` on [history, items] at the items' positions, at O(N x S) attention instead of
+        O((S + N)^2). Sound because an item never sees its bundle-mates (docs/design.md): the
+        history's states do not depend on the items, and each item reads the history's keys and
+        its own. Inference only (eval mode: no dropout)."""
         hq, hb = history["question"], history["bundle"]
         uses_exercises = len(self.encoder) > 0 or self.cfg.cross_attention
         ex_mask = exercise_mask(hb, hq) if uses_exercises else None  # (B, 1, S, S)
@@ -277,7 +291,8 @@ class SAINT(nn.Module):
         resp_visible = prefix_distance(shared["bundle"], hb, hq, null_key=True)
 
         q_emb, pos_emb, x, lag = self._exercises(history)  # (B, S, D)
-        _, _, x_own, _ = self._exercises({**items, **shared})  # (B, N, D), shared parts broadcast
+        own = {**items, **shared}
+        _, _, x_own, _ = self._exercises(own, items["embedding"])  # (B, N, D), shared broadcast
         for layer in self.encoder:
             assert isinstance(layer, EncoderLayer) and ex_visible is not None
             x_own = layer.forward_prefix(x_own, x, ex_visible)  # reads the layer's input
@@ -290,9 +305,7 @@ class SAINT(nn.Module):
             h = dec.forward_prefix(h, memory, enc, enc_own, resp_visible, ex_visible)
         logits = self.head(self.ln_f(h)).squeeze(-1)  # (B, N)
         if self.prior is not None:
-            logits = logits + self.prior(
-                items["question"], items["part"], items["tags"], items["stats"]
-            )
+            logits = logits + self.prior.from_difficulty(items["stats"], items["difficulty"])
         return logits
 
 

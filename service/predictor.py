@@ -19,7 +19,13 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from models.bundle import bundle_feeds, bundle_input_names
+from models.bundle import (
+    ITEM_GRAPH_INPUTS,
+    ITEM_GRAPH_OUTPUTS,
+    bundle_feeds,
+    bundle_input_names,
+    item_graph_feeds,
+)
 from models.features import (
     MODEL_INPUTS,
     CandidateRequest,
@@ -37,7 +43,8 @@ from models.numeric import sigmoid
 logger = logging.getLogger(__name__)
 
 ARTIFACT_FILES = ("model.onnx", "config.json", "feature_spec.json", "manifest.json")
-BUNDLE_FILE = "bundle.onnx"  # optional (SAINT models)
+BUNDLE_FILE = "bundle.onnx"  # optional (SAINT models), with ITEMS_FILE
+ITEMS_FILE = "items.onnx"
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
@@ -89,10 +96,15 @@ class Predictor:
         manifest: dict[str, Any],
         artifact_dir: Path,
         requested_providers: list[str],
-        bundle_session: ort.InferenceSession | None = None,
+        bank_sessions: tuple[ort.InferenceSession, ort.InferenceSession] | None = None,
     ) -> None:
         self._session = session
-        self._bundle_session = bundle_session
+        # bundle.onnx and items.onnx; the items' side rows per item table (at most 2 tables)
+        self._bundle_session: ort.InferenceSession | None = None
+        self._items_session: ort.InferenceSession | None = None
+        if bank_sessions is not None:
+            self._bundle_session, self._items_session = bank_sessions
+        self._item_sides: list[tuple[ItemTable, np.ndarray, np.ndarray]] = []
         self._spec = spec
         self._vocab = vocab
         self._items = vocab.item_table()
@@ -138,17 +150,7 @@ class Predictor:
             session = ort_session(root / "model.onnx", options, use)
         except Exception as exc:  # ORT raises its own exception types (InvalidGraph, Fail, ...)
             raise ArtifactError(f"model.onnx: {exc}") from exc
-        bundle_session = None
-        if (root / BUNDLE_FILE).is_file():
-            try:
-                bundle_session = ort_session(root / BUNDLE_FILE, options, use)
-            except Exception as exc:  # noqa: BLE001 - ORT's own exception types
-                raise ArtifactError(f"{BUNDLE_FILE}: {exc}") from exc
-            names = [i.name for i in bundle_session.get_inputs()]
-            if names != bundle_input_names():
-                raise ArtifactError(
-                    f"{BUNDLE_FILE} has inputs {names}; expected {bundle_input_names()}"
-                )
+        bank_sessions = _bank_sessions(root, options, use)
 
         names = [i.name for i in session.get_inputs()]
         unknown = [n for n in names if n not in MODEL_INPUTS]
@@ -159,7 +161,7 @@ class Predictor:
         outputs = [o.name for o in session.get_outputs()]
         if "logits" not in outputs:
             raise ArtifactError(f"model.onnx has no 'logits' output (outputs: {outputs})")
-        predictor = cls(session, spec, vocab, config, manifest, root, requested, bundle_session)
+        predictor = cls(session, spec, vocab, config, manifest, root, requested, bank_sessions)
         predictor._smoke_test()
         logger.info(
             "loaded model %s (version %s) from %s; providers %s; ort threads %d",
@@ -264,7 +266,8 @@ class Predictor:
             candidate_timestamp=request.timestamp,
         )  # 1-D arrays of length h + K
         if self._bundle_session is not None:
-            feeds = bundle_feeds([whole], [len(cands)])
+            embedding, difficulty = self.item_side_rows(items)
+            feeds = bundle_feeds([whole], [len(cands)], [(embedding[cands], difficulty[cands])])
             item_inputs = [name for name in feeds if name.startswith("item_")]
             runs = [
                 self.run_bundle(
@@ -288,6 +291,28 @@ class Predictor:
         """An encoded (B, T) batch as the graph's inputs (its names and dtypes)."""
         return {name: batch[name].astype(dtype, copy=False) for name, dtype in self._inputs}
 
+    def item_side_rows(self, items: ItemTable) -> tuple[np.ndarray, np.ndarray]:
+        """items.onnx's outputs for every index of `items` (embedding (V, D), difficulty (V,)),
+        computed on first use of a table and kept (the catalogue's bank changes only when a
+        question is registered)."""
+        for table, embedding, difficulty in self._item_sides:
+            if table is items:
+                return embedding, difficulty
+        assert self._items_session is not None  # loaded with bundle.onnx
+        runs = [
+            self._items_session.run(
+                list(ITEM_GRAPH_OUTPUTS),
+                item_graph_feeds(
+                    np.arange(s, min(s + BUNDLE_GRAPH_CHUNK, len(items.parts))), items, self._spec
+                ),
+            )
+            for s in range(0, len(items.parts), BUNDLE_GRAPH_CHUNK)
+        ]  # each [(1, n, D), (1, n)]
+        embedding = np.concatenate([e[0] for e, _ in runs])  # (V, D)
+        difficulty = np.concatenate([d[0] for _, d in runs])  # (V,)
+        self._item_sides = [*self._item_sides[-1:], (items, embedding, difficulty)]
+        return embedding, difficulty
+
     def run_bundle(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """(B, N) logits of one bundle.onnx run (`models.bundle.bundle_feeds`)."""
         if self._bundle_session is None:
@@ -299,6 +324,38 @@ class Predictor:
         """(B, T) logits of one ORT run."""
         (logits,) = self._session.run(["logits"], feeds)
         return logits
+
+
+def _bank_sessions(
+    root: Path, options: ort.SessionOptions, providers: list[str]
+) -> tuple[ort.InferenceSession, ort.InferenceSession] | None:
+    """bundle.onnx and items.onnx when the artifact has both (SAINT models); None without them.
+    A bundle.onnx alone is the earlier one-graph form: banks are then scored with model.onnx."""
+    if not (root / BUNDLE_FILE).is_file():
+        return None
+    if not (root / ITEMS_FILE).is_file():
+        logger.warning(
+            "%s has %s without %s (exported before the two-graph form): banks are scored with "
+            "model.onnx; re-export the model to score them faster",
+            root,
+            BUNDLE_FILE,
+            ITEMS_FILE,
+        )
+        return None
+    sessions = []
+    for name, inputs in (
+        (BUNDLE_FILE, bundle_input_names()),
+        (ITEMS_FILE, list(ITEM_GRAPH_INPUTS)),
+    ):
+        try:
+            session = ort_session(root / name, options, providers)
+        except Exception as exc:  # noqa: BLE001 - ORT's own exception types
+            raise ArtifactError(f"{name}: {exc}") from exc
+        names = [i.name for i in session.get_inputs()]
+        if names != inputs:
+            raise ArtifactError(f"{name} has inputs {names}; expected {inputs}")
+        sessions.append(session)
+    return sessions[0], sessions[1]
 
 
 def _check_candidates(candidates: np.ndarray, items: ItemTable) -> None:

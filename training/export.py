@@ -42,7 +42,13 @@ import onnxruntime as ort
 import torch
 from torch import Tensor, nn
 
-from models.bundle import BUNDLE_ITEM_INPUTS, bundle_feeds, bundle_input_names
+from models.bundle import (
+    BUNDLE_ITEM_INPUTS,
+    ITEM_GRAPH_INPUTS,
+    ITEM_GRAPH_OUTPUTS,
+    bundle_feeds,
+    bundle_input_names,
+)
 from models.features import (
     MODEL_INPUTS,
     UNKNOWN_QUESTION,
@@ -71,6 +77,7 @@ ONNX_FILE = "model.onnx"
 # One bundle of N items after a history at O(N x S) attention (SAINT.forward_bundle): what
 # /recommend, mastery and the catalogue score a whole bank with (optional; fp32 even under INT8)
 BUNDLE_ONNX_FILE = "bundle.onnx"
+ITEMS_ONNX_FILE = "items.onnx"  # each item's own part of bundle.onnx's input (models.bundle)
 INT8_FILE = "model.int8.onnx"
 FP32_FILE = "model.fp32.onnx"  # the fp32 graph, kept next to a served INT8 model.onnx
 MANIFEST_FILE = "manifest.json"
@@ -143,8 +150,9 @@ if OnnxWrapper.forward.__code__.co_varnames[1 : 1 + len(MODEL_INPUTS)] != MODEL_
 
 class BundleOnnxWrapper(_CalibratedGraph):
     """bundle.onnx's signature (models.bundle): the history's 12 arrays (B, S), then the items'
-    query-side arrays (B, N) -> logits (B, N), calibrated as model.onnx's. Named parameters, as
-    in OnnxWrapper, so the graph's inputs get these names."""
+    side (embedding (B, N, D), difficulty (B, N): items.onnx's outputs) and encoded inputs
+    (B, N) -> logits (B, N), calibrated as model.onnx's. Named parameters, as in OnnxWrapper, so
+    the graph's inputs get these names."""
 
     def forward(
         self,
@@ -160,9 +168,8 @@ class BundleOnnxWrapper(_CalibratedGraph):
         explanation: Tensor,
         tags: Tensor,
         stats: Tensor,
-        item_question: Tensor,
-        item_part: Tensor,
-        item_tags: Tensor,
+        item_embedding: Tensor,
+        item_difficulty: Tensor,
         item_position: Tensor,
         item_bundle: Tensor,
         item_stats: Tensor,
@@ -176,8 +183,26 @@ class BundleOnnxWrapper(_CalibratedGraph):
         return self.calibrated(scorer.forward_bundle(history, items))  # (B, N)
 
 
-if BundleOnnxWrapper.forward.__code__.co_varnames[1:21] != tuple(bundle_input_names()):
+class ItemsOnnxWrapper(nn.Module):
+    """items.onnx's signature (models.bundle): question, part (B, N), tags (B, N, M) -> the items'
+    embedding (B, N, D) and prior difficulty (B, N) (`SAINT.item_side`; no calibration: that
+    acts on bundle.onnx's logits)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, question: Tensor, part: Tensor, tags: Tensor) -> tuple[Tensor, Tensor]:
+        scorer: Any = self.model
+        return scorer.item_side(question, part, tags)  # type: ignore[no-any-return]
+
+
+# The wrappers' parameter orders *are* the graphs' input orders; fail at import if they drift.
+_BUNDLE_NAMES = tuple(bundle_input_names())
+if BundleOnnxWrapper.forward.__code__.co_varnames[1 : 1 + len(_BUNDLE_NAMES)] != _BUNDLE_NAMES:
     raise ImportError("BundleOnnxWrapper.forward arguments must follow models.bundle's order")
+if ItemsOnnxWrapper.forward.__code__.co_varnames[1:4] != ITEM_GRAPH_INPUTS:
+    raise ImportError("ItemsOnnxWrapper.forward arguments must follow models.bundle's order")
 
 
 # --------------------------------------------------------------------------- sample windows
@@ -328,54 +353,106 @@ def bundle_rows(
     return rows, [n for _, n in shapes]
 
 
+def _item_inputs(row: dict[str, np.ndarray], n_items: int) -> dict[str, np.ndarray]:
+    """items.onnx's inputs (B = 1) for the last `n_items` items of an encoded row."""
+    h = len(row["question"]) - n_items
+    return {name: row[name][h:][None] for name in ITEM_GRAPH_INPUTS}
+
+
+def _torch_item_sides(
+    model: nn.Module, rows: list[dict[str, np.ndarray]], counts: list[int]
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each row's items' (embedding (N, D), difficulty (N,)) from the torch model."""
+    scorer: Any = model
+    sides = []
+    with torch.no_grad():
+        for row, n in zip(rows, counts, strict=True):
+            inputs = {k: torch.from_numpy(v) for k, v in _item_inputs(row, n).items()}
+            emb, diff = scorer.item_side(inputs["question"], inputs["part"], inputs["tags"])
+            sides.append((emb[0].numpy(), diff[0].numpy()))
+    return sides
+
+
 def export_bundle_onnx(
-    model: nn.Module, path: Path, spec: FeatureSpec, vocab: QuestionVocab, opset: int | None
+    model: nn.Module,
+    path: Path,
+    items_path: Path,
+    spec: FeatureSpec,
+    vocab: QuestionVocab,
+    opset: int | None,
 ) -> None:
-    """Write bundle.onnx (dynamo exporter; dynamic batch, history length, item count, tag axes)."""
+    """Write bundle.onnx and items.onnx (dynamo exporter; dynamic batch, history length, item
+    count, tag axes)."""
     n = min(spec.window - 1, 10)
     # B=3, every dynamic example dimension >= 2 (torch.export specialises sizes 0 and 1)
     rows, counts = bundle_rows(spec, vocab, [(n, 3), (max(n - 4, 2), 2), (2, 3)], seed=321)
-    feeds = bundle_feeds(rows, counts)
-    for name in ("tags", "item_tags"):
-        if feeds[name].shape[2] < 2:
-            feeds[name] = np.pad(feeds[name], ((0, 0), (0, 0), (0, 2 - feeds[name].shape[2])))
-    names = bundle_input_names()
+    feeds = bundle_feeds(rows, counts, _torch_item_sides(model, rows, counts))
+    item_feeds = collate([_tail(row, c) for row, c in zip(rows, counts, strict=True)])
+    item_feeds = {name: item_feeds[name] for name in ITEM_GRAPH_INPUTS}  # (B, N) / (B, N, M)
+    for arrays in (feeds, item_feeds):
+        if arrays["tags"].shape[2] < 2:
+            arrays["tags"] = np.pad(
+                arrays["tags"], ((0, 0), (0, 0), (0, 2 - arrays["tags"].shape[2]))
+            )
     batch, seq, items = (
         torch.export.Dim("batch"),
         torch.export.Dim("seq"),
         torch.export.Dim("items"),
     )
-    tag_dims = {"tags": torch.export.Dim("tags"), "item_tags": torch.export.Dim("item_tags")}
+    tags = torch.export.Dim("tags")
+    names = bundle_input_names()
     shapes = tuple(
         {0: batch, 1: items if name.startswith("item_") else seq}
-        | ({2: tag_dims[name]} if name in tag_dims else {})
+        | ({2: tags} if name == "tags" else {})
         for name in names
     )
-    torch.onnx.export(
-        BundleOnnxWrapper(model).eval(),
-        tuple(torch.from_numpy(feeds[name]) for name in names),
-        str(path),
-        dynamo=True,
-        input_names=names,
-        output_names=["logits"],
-        dynamic_shapes=shapes,
-        opset_version=opset,
-        external_data=False,
-        verbose=False,
-        optimize=True,
+    item_shapes = tuple(
+        {0: batch, 1: items} | ({2: tags} if name == "tags" else {}) for name in ITEM_GRAPH_INPUTS
     )
+    for wrapper, target, arrays, inputs, outputs, dims in (
+        (BundleOnnxWrapper(model), path, feeds, names, ["logits"], shapes),
+        (
+            ItemsOnnxWrapper(model),
+            items_path,
+            item_feeds,
+            list(ITEM_GRAPH_INPUTS),
+            list(ITEM_GRAPH_OUTPUTS),
+            item_shapes,
+        ),
+    ):
+        torch.onnx.export(
+            wrapper.eval(),
+            tuple(torch.from_numpy(arrays[name]) for name in inputs),
+            str(target),
+            dynamo=True,
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_shapes=dims,
+            opset_version=opset,
+            external_data=False,
+            verbose=False,
+            optimize=True,
+        )
+
+
+def _tail(row: dict[str, np.ndarray], n_items: int) -> dict[str, np.ndarray]:
+    """The last `n_items` positions of an encoded row (every input)."""
+    h = len(row["question"]) - n_items
+    return {k: v[h:] for k, v in row.items()}
 
 
 def check_bundle_parity(
     model: nn.Module,
     path: Path,
+    items_path: Path,
     spec: FeatureSpec,
     vocab: QuestionVocab,
     tolerance: float = PARITY_TOLERANCE,
 ) -> float:
-    """bundle.onnx vs the torch model's `forward` on the whole rows at the items' positions (the
-    dense scoring /predict does); ExportError above `tolerance`. Returns the max abs diff."""
-    session = ort_session(path)
+    """items.onnx then bundle.onnx vs the torch model's `forward` on the whole rows at the items'
+    positions (the dense scoring /predict does); ExportError above `tolerance`. Returns the max
+    abs diff."""
+    session, items_session = ort_session(path), ort_session(items_path)
     full = spec.window - 1
     cases = [
         [(full, PARITY_CANDIDATES)],
@@ -387,7 +464,11 @@ def check_bundle_parity(
     for k, shapes in enumerate(cases):
         rows, counts = bundle_rows(spec, vocab, shapes, seed=k)
         dense = torch_logits(model, collate(rows))  # (B, T)
-        got = session.run(["logits"], bundle_feeds(rows, counts))[0]  # (B, N)
+        sides = []
+        for row, n in zip(rows, counts, strict=True):
+            emb, diff = items_session.run(list(ITEM_GRAPH_OUTPUTS), _item_inputs(row, n))
+            sides.append((emb[0], diff[0]))
+        got = session.run(["logits"], bundle_feeds(rows, counts, sides))[0]  # (B, N)
         for b, (row, n) in enumerate(zip(rows, counts, strict=True)):
             h = len(row["question"]) - n
             diff = float(np.max(np.abs(got[b, :n] - dense[b, h : h + n])))
@@ -499,13 +580,16 @@ def export_artifact(
         parity = check_parity(model, tmp_onnx, spec, vocab)
         bundle_parity = None
         if hasattr(model, "forward_bundle"):
-            tmp_bundle = Path(tmp) / BUNDLE_ONNX_FILE
-            export_bundle_onnx(model, tmp_bundle, spec, vocab, opset)
+            tmp_bundle, tmp_items = Path(tmp) / BUNDLE_ONNX_FILE, Path(tmp) / ITEMS_ONNX_FILE
+            export_bundle_onnx(model, tmp_bundle, tmp_items, spec, vocab, opset)
             onnx.checker.check_model(str(tmp_bundle))
-            bundle_parity = check_bundle_parity(model, tmp_bundle, spec, vocab)
+            onnx.checker.check_model(str(tmp_items))
+            bundle_parity = check_bundle_parity(model, tmp_bundle, tmp_items, spec, vocab)
             shutil.move(str(tmp_bundle), out / BUNDLE_ONNX_FILE)
-        else:
-            (out / BUNDLE_ONNX_FILE).unlink(missing_ok=True)  # a stale one from an earlier export
+            shutil.move(str(tmp_items), out / ITEMS_ONNX_FILE)
+        else:  # stale ones from an earlier export
+            (out / BUNDLE_ONNX_FILE).unlink(missing_ok=True)
+            (out / ITEMS_ONNX_FILE).unlink(missing_ok=True)
         shutil.move(str(tmp_onnx), out / ONNX_FILE)
 
     onnx_path = out / ONNX_FILE
@@ -535,6 +619,9 @@ def export_artifact(
         "parity": parity,
         # the bundle graph (/recommend, mastery, the catalogue): None for models without one
         "bundle_onnx_sha256": sha256_file(out / BUNDLE_ONNX_FILE)
+        if bundle_parity is not None
+        else None,
+        "items_onnx_sha256": sha256_file(out / ITEMS_ONNX_FILE)
         if bundle_parity is not None
         else None,
         "bundle_parity_max_abs_diff": bundle_parity,
@@ -788,10 +875,12 @@ def decide_int8(
                 "held_out_metrics": int8,
                 # one served model: the fp32 bundle graph would score banks with other weights
                 "bundle_onnx_sha256": None,
+                "items_onnx_sha256": None,
                 "bundle_parity_max_abs_diff": None,
             }
         )
         (artifact_dir / BUNDLE_ONNX_FILE).unlink(missing_ok=True)
+        (artifact_dir / ITEMS_ONNX_FILE).unlink(missing_ok=True)
         info["file"] = ONNX_FILE
         info["fp32_file"] = FP32_FILE
     else:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.bundle import BUNDLE_ITEM_INPUTS
+from models.bundle import ENCODED_ITEM_INPUTS
 from models.config import ModelConfig, config_for_spec
 from models.features import (
     FeatureSpec,
@@ -406,8 +406,8 @@ def test_lean_shape_has_one_attention_block_and_fewer_parameters() -> None:
 @pytest.mark.parametrize("variant", ["saint", "saint_plus", "saint_plus_lean"])
 @pytest.mark.parametrize("decay", [True, False])
 def test_forward_bundle_equals_forward_at_the_candidates(variant: str, decay: bool) -> None:
-    """One bundle of N candidates after a history, scored by `forward_bundle` (the history once,
-    each candidate over the history's keys and its own), equals `forward` on the whole row at the
+    """One bundle of N candidates after a history, scored by `item_side` then `forward_bundle` (the
+    history once, each candidate over the history's keys and its own), equals `forward` on the whole row at the
     candidate positions: for a full window, a short history, an empty one, and B = 2 learners
     with different history lengths (padding keys must stay invisible)."""
     torch.manual_seed(0)
@@ -435,8 +435,11 @@ def test_forward_bundle_equals_forward_at_the_candidates(variant: str, decay: bo
         history = collate([{k: v[:n] for k, v in r.items()} for r, n in zip(rows, h, strict=True)])
         items = collate([{k: v[n:] for k, v in r.items()} for r, n in zip(rows, h, strict=True)])
         with torch.no_grad():
+            item = to_torch({k: items[k] for k in ("question", "part", "tags")})
+            embedding, difficulty = model.item_side(item["question"], item["part"], item["tags"])
+            encoded = to_torch({k: items[k] for k in ENCODED_ITEM_INPUTS})
             got = model.forward_bundle(
-                to_torch(history), to_torch({k: items[k] for k in BUNDLE_ITEM_INPUTS})
+                to_torch(history), {"embedding": embedding, "difficulty": difficulty, **encoded}
             )
         assert got.shape == (len(rows), len(cands))
         for b, n in enumerate(h):

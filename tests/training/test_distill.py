@@ -448,6 +448,7 @@ def test_int8_is_served_only_when_it_passes_the_gate(
         assert manifest["quantization"] == "dynamic-int8"
         # one served model: the fp32 bundle graph goes (banks are scored from model.onnx rows)
         assert not (art / "bundle.onnx").exists() and manifest["bundle_onnx_sha256"] is None
+        assert not (art / "items.onnx").exists() and manifest["items_onnx_sha256"] is None
         assert not Predictor.load(art).has_bundle_graph
         # parity and held-out AUC are the served INT8 graph's, re-measured on it
         expected = onnx_logit_diff(
@@ -460,6 +461,7 @@ def test_int8_is_served_only_when_it_passes_the_gate(
     else:
         assert served == fp32_sha and not (art / "model.fp32.onnx").exists()
         assert manifest["bundle_onnx_sha256"] == sha256_file(art / "bundle.onnx")
+        assert manifest["items_onnx_sha256"] == sha256_file(art / "items.onnx")
         for key in ("version", "onnx_sha256", "onnx_size_bytes", "parity", "opset"):
             assert manifest[key] == before[key], key
         assert "quantization" not in manifest

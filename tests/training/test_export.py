@@ -156,21 +156,23 @@ def test_artifact_round_trip(artifacts: dict[str, tuple[Path, Path]]) -> None:
 def test_bundle_graph_exported_with_parity(
     artifacts: dict[str, tuple[Path, Path]], name: str
 ) -> None:
-    """SAINT models ship bundle.onnx (the manifest holds its digest and parity); it scores a bank
-    as the dense graph scores the same candidates, with and without the graph in the artifact."""
+    """SAINT models ship bundle.onnx and items.onnx (the manifest holds their digests and parity);
+    they score a bank as the dense graph scores the same candidates."""
     from models.features import CandidateRequest
     from service.predictor import Predictor
 
     _, art = artifacts[name]
     manifest = read_manifest(art)
     has_bundle = name.startswith("saint")
-    assert (art / "bundle.onnx").is_file() == has_bundle
+    assert (art / "bundle.onnx").is_file() == (art / "items.onnx").is_file() == has_bundle
     if not has_bundle:
-        assert manifest["bundle_onnx_sha256"] is None
+        assert manifest["bundle_onnx_sha256"] is None and manifest["items_onnx_sha256"] is None
         return
     assert manifest["bundle_onnx_sha256"] == sha256_file(art / "bundle.onnx")
+    assert manifest["items_onnx_sha256"] == sha256_file(art / "items.onnx")
     assert 0 <= manifest["bundle_parity_max_abs_diff"] <= 1e-4
     onnx.checker.check_model(str(art / "bundle.onnx"))
+    onnx.checker.check_model(str(art / "items.onnx"))
     predictor = Predictor.load(art)
     assert predictor.has_bundle_graph
     rng = np.random.default_rng(3)
@@ -188,10 +190,15 @@ def test_bundle_graph_exported_with_parity(
         np.testing.assert_allclose(predictor.score_bundle(request, 5), dense, atol=1e-5)
 
 
-def test_artifact_without_bundle_graph_scores_by_rows(
-    tmp_path: Path, artifacts: dict[str, tuple[Path, Path]]
+@pytest.mark.parametrize("removed", [("bundle.onnx", "items.onnx"), ("items.onnx",)])
+def test_artifact_without_bank_graphs_scores_by_rows(
+    tmp_path: Path,
+    artifacts: dict[str, tuple[Path, Path]],
+    removed: tuple[str, ...],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """An artifact exported before bundle.onnx existed still serves /recommend (tiled rows)."""
+    """An artifact exported before the bank graphs existed, or with the earlier bundle.onnx alone
+    (no items.onnx, other inputs), still loads and serves /recommend (tiled rows, a warning)."""
     import shutil
 
     from models.features import CandidateRequest
@@ -200,14 +207,39 @@ def test_artifact_without_bundle_graph_scores_by_rows(
     _, art = artifacts["saint_plus"]
     old = tmp_path / "old"
     shutil.copytree(art, old)
-    (old / "bundle.onnx").unlink()
+    for name in removed:
+        (old / name).unlink()
     with_graph, without = Predictor.load(art), Predictor.load(old)
     assert with_graph.has_bundle_graph and not without.has_bundle_graph
+    assert ("two-graph form" in caplog.text) == (len(removed) == 1)
     history = export_mod.random_history(np.random.default_rng(5), 20, VOCAB)
     request = CandidateRequest(history, np.arange(2, VOCAB.size), int(history.timestamp[-1]) + 1)
     np.testing.assert_allclose(
         without.score_bundle(request, 4), with_graph.score_bundle(request, 4), atol=1e-5
     )
+
+
+def test_bank_graphs_follow_a_changed_item_table(artifacts: dict[str, tuple[Path, Path]]) -> None:
+    """The item-side rows are kept per item table: a table extended by a registered question
+    (the unknown question to the model, with its own part and tags) gets rows of its own, and
+    each table's bank scores as the dense graph does (the earlier table's rows still served)."""
+    from models.features import CandidateRequest, ItemTable
+    from service.predictor import Predictor
+
+    _, art = artifacts["saint_plus"]
+    predictor = Predictor.load(art)
+    base = VOCAB.item_table()
+    tags = np.zeros((len(base.parts) + 1, base.tags.shape[1]), np.int64)
+    tags[:-1] = base.tags
+    tags[-1, 0] = base.tags[2, 0]  # the registered question shares a tag with question index 2
+    extended = ItemTable(parts=np.append(base.parts, base.parts[2]), tags=tags)
+    history = export_mod.random_history(np.random.default_rng(9), 30, VOCAB)
+    ts = int(history.timestamp[-1]) + 1
+    for table in (base, extended, base):
+        bank = np.arange(1, len(table.parts))
+        dense = np.concatenate(predictor.score([CandidateRequest(history, bank, ts)], table))
+        got = predictor.score_bundle(CandidateRequest(history, bank, ts), 8, table)
+        np.testing.assert_allclose(got, dense, atol=1e-5)
 
 
 def test_parity_failure_is_reported_and_leaves_no_artifact(
