@@ -98,8 +98,10 @@ STAT_NAMES: tuple[str, ...] = (
 )
 N_STATS = len(STAT_NAMES)
 RECENT_ANSWERS = 10
-# `_grouped_prefix` reads keys below this from a table (3 arrays of this many entries at most)
+# `_grouped_prefix` reads the totals of at least _KEY_TABLE_MIN_QUERIES queries after every entry
+# (a bank's candidates) from tables of at most _KEY_TABLE_MAX keys; fewer (a /predict) search
 _KEY_TABLE_MAX = 1 << 22
+_KEY_TABLE_MIN_QUERIES = 1024
 
 # Lectures as learning events (appended to the statistics when `FeatureSpec.lecture_stats`): what the
 # learner watched before this bundle in the window. A lecture is never predicted; it only feeds the
@@ -720,41 +722,59 @@ def _grouped_prefix(
     outcome (0/1, so the sums are exact) of the entries of index i. Queries: int64 keys >= 0, and
     cutoffs in [0, span) broadcast to their shape, which the results have.
 
-    A query whose cutoff lies past every entry (a candidate after the whole history: all of
-    /recommend's bank) reads its key's totals from a table indexed by key (O(1) each); the others
-    binary-search the entries sorted by (key, index). A search per query would cost ~40 ns
-    (random keys defeat the cache), a table read ~1 ns.
+    Queries binary-search the entries sorted by (key, index). When many lie past every entry (a
+    bank's candidates after the whole history: /recommend), those read their key's totals from
+    a table indexed by key instead: a search costs ~40 ns per query there (random keys defeat
+    the cache), a table read ~1 ns, and building the tables is worth it only for many queries.
     """
     shape = query_keys.shape
     if entry_keys.size == 0 or query_keys.size == 0:
         return np.zeros(shape, np.int64), np.zeros(shape), np.full(shape, -1, np.int64)
     combined = (entry_keys * span + entry_index).ravel()
     combined.sort()  # by (key, index)
-    key, index = np.divmod(combined, span)  # (E,) each sorted entry's key and index
+    index = combined % span  # (E,) index of each sorted entry
     cum_right = np.zeros(len(combined) + 1)
     np.add.accumulate(right[index], out=cum_right[1:])
     cutoff = np.broadcast_to(cutoff, shape)
     full = cutoff > index.max()  # every entry is before the query
     top = int(query_keys.max()) + 1
-    if top <= _KEY_TABLE_MAX and full.any():
-        ends = np.flatnonzero(np.append(key[1:] != key[:-1], True))  # (K,) each key's last entry
-        starts = np.append(0, ends[:-1] + 1)
-        asked = key[ends] < top  # keys no query asks about need no row
-        ends, starts = ends[asked], starts[asked]
-        count_of = np.zeros(top, np.int64)  # per key; zero pages cost nothing until read
-        right_of = np.zeros(top)
-        last_of = np.zeros(top, np.int64)  # latest index + 1 (0: none)
-        count_of[key[ends]] = ends + 1 - starts
-        right_of[key[ends]] = cum_right[ends + 1] - cum_right[starts]
-        last_of[key[ends]] = index[ends] + 1
-        count = np.where(full, count_of[query_keys], 0)
-        n_right = np.where(full, right_of[query_keys], 0.0)
-        last = np.where(full, last_of[query_keys], 0) - 1
-        searched = np.flatnonzero((cutoff > 0) & ~full)  # into the flattened queries
-    else:
-        count, n_right = np.zeros(shape, np.int64), np.zeros(shape)
-        last = np.full(shape, -1, np.int64)
-        searched = np.flatnonzero(cutoff > 0)
+    if top <= _KEY_TABLE_MAX and np.count_nonzero(full) >= _KEY_TABLE_MIN_QUERIES:
+        return _grouped_totals(combined, index, cum_right, span, query_keys, cutoff, full, top)
+    bounds = np.empty((2, *shape), np.int64)
+    np.multiply(query_keys, span, out=bounds[0])  # the entries of the query's key ...
+    np.add(bounds[0], cutoff, out=bounds[1])  # ... before its cutoff
+    lo, hi = combined.searchsorted(bounds)
+    last = np.where(hi > lo, index[hi - 1], -1)
+    return hi - lo, cum_right[hi] - cum_right[lo], last
+
+
+def _grouped_totals(
+    combined: np.ndarray,
+    index: np.ndarray,
+    cum_right: np.ndarray,
+    span: int,
+    query_keys: np.ndarray,
+    cutoff: np.ndarray,
+    full: np.ndarray,
+    top: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`_grouped_prefix` for many queries after every entry: their key's totals read from tables
+    of `top` rows; the other queries (cutoff 0, or inside the entries) as there."""
+    key = combined // span  # (E,) each sorted entry's key
+    ends = np.flatnonzero(np.append(key[1:] != key[:-1], True))  # (K,) each key's last entry
+    starts = np.append(0, ends[:-1] + 1)
+    asked = key[ends] < top  # keys no query asks about need no row
+    ends, starts = ends[asked], starts[asked]
+    count_of = np.zeros(top, np.int64)  # per key; zero pages cost nothing until read
+    right_of = np.zeros(top)
+    last_of = np.zeros(top, np.int64)  # latest index + 1 (0: none)
+    count_of[key[ends]] = ends + 1 - starts
+    right_of[key[ends]] = cum_right[ends + 1] - cum_right[starts]
+    last_of[key[ends]] = index[ends] + 1
+    count = np.where(full, count_of[query_keys], 0)
+    n_right = np.where(full, right_of[query_keys], 0.0)
+    last = np.where(full, last_of[query_keys], 0) - 1
+    searched = np.flatnonzero((cutoff > 0) & ~full)  # into the flattened queries
     keys_searched = query_keys.ravel()[searched]
     lo = combined.searchsorted(keys_searched * span)  # the entries of the query's key ...
     hi = combined.searchsorted(keys_searched * span + cutoff.ravel()[searched])  # ... before it

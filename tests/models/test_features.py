@@ -543,10 +543,13 @@ def _grouped_prefix_reference(
 
 @pytest.mark.parametrize("table", [True, False])
 def test_grouped_prefix_matches_a_scan(table: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Prefix counts per key: the table read (queries after every entry, e.g. /recommend's whole
-    bank) and the binary search (the rest; also every query when keys are too large for a table)
-    equal a scan over the entries, dtypes included: cutoffs 0, partial and past the end mixed."""
-    if not table:
+    """Prefix counts per key: the table read (many queries after every entry, e.g. /recommend's
+    whole bank) and the binary search (the rest; every query when they are few or the keys too
+    large for a table) equal a scan over the entries, dtypes included: cutoffs 0, partial and past
+    the end mixed."""
+    if table:  # the tables for every query after the entries, however few
+        monkeypatch.setattr(features, "_KEY_TABLE_MIN_QUERIES", 1)
+    else:
         monkeypatch.setattr(features, "_KEY_TABLE_MAX", 0)
     rng = np.random.default_rng(3)
     for _ in range(300):
