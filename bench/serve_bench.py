@@ -401,7 +401,7 @@ def recommend_model_only(
     from service import recommend
     from service.catalogue import Catalogue
     from service.lifecycle import hold_freed_memory
-    from service.predictor import BUNDLE_GRAPH_CHUNK, Predictor
+    from service.predictor import Predictor
 
     hold_freed_memory()
 
@@ -421,16 +421,11 @@ def recommend_model_only(
     embedding, difficulty = predictor.item_side_rows(bank.items)  # the bank's, as the service
     feeds = bundle_feeds([whole], [len(cands)], [(embedding[cands], difficulty[cands])])
 
-    def run_graph(feeds: dict[str, np.ndarray]) -> None:
-        for s in range(0, len(cands), BUNDLE_GRAPH_CHUNK):
-            cut = {k: v[:, s : s + BUNDLE_GRAPH_CHUNK] for k, v in feeds.items() if "item_" in k}
-            predictor.run_bundle({**feeds, **cut})
-
     return {
         "bundle_graph": predictor.has_bundle_graph,
         "score": _pct(_timed(lambda: predictor.score_bundle(request, chunk, bank.items), iters, 3)),
         "encode": _pct(_timed(encoding, iters, 3)),
-        "ort": _pct(_timed(lambda: run_graph(feeds), iters, 3))
+        "ort": _pct(_timed(lambda: predictor.run_bundle(feeds), iters, 3))
         if predictor.has_bundle_graph
         else None,
         "history": int(len(whole["question"]) - len(cands)),

@@ -268,14 +268,7 @@ class Predictor:
         if self._bundle_session is not None:
             embedding, difficulty = self.item_side_rows(items)
             feeds = bundle_feeds([whole], [len(cands)], [(embedding[cands], difficulty[cands])])
-            item_inputs = [name for name in feeds if name.startswith("item_")]
-            runs = [
-                self.run_bundle(
-                    {**feeds, **{k: feeds[k][:, s : s + BUNDLE_GRAPH_CHUNK] for k in item_inputs}}
-                )
-                for s in range(0, len(cands), BUNDLE_GRAPH_CHUNK)
-            ]  # each (1, <= BUNDLE_GRAPH_CHUNK)
-            return sigmoid(np.concatenate(runs, axis=1)[0])
+            return sigmoid(self.run_bundle(feeds)[0])
         h = len(whole["question"]) - len(cands)
         rows = []
         for start in range(0, len(cands), chunk):
@@ -314,11 +307,21 @@ class Predictor:
         return embedding, difficulty
 
     def run_bundle(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        """(B, N) logits of one bundle.onnx run (`models.bundle.bundle_feeds`)."""
+        """(B, N) logits of bundle.onnx over `models.bundle.bundle_feeds`: one run per
+        BUNDLE_GRAPH_CHUNK items, each with the whole history."""
         if self._bundle_session is None:
             raise ValueError("this artifact has no bundle.onnx")
-        (logits,) = self._bundle_session.run(["logits"], feeds)
-        return logits
+        session = self._bundle_session
+        item_inputs = [name for name in feeds if name.startswith("item_")]
+        n_items = feeds[item_inputs[0]].shape[1]
+        runs = [
+            session.run(
+                ["logits"],
+                {**feeds, **{k: feeds[k][:, s : s + BUNDLE_GRAPH_CHUNK] for k in item_inputs}},
+            )[0]
+            for s in range(0, max(n_items, 1), BUNDLE_GRAPH_CHUNK)
+        ]  # each (B, <= BUNDLE_GRAPH_CHUNK)
+        return runs[0] if len(runs) == 1 else np.concatenate(runs, axis=1)
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """(B, T) logits of one ORT run."""
