@@ -740,7 +740,20 @@ def _grouped_prefix(
     top = int(query_keys.max()) + 1
     if top <= _KEY_TABLE_MAX and np.count_nonzero(full) >= _KEY_TABLE_MIN_QUERIES:
         return _grouped_totals(combined, index, cum_right, span, query_keys, cutoff, full, top)
-    bounds = np.empty((2, *shape), np.int64)
+    return _searched(combined, index, cum_right, span, query_keys, cutoff)
+
+
+def _searched(
+    combined: np.ndarray,
+    index: np.ndarray,
+    cum_right: np.ndarray,
+    span: int,
+    query_keys: np.ndarray,
+    cutoff: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`_grouped_prefix` of `query_keys` and their cutoffs (same shape) by binary search in the
+    entries sorted by (key, index)."""
+    bounds = np.empty((2, *query_keys.shape), np.int64)
     np.multiply(query_keys, span, out=bounds[0])  # the entries of the query's key ...
     np.add(bounds[0], cutoff, out=bounds[1])  # ... before its cutoff
     lo, hi = combined.searchsorted(bounds)
@@ -775,12 +788,9 @@ def _grouped_totals(
     n_right = np.where(full, right_of[query_keys], 0.0)
     last = np.where(full, last_of[query_keys], 0) - 1
     searched = np.flatnonzero((cutoff > 0) & ~full)  # into the flattened queries
-    keys_searched = query_keys.ravel()[searched]
-    lo = combined.searchsorted(keys_searched * span)  # the entries of the query's key ...
-    hi = combined.searchsorted(keys_searched * span + cutoff.ravel()[searched])  # ... before it
-    count.ravel()[searched] = hi - lo
-    n_right.ravel()[searched] = cum_right[hi] - cum_right[lo]
-    last.ravel()[searched] = np.where(hi > lo, index[hi - 1], -1)
+    count.ravel()[searched], n_right.ravel()[searched], last.ravel()[searched] = _searched(
+        combined, index, cum_right, span, query_keys.ravel()[searched], cutoff.ravel()[searched]
+    )
     return count, n_right, last
 
 

@@ -2,8 +2,9 @@
 
 The bank (or the filtered part of it) is scored for one learner at one moment as ONE virtual bundle,
 exactly as `/predict` scores candidates: every question sees the history and itself, never the other
-questions (`service.predictor.Predictor.score_bundle`: with the artifact's bundle.onnx in one run
-over the history once). Without a bundle graph the bundle is cut into rows of RECOMMEND_CHUNK
+questions (`service.predictor.Predictor.score_bundle`: with the artifact's bank graphs, each
+question's own part from items.onnx, computed once per bank, and bundle.onnx over the history once
+per BUNDLE_GRAPH_CHUNK questions). Without them the bundle is cut into rows of RECOMMEND_CHUNK
 questions, each carrying the history, all in one ONNX Runtime run: a row costs O((window + chunk)^2)
 attention, so rows keep the cost linear in the bank size, and rows * (window + chunk)^2 is smallest
 for a chunk near the window. Measured (docs/service.md): the 13,523-question Riiid bank, history

@@ -355,8 +355,8 @@ def bundle_rows(
 
 def _item_inputs(row: dict[str, np.ndarray], n_items: int) -> dict[str, np.ndarray]:
     """items.onnx's inputs (B = 1) for the last `n_items` items of an encoded row."""
-    h = len(row["question"]) - n_items
-    return {name: row[name][h:][None] for name in ITEM_GRAPH_INPUTS}
+    tail = _tail(row, n_items)
+    return {name: tail[name][None] for name in ITEM_GRAPH_INPUTS}
 
 
 def _torch_item_sides(
