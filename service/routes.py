@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -25,6 +25,7 @@ from service.deps import (
     State,
     check_count,
     check_user_id,
+    hot_path_context,
 )
 from service.events import events_to_history
 from service.handling import (
@@ -181,11 +182,10 @@ async def readyz(state: State) -> JSONResponse:
 
 # -- API ------------------------------------------------------------------------------------------
 @api.post("/predict", response_model=PredictResponse, tags=["predict"])
-async def predict(
-    body: PredictRequest, state: State, predictor: CurrentPredictor
-) -> PredictResponse:
+async def predict(body: PredictRequest, request: Request) -> Response:
     """K candidate questions at one moment, scored as one virtual bundle in one forward pass."""
     received_ms = receive_time_ms()
+    state, predictor = hot_path_context(request)
     bank = await request_bank(state, predictor, _request_ids(body))
     candidates = _candidates(bank, body)
     moment = _check_predict(state, bank, body, ["body"], received_ms, candidates)
@@ -200,9 +200,11 @@ async def predict(
     else:
         events = await state.store_call("get", state.store.get(body.user_id))
     state.metrics.history_length.observe(len(events))
-    request = _candidate_request(bank, events, candidates, moment)
-    (probs,) = await score(state, predictor, [request], bank)
-    return _response(body, predictor, bank, len(events), probs, candidates)
+    query = _candidate_request(bank, events, candidates, moment)
+    (probs,) = await score(state, predictor, [query], bank)
+    response = _response(body, predictor, bank, len(events), probs, candidates)
+    # Serialised here: FastAPI would validate the returned model again, then serialise it.
+    return Response(response.model_dump_json(), media_type="application/json")
 
 
 @api.post("/recommend", response_model=RecommendResponse, tags=["predict"])
