@@ -40,6 +40,8 @@ import numpy as np
 PAD = 0
 UNKNOWN_QUESTION = 1
 FIRST_QUESTION_INDEX = 2
+# Raw question ids up to this (or 16 per question) get a dense lookup table (QuestionVocab.to_index).
+DENSE_INDEX_MIN_SPAN = 1 << 16
 PAD_BUNDLE = 1 << 30
 
 # Array names, in the order of the ONNX graph inputs.
@@ -268,6 +270,7 @@ class QuestionVocab:
     lecture_tags: np.ndarray | None = None  # (L,) int64
     tag_ids: np.ndarray = field(init=False)  # (n_tags - 1,) sorted unique raw tag ids
     _index_parts: np.ndarray = field(init=False, repr=False)
+    _dense_index: np.ndarray | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.question_ids = np.asarray(self.question_ids, dtype=np.int64)
@@ -294,6 +297,7 @@ class QuestionVocab:
         self.tag_ids = np.unique(self.tags[self.tags >= 0])
         # index -> encoded part (pad and unknown -> 0)
         self._index_parts = np.concatenate([[PAD, PAD], self.parts + 1]).astype(np.int64)
+        self._dense_index = _dense_index(self.question_ids)
 
     def _check_lectures(self) -> None:
         given = [x is not None for x in (self.lecture_ids, self.lecture_parts, self.lecture_tags)]
@@ -374,6 +378,8 @@ class QuestionVocab:
     def to_index(self, raw_ids: np.ndarray) -> np.ndarray:
         """Raw ids -> indices; ids not in the vocabulary map to UNKNOWN_QUESTION."""
         raw = np.asarray(raw_ids, dtype=np.int64)
+        if self._dense_index is not None:  # slot 0: any id < 0; the last slot: any id beyond
+            return self._dense_index.take(raw + 1, mode="clip")
         pos = np.searchsorted(self.question_ids, raw)
         pos_clipped = np.minimum(pos, max(len(self.question_ids) - 1, 0))
         found = (
@@ -507,6 +513,21 @@ class History:
         )
 
 
+def _dense_index(question_ids: np.ndarray) -> np.ndarray | None:
+    """A raw id -> index table over [-1, max id + 1] (shifted by one), when the sorted ids are
+    compact enough: one gather per lookup instead of a binary search (~1.5 against ~7 us for the
+    100 ids of a history). Slot 0 and the last slot answer UNKNOWN_QUESTION for the ids below and
+    above the range."""
+    if len(question_ids) == 0 or question_ids[0] < 0:
+        return None
+    top = int(question_ids[-1])
+    if top >= max(16 * len(question_ids), DENSE_INDEX_MIN_SPAN):
+        return None
+    table = np.full(top + 3, UNKNOWN_QUESTION, np.int64)
+    table[question_ids + 1] = np.arange(len(question_ids)) + FIRST_QUESTION_INDEX
+    return table
+
+
 def lecture_arrays(
     is_lecture: np.ndarray, ids: np.ndarray, timestamp: np.ndarray, vocab: QuestionVocab
 ) -> dict[str, np.ndarray]:
@@ -515,6 +536,14 @@ def lecture_arrays(
     `ids` / `timestamp` are every event's raw content id and time. Each lecture comes after the
     answers before it; its part and tag are those of `vocab`'s lecture table (0 when unknown)."""
     is_lecture = np.asarray(is_lecture, dtype=bool)
+    if not is_lecture.any():  # the common case, at a quarter of the cost
+        none = np.zeros(0, np.int64)
+        return {
+            "lecture_after": none,
+            "lecture_timestamp": none.copy(),
+            "lecture_part": none.copy(),
+            "lecture_tag": none.copy(),
+        }
     part, tag = vocab.lecture_content(np.asarray(ids, dtype=np.int64)[is_lecture])
     return {
         "lecture_after": np.cumsum(~is_lecture)[is_lecture].astype(np.int64),

@@ -177,7 +177,8 @@ def events_to_history(
     """
     is_lecture = events["kind"] != ANSWER
     lectures = lecture_arrays(is_lecture, events["question_id"], events["timestamp"], vocab)
-    events = events[~is_lecture]
+    if len(lectures["lecture_after"]):
+        events = events[~is_lecture]
     n = len(events)
     if n == 0:
         return dataclasses.replace(History.empty(), **lectures)

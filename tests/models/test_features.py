@@ -256,6 +256,32 @@ def test_vocab_maps_unknown_and_round_trips(tmp_path) -> None:
     np.testing.assert_array_equal(vocab2.question_ids, vocab.question_ids)
 
 
+@given(
+    st.lists(st.integers(-3, 3000), min_size=1, max_size=40, unique=True),
+    st.lists(
+        st.one_of(st.integers(-(2**63), 2**63 - 1), st.integers(-5, 3100)), min_size=1, max_size=40
+    ),
+)
+def test_vocab_dense_index_equals_binary_search(ids: list[int], raw: list[int]) -> None:
+    """The dense lookup table (compact non-negative ids) answers exactly as the binary search,
+    for ids below, inside and above the range, int64 extremes included."""
+    question_ids = np.array(sorted(i for i in ids if i >= 0) or [0], np.int64)
+    vocab = QuestionVocab(question_ids, np.zeros(len(question_ids), np.int64))
+    assert vocab._dense_index is not None
+    searched = QuestionVocab(question_ids, np.zeros(len(question_ids), np.int64))
+    searched._dense_index = None
+    query = np.array(raw, np.int64)
+    np.testing.assert_array_equal(vocab.to_index(query), searched.to_index(query))
+    position = {int(q): k + 2 for k, q in enumerate(question_ids)}
+    assert vocab.to_index(query).tolist() == [position.get(r, UNKNOWN_QUESTION) for r in raw]
+
+
+def test_vocab_sparse_ids_use_no_dense_table() -> None:
+    vocab = QuestionVocab.build(np.array([7, 10**9]), np.array([0, 1]))
+    assert vocab._dense_index is None
+    assert vocab.to_index(np.array([7, 10**9, 8])).tolist() == [2, 3, UNKNOWN_QUESTION]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
