@@ -43,7 +43,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -184,11 +184,20 @@ class LoadResult:
     server_cpu_s: float
     client_cpu_s: float
     send_lag_ms: np.ndarray  # actual send - scheduled send (generator lateness; < 0: early)
+    # the service's `Server-Timing: model;dur=` of each successful request (NaN where absent)
+    model_ms: np.ndarray = field(default_factory=lambda: np.zeros(0))
     other_cores: float = float("nan")  # CPU used by everything else on the machine (cores)
 
     def row(self) -> dict[str, Any]:
         lat = self.latency_ms
         p50, p95, p99 = np.percentile(lat, [50, 95, 99]).tolist() if len(lat) else [np.nan] * 3
+        timed = ~np.isnan(self.model_ms) if len(self.model_ms) == len(lat) else np.zeros(0, bool)
+        in_model = {}
+        if timed.any():  # the model's time inside each request, and the rest of that request
+            in_model = {
+                "model_p50_ms": round(float(np.median(self.model_ms[timed])), 3),
+                "overhead_p50_ms": round(float(np.median((lat - self.model_ms)[timed])), 3),
+            }
         return {
             "rate": self.rate,
             "sent": self.sent,
@@ -204,6 +213,7 @@ class LoadResult:
             "client_cpu_ms_per_req": round(1000 * self.client_cpu_s / max(self.sent, 1), 3),
             "send_lag_p99_ms": round(float(np.percentile(self.send_lag_ms, 99)), 2),
             "other_cores": round(self.other_cores, 2),
+            **in_model,
         }
 
 
@@ -239,7 +249,8 @@ class OpenLoop:
             writer.close()
         self.idle.clear()
 
-    async def _one(self, payload: bytes) -> int:
+    async def _one(self, payload: bytes) -> tuple[int, float]:
+        """One request: its status and the model time of its `Server-Timing` (NaN if none)."""
         now = time.monotonic()
         while self.idle and now - self.idle[-1][2] > self.idle_s:  # the server may have closed it
             self.idle.pop()[1].close()
@@ -255,11 +266,12 @@ class OpenLoop:
             writer.write(payload)
             head = await reader.readuntil(b"\r\n\r\n")
             status = int(head[9:12])
-            length = 0
+            length, model_ms = 0, float("nan")
             for line in head.split(b"\r\n")[1:]:
                 if line[:15].lower() == b"content-length:":
                     length = int(line[15:])
-                    break
+                elif line[:14].lower() == b"server-timing:" and b"model;dur=" in line:
+                    model_ms = float(line.split(b"model;dur=")[1].split(b",")[0])
             if length:
                 await reader.readexactly(length)
         except asyncio.IncompleteReadError as exc:
@@ -273,16 +285,17 @@ class OpenLoop:
             self.opened -= 1
             raise
         self.idle.append((reader, writer, time.monotonic()))
-        return status
+        return status, model_ms
 
     async def run(self, payloads: list[bytes], rate: float, count: int) -> LoadResult:
         clock = time.perf_counter  # not loop.time(): uvloop's clock has 1 ms resolution
         latencies = np.full(count, np.nan)
+        model_ms = np.full(count, np.nan)
         errors: dict[str, int] = {}
 
         async def send(i: int, scheduled: float) -> None:
             try:
-                status = await asyncio.wait_for(
+                status, model_ms[i] = await asyncio.wait_for(
                     self._one(payloads[i % len(payloads)]), self.timeout_s
                 )
             except TimeoutError:
@@ -312,8 +325,11 @@ class OpenLoop:
             tasks.append(asyncio.ensure_future(send(i, max(scheduled, now))))
         await asyncio.gather(*tasks)
         wall = clock() - t0
-        ok = latencies[~np.isnan(latencies)]
-        return LoadResult(rate, count, len(ok), errors, ok, wall, 0.0, 0.0, send_lag)
+        done = ~np.isnan(latencies)
+        ok = latencies[done]
+        return LoadResult(
+            rate, count, len(ok), errors, ok, wall, 0.0, 0.0, send_lag, model_ms=model_ms[done]
+        )
 
 
 def load_step(
@@ -475,6 +491,9 @@ def _derived(r: dict[str, Any]) -> dict[str, Any]:
         "at_target": at_target,
         "overhead": e1["p50_ms"] - m1["p50_ms"],
         "overhead_hi": at_target["p50_ms"] - m1["p50_ms"] if at_target else float("nan"),
+        # per request: its end-to-end time minus its own model time (the service's Server-Timing)
+        "in_request": e1.get("overhead_p50_ms"),
+        "in_request_hi": (at_target or {}).get("overhead_p50_ms"),
         "ratio": r["candidates"]["100"]["p50_ms"] / e1["p50_ms"],
         "max_rate": max_rate(rows),
     }
@@ -551,6 +570,14 @@ def render_latency(r: dict[str, Any]) -> list[str]:
         "|---|---|---|---|",
         f"| 1 candidate | {e1['p50_ms']} | {e1['p95_ms']} | {e1['p99_ms']} |",
         f"| 100 candidates | {e100['p50_ms']} | {e100['p95_ms']} | {e100['p99_ms']} |",
+        *(
+            [
+                f"| 1 candidate: its model time in the service (`Server-Timing`) "
+                f"| {e1['model_p50_ms']} | | |"
+            ]
+            if "model_p50_ms" in e1
+            else []
+        ),
         f"| `GET /healthz` (HTTP floor: no body, no store, no model) | {fl['p50_ms']} "
         f"| {fl['p95_ms']} | {fl['p99_ms']} |",
         "",
@@ -588,10 +615,25 @@ def render_targets(r: dict[str, Any], d: dict[str, Any]) -> list[str]:
             f"({rec['load']['errors']} errors) "
             f"| {_yes(rec['load']['p99_ms'] <= TARGET_RECOMMEND_P99_MS and not rec['load']['errors'])} |"
         )
+    warm_loop = (
+        f"at {r['low_rate']:g} req/s: {e1['p50_ms']} − {m1['p50_ms']} = {overhead:.2f} ms; "
+        f"at {TARGET_RATE} req/s: {d['overhead_hi']:.2f} ms"
+    )
+    if d.get("in_request") is not None:
+        lines.append(
+            f"| overhead above the model ≤ {TARGET_OVERHEAD_MS} ms p50: each request's end-to-end "
+            f"time minus its own model time (`Server-Timing`) | at {r['low_rate']:g} req/s: "
+            f"{d['in_request']:.2f} ms (model {e1['model_p50_ms']} ms in the service); at "
+            f"{TARGET_RATE} req/s: {d['in_request_hi']:.2f} ms. Against the warm model-only loop "
+            f"instead (e2e p50 − model-only p50): {warm_loop} "
+            f"| {_yes(max(d['in_request'], d['in_request_hi']) <= TARGET_OVERHEAD_MS)} |"
+        )
+    else:  # a run recorded before the service sent Server-Timing
+        lines.append(
+            f"| e2e p50 − model-only p50 ≤ {TARGET_OVERHEAD_MS} ms | {warm_loop} "
+            f"| {_yes(overhead <= TARGET_OVERHEAD_MS)} |"
+        )
     lines += [
-        f"| e2e p50 − model-only p50 ≤ {TARGET_OVERHEAD_MS} ms | at {r['low_rate']:g} req/s: "
-        f"{e1['p50_ms']} − {m1['p50_ms']} = {overhead:.2f} ms; at {TARGET_RATE} req/s: "
-        f"{d['overhead_hi']:.2f} ms | {_yes(overhead <= TARGET_OVERHEAD_MS)} |",
         f"| 100 candidates ≤ {TARGET_CAND_RATIO:g}× the latency of 1 (e2e p50) | {ratio:.2f}× "
         f"(model-only {m100['p50_ms'] / m1['p50_ms']:.2f}×) | {_yes(ratio <= TARGET_CAND_RATIO)} |",
     ]
@@ -664,8 +706,12 @@ def render_reading(r: dict[str, Any], d: dict[str, Any]) -> list[str]:
         f"of the {os.cpu_count()} cores during the steps (last column), and the service "
         f"(≈ {cpu * TARGET_RATE / 1000:.2f} core at {TARGET_RATE} req/s), the generator and Redis "
         "had what was left. " + tail_note,
-        f"- *Overhead above the model* ({overhead:.1f} ms at {r['low_rate']:g} req/s, "
-        f"{overhead_hi:.1f} ms at {TARGET_RATE}): the HTTP floor (`GET /healthz`, same generator) "
+        f"- *Overhead above the model* (against the warm model-only loop: {overhead:.1f} ms at "
+        f"{r['low_rate']:g} req/s, {overhead_hi:.1f} ms at {TARGET_RATE}). The model-only loop runs "
+        "back to back on warm caches; inside the service at a low rate the same call runs on a "
+        "cold cache (its `Server-Timing`, in the latency table), so the per-request difference "
+        "(end to end minus that request's own model time) is the overhead the target row judges. "
+        f"The HTTP floor (`GET /healthz`, same generator) "
         f"is {fl['p50_ms']} ms; the rest is FastAPI's body validation and dependencies, the Redis "
         "`GET` round trip (redis-py: ~0.14 ms of CPU per call), turning the stored events into a "
         "history and the JSON response. A /predict is scored on the event loop "

@@ -1,12 +1,13 @@
 """What the route modules share: the server's clock, input checks against the bank and the
 limits (4xx naming the field), the bank with registered questions, scoring (small calls on the
-event loop, large ones on the inference thread)."""
+event loop, large ones on the inference thread) and its `Server-Timing`."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
@@ -146,17 +147,30 @@ def check_times(
             )
 
 
+@dataclass
+class ModelTiming:
+    """Seconds a request spent in its scoring calls (encoding + ONNX Runtime), for the response's
+    `Server-Timing: model;dur=<ms>` header: a client (and `bench.serve_bench`) can tell the model's
+    time from everything else's, request by request."""
+
+    seconds: float = 0.0
+
+    def header(self) -> dict[str, str]:
+        return {"Server-Timing": f"model;dur={self.seconds * 1000:.3f}"}
+
+
 async def score(
     state: ServiceState,
     predictor: Predictor,
     requests: list[CandidateRequest],
     bank: ExtendedBank | None = None,
+    timing: ModelTiming | None = None,
 ) -> list[np.ndarray]:
     """`Predictor.score` of `requests` (one ORT run), where `_run_scoring` decides."""
     items = None if bank is None else bank.items
     state.metrics.inference_batch.observe(len(requests))
     positions = model_positions(predictor, requests)
-    return await _run_scoring(state, positions, lambda: predictor.score(requests, items))
+    return await _run_scoring(state, positions, lambda: predictor.score(requests, items), timing)
 
 
 async def score_bundle(
@@ -164,6 +178,7 @@ async def score_bundle(
     predictor: Predictor,
     request: CandidateRequest,
     bank: ExtendedBank | None = None,
+    timing: ModelTiming | None = None,
 ) -> np.ndarray:
     """P(correct) of every candidate of one learner at one moment (a bank or a filter of it):
     `Predictor.score_bundle` in rows of RECOMMEND_CHUNK candidates; empty without candidates."""
@@ -174,26 +189,33 @@ async def score_bundle(
     state.metrics.inference_batch.observe(rows)
     positions = rows * history_window(predictor, request) + len(request.candidates)
     return await _run_scoring(
-        state, positions, lambda: predictor.score_bundle(request, RECOMMEND_CHUNK, items)
+        state, positions, lambda: predictor.score_bundle(request, RECOMMEND_CHUNK, items), timing
     )
 
 
-async def _run_scoring(state: ServiceState, positions: int, call: Callable[[], T]) -> T:
+async def _run_scoring(
+    state: ServiceState, positions: int, call: Callable[[], T], timing: ModelTiming | None
+) -> T:
     """Run a scoring call of `positions` model positions. A small one (at most
     KT_INLINE_SCORE_MAX_POSITIONS, e.g. one learner's /predict) runs right here on the event loop:
     for it, the hand-off to the inference thread and back (two thread wake-ups and the GIL
     changing hands) costs more CPU than the call. Larger calls (/recommend over a bank, batches)
-    run on the inference thread, so the loop keeps serving meanwhile."""
+    run on the inference thread, so the loop keeps serving meanwhile. The call's own duration
+    goes to the metrics and to `timing`."""
 
-    def run() -> T:
+    def run() -> tuple[T, float]:
         start = time.perf_counter()
         out = call()
-        state.metrics.inference_latency.observe(time.perf_counter() - start)
-        return out
+        return out, time.perf_counter() - start
 
     if positions <= state.settings.inline_score_max_positions:
-        return run()
-    return await asyncio.get_running_loop().run_in_executor(state.executor, run)
+        out, seconds = run()
+    else:
+        out, seconds = await asyncio.get_running_loop().run_in_executor(state.executor, run)
+    state.metrics.inference_latency.observe(seconds)
+    if timing is not None:
+        timing.seconds += seconds
+    return out
 
 
 def model_positions(predictor: Predictor, requests: list[CandidateRequest]) -> int:

@@ -29,6 +29,7 @@ from service.deps import (
 )
 from service.events import events_to_history
 from service.handling import (
+    ModelTiming,
     check_interactions,
     check_unknown,
     full_bank,
@@ -60,6 +61,17 @@ from service.schemas import (
 
 _ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorResponse} for code in (401, 413, 422, 503)
+}
+# Documented on the scoring routes: the model's share of the request (`handling.ModelTiming`).
+_TIMED: dict[int | str, dict[str, object]] = {
+    200: {
+        "headers": {
+            "Server-Timing": {
+                "description": "`model;dur=<ms>`: the request's time in encoding + ONNX Runtime",
+                "schema": {"type": "string"},
+            }
+        }
+    }
 }
 public = APIRouter()
 api = APIRouter(responses=_ERRORS)  # + require_api_key when KT_API_KEY is set (service.app)
@@ -181,7 +193,7 @@ async def readyz(state: State) -> JSONResponse:
 
 
 # -- API ------------------------------------------------------------------------------------------
-@api.post("/predict", response_model=PredictResponse, tags=["predict"])
+@api.post("/predict", response_model=PredictResponse, responses=_TIMED, tags=["predict"])
 async def predict(body: PredictRequest, request: Request) -> Response:
     """K candidate questions at one moment, scored as one virtual bundle in one forward pass."""
     received_ms = receive_time_ms()
@@ -201,15 +213,18 @@ async def predict(body: PredictRequest, request: Request) -> Response:
         events = await state.store_call("get", state.store.get(body.user_id))
     state.metrics.history_length.observe(len(events))
     query = _candidate_request(bank, events, candidates, moment)
-    (probs,) = await score(state, predictor, [query], bank)
+    timing = ModelTiming()
+    (probs,) = await score(state, predictor, [query], bank, timing)
     response = _response(body, predictor, bank, len(events), probs, candidates)
     # Serialised here: FastAPI would validate the returned model again, then serialise it.
-    return Response(response.model_dump_json(), media_type="application/json")
+    return Response(
+        response.model_dump_json(), media_type="application/json", headers=timing.header()
+    )
 
 
-@api.post("/recommend", response_model=RecommendResponse, tags=["predict"])
+@api.post("/recommend", response_model=RecommendResponse, responses=_TIMED, tags=["predict"])
 async def recommend(
-    body: RecommendRequest, state: State, predictor: CurrentPredictor
+    body: RecommendRequest, state: State, predictor: CurrentPredictor, response: Response
 ) -> RecommendResponse:
     """The k questions of the bank (or of a filter of it) whose P(correct) for this learner is
     closest to `target_p` inside [p_min, p_max]; the bank is one virtual bundle, as in /predict."""
@@ -231,9 +246,11 @@ async def recommend(
     if moment is not None:  # only strictly earlier events are known at the moment
         known = events[: int(np.searchsorted(events["timestamp"], moment, side="left"))]
     history = events_to_history(known, vocab, bank.to_index)
+    timing = ModelTiming()
     probs = await score_bundle(
-        state, predictor, CandidateRequest(history, candidates, moment), bank
+        state, predictor, CandidateRequest(history, candidates, moment), bank, timing
     )
+    response.headers.update(timing.header())
     best = recommend_lib.rank(probs, body.target_p, body.p_min, body.p_max, body.k)
     described = [bank.describe(int(candidates[i])) for i in best.tolist()]
     return RecommendResponse(
@@ -255,9 +272,9 @@ async def recommend(
     )
 
 
-@api.post("/predict/batch", response_model=BatchPredictResponse, tags=["predict"])
+@api.post("/predict/batch", response_model=BatchPredictResponse, responses=_TIMED, tags=["predict"])
 async def predict_batch(
-    body: BatchPredictRequest, state: State, predictor: CurrentPredictor
+    body: BatchPredictRequest, state: State, predictor: CurrentPredictor, response: Response
 ) -> BatchPredictResponse:
     """Many learners (each with its own history and candidates) in one ORT call."""
     check_count(
@@ -295,7 +312,9 @@ async def predict_batch(
         _candidate_request(bank, ev, c, m)
         for ev, c, m in zip(histories, candidates, moments, strict=True)
     ]
-    probs = await score(state, predictor, requests, bank)
+    timing = ModelTiming()
+    probs = await score(state, predictor, requests, bank, timing)
+    response.headers.update(timing.header())
     return BatchPredictResponse(
         model_version=predictor.version,
         results=[

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,32 @@ def test_predict_records_interactions_first(client: TestClient) -> None:
     np.testing.assert_allclose(probs(first), probs(plain), atol=1e-7)
     again = predict(client, "p", [Q[9]], ts=10**7, interactions=hist)  # retried delivery
     assert again["history_length"] == 4
+
+
+def _model_ms(response: Any) -> float:
+    """The `Server-Timing: model;dur=<ms>` of a scoring response."""
+    name, _, duration = response.headers["server-timing"].partition(";dur=")
+    assert name == "model"
+    return float(duration)
+
+
+def test_scoring_routes_report_the_model_time(client: TestClient) -> None:
+    """/predict, /predict/batch and /recommend say how long their scoring call took: more than
+    nothing, and less than the whole request as the client saw it."""
+    client.post("/interactions", json={"user_id": "st", "interactions": some_history(5)})
+    calls = [
+        ("/predict", {"user_id": "st", "questions": [{"question_id": Q[7]}]}),
+        ("/predict/batch", {"requests": [{"user_id": "st", "questions": [{"question_id": Q[7]}]}]}),
+        ("/recommend", {"user_id": "st", "k": 3}),
+    ]
+    for path, body in calls:
+        start = time.perf_counter()
+        response = client.post(path, json=body)
+        elapsed_ms = (time.perf_counter() - start) * 1000
+        assert response.status_code == 200, response.text
+        assert 0 < _model_ms(response) < elapsed_ms, path
+    refused = client.post("/predict", json={"user_id": "st", "questions": []})
+    assert refused.status_code == 422 and "server-timing" not in refused.headers
 
 
 def test_idempotent_retries_and_out_of_order(client: TestClient) -> None:
