@@ -123,8 +123,8 @@ async def current_predictor(state: State) -> Predictor:
 
 def hot_path_context(request: Request) -> tuple[ServiceState, Predictor]:
     """`State` and `CurrentPredictor` without FastAPI's dependency solving, for `/predict`, the
-    route every app calls per question shown: the two solves cost ~50 us of its ~0.7 ms above the
-    model (measured in process)."""
+    route every app calls per question shown. In process, a POST with the two dependencies and a
+    response model cost 148 us, without them (the route serialises its own response) 121 us."""
     state: ServiceState = request.app.state.kt
     return state, loaded_predictor(state)
 
