@@ -627,7 +627,7 @@ def render_targets(r: dict[str, Any], d: dict[str, Any]) -> list[str]:
         f"at {r['low_rate']:g} req/s: {e1['p50_ms']} − {m1['p50_ms']} = {overhead:.2f} ms; "
         f"at {TARGET_RATE} req/s: {d['overhead_hi']:.2f} ms"
     )
-    if d.get("in_request") is not None:
+    if d.get("in_request") is not None and d.get("in_request_hi") is not None:
         lines.append(
             f"| overhead above the model ≤ {TARGET_OVERHEAD_MS} ms p50: each request's end-to-end "
             f"time minus its own model time (`Server-Timing`) | at {r['low_rate']:g} req/s: "
