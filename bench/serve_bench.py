@@ -184,8 +184,10 @@ class LoadResult:
     server_cpu_s: float
     client_cpu_s: float
     send_lag_ms: np.ndarray  # actual send - scheduled send (generator lateness; < 0: early)
-    # the service's `Server-Timing: model;dur=` of each successful request (NaN where absent)
+    # the service's `Server-Timing` (model;dur=, store;dur=) of each successful request (NaN where
+    # absent)
     model_ms: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    store_ms: np.ndarray = field(default_factory=lambda: np.zeros(0))
     other_cores: float = float("nan")  # CPU used by everything else on the machine (cores)
 
     def row(self) -> dict[str, Any]:
@@ -194,10 +196,15 @@ class LoadResult:
         timed = ~np.isnan(self.model_ms) if len(self.model_ms) == len(lat) else np.zeros(0, bool)
         in_model = {}
         if timed.any():  # the model's time inside each request, and the rest of that request
+            above = (lat - self.model_ms)[timed]
             in_model = {
                 "model_p50_ms": round(float(np.median(self.model_ms[timed])), 3),
-                "overhead_p50_ms": round(float(np.median((lat - self.model_ms)[timed])), 3),
+                "overhead_p50_ms": round(float(np.median(above)), 3),
             }
+            if len(self.store_ms) == len(lat) and not np.isnan(self.store_ms[timed]).any():
+                in_model["store_p50_ms"] = round(float(np.median(self.store_ms[timed])), 3)
+                rest = above - self.store_ms[timed]  # neither the model nor the store
+                in_model["rest_p50_ms"] = round(float(np.median(rest)), 3)
         return {
             "rate": self.rate,
             "sent": self.sent,
@@ -249,8 +256,8 @@ class OpenLoop:
             writer.close()
         self.idle.clear()
 
-    async def _one(self, payload: bytes) -> tuple[int, float]:
-        """One request: its status and the model time of its `Server-Timing` (NaN if none)."""
+    async def _one(self, payload: bytes) -> tuple[int, dict[bytes, float]]:
+        """One request: its status and its `Server-Timing` metrics ({b"model": ms, ...})."""
         now = time.monotonic()
         while self.idle and now - self.idle[-1][2] > self.idle_s:  # the server may have closed it
             self.idle.pop()[1].close()
@@ -266,12 +273,14 @@ class OpenLoop:
             writer.write(payload)
             head = await reader.readuntil(b"\r\n\r\n")
             status = int(head[9:12])
-            length, model_ms = 0, float("nan")
+            length, timing = 0, dict[bytes, float]()
             for line in head.split(b"\r\n")[1:]:
                 if line[:15].lower() == b"content-length:":
                     length = int(line[15:])
-                elif line[:14].lower() == b"server-timing:" and b"model;dur=" in line:
-                    model_ms = float(line.split(b"model;dur=")[1].split(b",")[0])
+                elif line[:14].lower() == b"server-timing:":
+                    for metric in line[14:].split(b","):
+                        name, _, ms = metric.strip().partition(b";dur=")
+                        timing[name] = float(ms)
             if length:
                 await reader.readexactly(length)
         except asyncio.IncompleteReadError as exc:
@@ -285,17 +294,17 @@ class OpenLoop:
             self.opened -= 1
             raise
         self.idle.append((reader, writer, time.monotonic()))
-        return status, model_ms
+        return status, timing
 
     async def run(self, payloads: list[bytes], rate: float, count: int) -> LoadResult:
         clock = time.perf_counter  # not loop.time(): uvloop's clock has 1 ms resolution
         latencies = np.full(count, np.nan)
-        model_ms = np.full(count, np.nan)
+        model_ms, store_ms = np.full(count, np.nan), np.full(count, np.nan)
         errors: dict[str, int] = {}
 
         async def send(i: int, scheduled: float) -> None:
             try:
-                status, model_ms[i] = await asyncio.wait_for(
+                status, timing = await asyncio.wait_for(
                     self._one(payloads[i % len(payloads)]), self.timeout_s
                 )
             except TimeoutError:
@@ -308,6 +317,8 @@ class OpenLoop:
                 errors[str(status)] = errors.get(str(status), 0) + 1
                 return
             latencies[i] = (clock() - scheduled) * 1000.0
+            model_ms[i] = timing.get(b"model", np.nan)
+            store_ms[i] = timing.get(b"store", np.nan)
 
         await self.warm(16)
         tasks = []
@@ -328,7 +339,17 @@ class OpenLoop:
         done = ~np.isnan(latencies)
         ok = latencies[done]
         return LoadResult(
-            rate, count, len(ok), errors, ok, wall, 0.0, 0.0, send_lag, model_ms=model_ms[done]
+            rate,
+            count,
+            len(ok),
+            errors,
+            ok,
+            wall,
+            0.0,
+            0.0,
+            send_lag,
+            model_ms=model_ms[done],
+            store_ms=store_ms[done],
         )
 
 
@@ -576,6 +597,16 @@ def render_latency(r: dict[str, Any]) -> list[str]:
                 f"| {e1['model_p50_ms']} | | |"
             ]
             if "model_p50_ms" in e1
+            else []
+        ),
+        *(
+            [
+                f"| 1 candidate: its store time (`Server-Timing`; the Redis `GET`) "
+                f"| {e1['store_p50_ms']} | | |",
+                f"| 1 candidate: neither model nor store (HTTP, validation, decoding, JSON) "
+                f"| {e1['rest_p50_ms']} | | |",
+            ]
+            if "store_p50_ms" in e1
             else []
         ),
         f"| `GET /healthz` (HTTP floor: no body, no store, no model) | {fl['p50_ms']} "

@@ -43,6 +43,20 @@ class ApiError(Exception):
 
 
 @dataclass
+class RequestTiming:
+    """Seconds a request spent in the history store and in its scoring calls (encoding + ONNX
+    Runtime), for its `Server-Timing: store;dur=<ms>, model;dur=<ms>` header: a client (and
+    `bench.serve_bench`) can tell them from the rest of the request, request by request."""
+
+    store_s: float = 0.0
+    model_s: float = 0.0
+
+    def header(self) -> dict[str, str]:
+        store, model = self.store_s * 1000, self.model_s * 1000
+        return {"Server-Timing": f"store;dur={store:.3f}, model;dur={model:.3f}"}
+
+
+@dataclass
 class ServiceState:
     """Everything one app instance owns; lives on `app.state.kt`."""
 
@@ -55,8 +69,11 @@ class ServiceState:
     catalogue: Catalogue = field(default_factory=Catalogue)
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    async def store_call(self, op: str, awaitable: Awaitable[T]) -> T:
-        """Time a store call; StoreUnavailable becomes 503 + Retry-After."""
+    async def store_call(
+        self, op: str, awaitable: Awaitable[T], timing: RequestTiming | None = None
+    ) -> T:
+        """Time a store call (metrics, and `timing` when given); StoreUnavailable becomes 503 +
+        Retry-After."""
         start = time.perf_counter()
         outcome = "ok"
         try:
@@ -70,7 +87,10 @@ class ServiceState:
                 headers={"Retry-After": str(self.settings.retry_after_s)},
             ) from exc
         finally:
-            self.metrics.store_latency.labels(op, outcome).observe(time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            self.metrics.store_latency.labels(op, outcome).observe(seconds)
+            if timing is not None:
+                timing.store_s += seconds
 
 
 async def get_state(request: Request) -> ServiceState:

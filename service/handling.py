@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
@@ -16,7 +15,7 @@ from fastapi import Path, Request
 from models.features import UNKNOWN_QUESTION, CandidateRequest
 from service.catalogue import ExtendedBank
 from service.config import USER_ID_PATTERN
-from service.deps import ApiError, ServiceState, check_count
+from service.deps import ApiError, RequestTiming, ServiceState, check_count
 from service.events import make_events, make_lecture_events
 from service.predictor import Predictor
 from service.recommend import RECOMMEND_CHUNK
@@ -147,24 +146,12 @@ def check_times(
             )
 
 
-@dataclass
-class ModelTiming:
-    """Seconds a request spent in its scoring calls (encoding + ONNX Runtime), for the response's
-    `Server-Timing: model;dur=<ms>` header: a client (and `bench.serve_bench`) can tell the model's
-    time from everything else's, request by request."""
-
-    seconds: float = 0.0
-
-    def header(self) -> dict[str, str]:
-        return {"Server-Timing": f"model;dur={self.seconds * 1000:.3f}"}
-
-
 async def score(
     state: ServiceState,
     predictor: Predictor,
     requests: list[CandidateRequest],
     bank: ExtendedBank | None = None,
-    timing: ModelTiming | None = None,
+    timing: RequestTiming | None = None,
 ) -> list[np.ndarray]:
     """`Predictor.score` of `requests` (one ORT run), where `_run_scoring` decides."""
     items = None if bank is None else bank.items
@@ -178,7 +165,7 @@ async def score_bundle(
     predictor: Predictor,
     request: CandidateRequest,
     bank: ExtendedBank | None = None,
-    timing: ModelTiming | None = None,
+    timing: RequestTiming | None = None,
 ) -> np.ndarray:
     """P(correct) of every candidate of one learner at one moment (a bank or a filter of it):
     `Predictor.score_bundle` in rows of RECOMMEND_CHUNK candidates; empty without candidates."""
@@ -194,7 +181,7 @@ async def score_bundle(
 
 
 async def _run_scoring(
-    state: ServiceState, positions: int, call: Callable[[], T], timing: ModelTiming | None
+    state: ServiceState, positions: int, call: Callable[[], T], timing: RequestTiming | None
 ) -> T:
     """Run a scoring call of `positions` model positions. A small one (at most
     KT_INLINE_SCORE_MAX_POSITIONS, e.g. one learner's /predict) runs right here on the event loop:
@@ -214,7 +201,7 @@ async def _run_scoring(
         out, seconds = await asyncio.get_running_loop().run_in_executor(state.executor, run)
     state.metrics.inference_latency.observe(seconds)
     if timing is not None:
-        timing.seconds += seconds
+        timing.model_s += seconds
     return out
 
 

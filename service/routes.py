@@ -21,6 +21,7 @@ from service.catalogue import ExtendedBank
 from service.deps import (
     ApiError,
     CurrentPredictor,
+    RequestTiming,
     ServiceState,
     State,
     check_count,
@@ -29,7 +30,6 @@ from service.deps import (
 )
 from service.events import events_to_history
 from service.handling import (
-    ModelTiming,
     check_interactions,
     check_unknown,
     full_bank,
@@ -62,12 +62,14 @@ from service.schemas import (
 _ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorResponse} for code in (401, 413, 422, 503)
 }
-# Documented on the scoring routes: the model's share of the request (`handling.ModelTiming`).
+# Documented on the scoring routes: the store's and the model's share of the request
+# (`deps.RequestTiming`).
 _TIMED: dict[int | str, dict[str, object]] = {
     200: {
         "headers": {
             "Server-Timing": {
-                "description": "`model;dur=<ms>`: the request's time in encoding + ONNX Runtime",
+                "description": "`store;dur=<ms>, model;dur=<ms>`: the request's time in the "
+                "history store and in encoding + ONNX Runtime",
                 "schema": {"type": "string"},
             }
         }
@@ -198,6 +200,7 @@ async def predict(body: PredictRequest, request: Request) -> Response:
     """K candidate questions at one moment, scored as one virtual bundle in one forward pass."""
     received_ms = receive_time_ms()
     state, predictor = hot_path_context(request)
+    timing = RequestTiming()
     bank = await request_bank(state, predictor, _request_ids(body))
     candidates = _candidates(bank, body)
     moment = _check_predict(state, bank, body, ["body"], received_ms, candidates)
@@ -207,13 +210,13 @@ async def predict(body: PredictRequest, request: Request) -> Response:
             state.store.append(
                 body.user_id, to_events(body.interactions, received_ms), max_len(state, predictor)
             ),
+            timing,
         )
         events = result.events
     else:
-        events = await state.store_call("get", state.store.get(body.user_id))
+        events = await state.store_call("get", state.store.get(body.user_id), timing)
     state.metrics.history_length.observe(len(events))
     query = _candidate_request(bank, events, candidates, moment)
-    timing = ModelTiming()
     (probs,) = await score(state, predictor, [query], bank, timing)
     response = _response(body, predictor, bank, len(events), probs, candidates)
     # Serialised here: FastAPI would validate the returned model again, then serialise it.
@@ -231,10 +234,11 @@ async def recommend(
     if body.p_min > body.p_max:
         raise ApiError(422, "p_min must be <= p_max", ["body", "p_min"], "value_error")
     moment = body.timestamp if body.timestamp is not None else now_moment(state, receive_time_ms())
+    timing = RequestTiming()
     bank = await request_bank(state, predictor, body.question_ids or [])
     if body.question_ids:
         check_unknown(state, bank, body.question_ids, ["body", "question_ids"])
-    events = await state.store_call("get", state.store.get(body.user_id))
+    events = await state.store_call("get", state.store.get(body.user_id), timing)
     vocab = predictor.vocab
     candidates = bank.indices(body.parts, body.tags, body.question_ids)
     raw_ids = bank.raw_ids_of(candidates)
@@ -246,7 +250,6 @@ async def recommend(
     if moment is not None:  # only strictly earlier events are known at the moment
         known = events[: int(np.searchsorted(events["timestamp"], moment, side="left"))]
     history = events_to_history(known, vocab, bank.to_index)
-    timing = ModelTiming()
     probs = await score_bundle(
         state, predictor, CandidateRequest(history, candidates, moment), bank, timing
     )
@@ -292,6 +295,7 @@ async def predict_batch(
         for i, (r, c) in enumerate(zip(body.requests, candidates, strict=True))
     ]
     cap = max_len(state, predictor)
+    timing = RequestTiming()
     writes = [r for r in body.requests if r.interactions]
     if writes:
         await state.store_call(
@@ -302,9 +306,10 @@ async def predict_batch(
                     for r in writes
                 )
             ),
+            timing,
         )
     histories = await state.store_call(
-        "get_many", state.store.get_many([r.user_id for r in body.requests])
+        "get_many", state.store.get_many([r.user_id for r in body.requests]), timing
     )
     for events in histories:
         state.metrics.history_length.observe(len(events))
@@ -312,7 +317,6 @@ async def predict_batch(
         _candidate_request(bank, ev, c, m)
         for ev, c, m in zip(histories, candidates, moments, strict=True)
     ]
-    timing = ModelTiming()
     probs = await score(state, predictor, requests, bank, timing)
     response.headers.update(timing.header())
     return BatchPredictResponse(

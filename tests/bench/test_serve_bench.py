@@ -1,5 +1,5 @@
-"""The serving benchmark's open-loop generator reads each response's `Server-Timing` model time and
-reports the overhead per request (its latency minus its own model time)."""
+"""The serving benchmark's open-loop generator reads each response's `Server-Timing` (store and
+model time) and reports the overhead per request (its latency minus its own model time)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,11 @@ def test_open_loop_reads_the_model_time_of_each_response() -> None:
             try:
                 while await reader.readuntil(b"\r\n\r\n"):
                     served += 1
-                    timing = b"Server-Timing: model;dur=0.250\r\n" if served % 2 else b""
+                    timing = (
+                        b"Server-Timing: store;dur=0.100, model;dur=0.250\r\n"
+                        if served % 2
+                        else b""
+                    )
                     writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n" + timing + b"\r\n{}")
                     await writer.drain()
             except asyncio.IncompleteReadError:  # the generator closed its connection
@@ -43,3 +47,6 @@ def test_open_loop_reads_the_model_time_of_each_response() -> None:
     assert row["model_p50_ms"] == 0.25
     expected = np.median((result.latency_ms - result.model_ms)[~np.isnan(result.model_ms)])
     assert row["overhead_p50_ms"] == round(float(expected), 3)
+    assert row["store_p50_ms"] == 0.1
+    rest = (result.latency_ms - result.model_ms - result.store_ms)[~np.isnan(result.model_ms)]
+    assert row["rest_p50_ms"] == round(float(np.median(rest)), 3)

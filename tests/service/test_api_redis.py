@@ -18,7 +18,7 @@ from service.app import create_app
 from service.config import Settings
 from tests.redis_required import skip_without_redis
 from tests.service.conftest import QUESTION_IDS
-from tests.service.test_api import ia, some_history
+from tests.service.test_api import ia, server_timing, some_history
 from tests.service.test_store import _free_port
 
 Q = QUESTION_IDS
@@ -46,8 +46,11 @@ def test_flow_on_redis(redis_client: TestClient, redis_url: str, key_prefix: str
         == 6
     )
     body = {"user_id": "rx", "questions": [{"question_id": q, "timestamp": 10**7} for q in Q[:4]]}
-    pred = c.post("/predict", json=body).json()
+    response = c.post("/predict", json=body)
+    pred = response.json()
     assert pred["history_length"] == 6 and len(pred["predictions"]) == 4
+    timing = server_timing(response)  # the Redis GET's round trip is in the store's share
+    assert timing["store"] > 0 and timing["model"] > 0
     # the stored key carries the hash tag, packed binary (40 bytes per event), and a TTL
     raw = redis.Redis.from_url(redis_url)
     key = f"{key_prefix}{{rx}}:events"
