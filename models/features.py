@@ -33,7 +33,7 @@ import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -764,24 +764,30 @@ def _grouped_prefix(
     index = combined % span  # (E,) index of each sorted entry
     cum_right = np.zeros(len(combined) + 1)
     np.add.accumulate(right[index], out=cum_right[1:])
+    entries = _SortedEntries(combined, index, cum_right, span)
     cutoff = np.broadcast_to(cutoff, shape)
     full = cutoff > index.max()  # every entry is before the query
     top = int(query_keys.max()) + 1
     if top <= _KEY_TABLE_MAX and np.count_nonzero(full) >= _KEY_TABLE_MIN_QUERIES:
-        return _grouped_totals(combined, index, cum_right, span, query_keys, cutoff, full, top)
-    return _searched(combined, index, cum_right, span, query_keys, cutoff)
+        return _grouped_totals(entries, query_keys, cutoff, full, top)
+    return _searched(entries, query_keys, cutoff)
+
+
+class _SortedEntries(NamedTuple):
+    """`_grouped_prefix`'s entries sorted by (key, index), as both of its lookups read them."""
+
+    combined: np.ndarray  # (E,) key * span + index, ascending
+    entry_index: np.ndarray  # (E,) each entry's index (`index` would shadow tuple.index)
+    cum_right: np.ndarray  # (E + 1,) right answers among the first e sorted entries
+    span: int
 
 
 def _searched(
-    combined: np.ndarray,
-    index: np.ndarray,
-    cum_right: np.ndarray,
-    span: int,
-    query_keys: np.ndarray,
-    cutoff: np.ndarray,
+    entries: _SortedEntries, query_keys: np.ndarray, cutoff: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`_grouped_prefix` of `query_keys` and their cutoffs (same shape) by binary search in the
-    entries sorted by (key, index)."""
+    sorted entries."""
+    combined, index, cum_right, span = entries
     bounds = np.empty((2, *query_keys.shape), np.int64)
     np.multiply(query_keys, span, out=bounds[0])  # the entries of the query's key ...
     np.add(bounds[0], cutoff, out=bounds[1])  # ... before its cutoff
@@ -791,10 +797,7 @@ def _searched(
 
 
 def _grouped_totals(
-    combined: np.ndarray,
-    index: np.ndarray,
-    cum_right: np.ndarray,
-    span: int,
+    entries: _SortedEntries,
     query_keys: np.ndarray,
     cutoff: np.ndarray,
     full: np.ndarray,
@@ -802,6 +805,7 @@ def _grouped_totals(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`_grouped_prefix` for many queries after every entry: their key's totals read from tables
     of `top` rows; the other queries (cutoff 0, or inside the entries) as there."""
+    combined, index, cum_right, span = entries
     key = combined // span  # (E,) each sorted entry's key
     ends = np.flatnonzero(np.append(key[1:] != key[:-1], True))  # (K,) each key's last entry
     starts = np.append(0, ends[:-1] + 1)
@@ -818,7 +822,7 @@ def _grouped_totals(
     last = np.where(full, last_of[query_keys], 0) - 1
     searched = np.flatnonzero((cutoff > 0) & ~full)  # into the flattened queries
     count.ravel()[searched], n_right.ravel()[searched], last.ravel()[searched] = _searched(
-        combined, index, cum_right, span, query_keys.ravel()[searched], cutoff.ravel()[searched]
+        entries, query_keys.ravel()[searched], cutoff.ravel()[searched]
     )
     return count, n_right, last
 

@@ -218,10 +218,10 @@ async def predict(body: PredictRequest, request: Request) -> Response:
     state.metrics.history_length.observe(len(events))
     query = _candidate_request(bank, events, candidates, moment)
     (probs,) = await score(state, predictor, [query], bank, timing)
-    response = _response(body, predictor, bank, len(events), probs, candidates)
+    payload = _response(body, predictor, bank, len(events), probs, candidates)
     # Serialised here: FastAPI would validate the returned model again, then serialise it.
     return Response(
-        response.model_dump_json(), media_type="application/json", headers=timing.header()
+        payload.model_dump_json(), media_type="application/json", headers=timing.header()
     )
 
 
