@@ -85,8 +85,9 @@ def build_untrained_artifact(out: Path, window: int = 100, n_questions: int = 10
     import torch
 
     from models.config import config_for_spec
-    from models.features import FeatureSpec, QuestionVocab
+    from models.feature_spec import FeatureSpec
     from models.registry import build_model
+    from models.vocab import QuestionVocab
     from training.artifacts import save_model_dir
     from training.export import export_artifact
 

@@ -285,7 +285,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     if artifact is None:
         logger.info("exporting an untrained demo-size saint_plus ...")
         artifact = build_untrained_artifact(work / "model")
-    from models.features import load_spec
+    from models.feature_spec import load_spec
     from service.events import RECORD_SIZE
 
     spec, vocab = load_spec(artifact / "feature_spec.json")

@@ -60,7 +60,7 @@ def simulated_windows() -> tuple[Any, Any, list[dict[str, np.ndarray]], float]:
     """(spec, vocab, BATCH encoded windows of LENGTH answers, encoding seconds per window)."""
     import tempfile
 
-    from models.features import FeatureSpec
+    from models.feature_spec import FeatureSpec
     from training.data import load_dataset
     from training.simulate import simulate, write
     from training.windows import WindowDataset, learner_histories

@@ -19,14 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.features import (
-    MODEL_INPUTS,
-    THREE_D_INPUTS,
-    FeatureSpec,
-    ItemTable,
-    collate,
-    model_question,
-)
+from models.feature_spec import MODEL_INPUTS, THREE_D_INPUTS, FeatureSpec
+from models.features import collate, model_question
+from models.vocab import ItemTable
 
 ITEM_GRAPH_INPUTS = ("question", "part", "tags")
 ITEM_SIDE = ("embedding", "difficulty")  # what depends on the item alone

@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from models.features import LECTURE_STAT_NAMES, N_STATS
+from models.feature_spec import LECTURE_STAT_NAMES, N_STATS
 
 TIME_ENCODINGS: tuple[str, ...] = ("bucket", "continuous", "both")
 
-# Defaults mirror `models.features.FeatureSpec()` (35 lag edges + 2, 25 elapsed edges + 2).
+# Defaults mirror `models.feature_spec.FeatureSpec()` (35 lag edges + 2, 25 elapsed edges + 2).
 _DEFAULT_LAG_BUCKETS = 37
 _DEFAULT_ELAPSED_BUCKETS = 27
 
@@ -59,7 +59,7 @@ class ModelConfig:
     # scalar difficulty x a variation vector (AKT's Rasch embedding); question_residual adds a free
     # per-question vector (zero-initialised, weight-decayed) on top of that content representation.
     question_residual: bool = False
-    use_stats: bool = True  # read the learner statistics (models.features.STAT_NAMES)
+    use_stats: bool = True  # read the learner statistics (models.feature_spec.STAT_NAMES)
     # width of the statistics input = FeatureSpec.n_stats (a config written before the lecture
     # statistics has no such key and loads as N_STATS, the answer statistics only)
     n_stats: int = N_STATS + len(LECTURE_STAT_NAMES)
@@ -201,7 +201,7 @@ class ModelConfig:
 
 
 def config_for_spec(name: str, spec: Any, vocab: Any = None, **overrides: Any) -> ModelConfig:
-    """A config whose vocabulary sizes and sequence length match a `models.features.FeatureSpec`.
+    """A config whose vocabulary sizes and sequence length match a `models.feature_spec.FeatureSpec`.
 
     `vocab` (a `QuestionVocab`) wins over `spec.n_questions` / `spec.n_parts` when it is larger, so
     every index the encoding can produce has an embedding row. `overrides` set the model-size fields.

@@ -6,7 +6,7 @@ position[i] - 1 (position = index of the first item of i's bundle), or a learned
 i's bundle starts the window. Items of i's own bundle (and i itself) come at indices >= position[i],
 so their responses cannot reach i. Right padding follows the real items, so it never changes them.
 logit_i = MLP([state_i, item_i, stats_i]) (+ the IRT prior of models.layers, when enabled); the
-learner statistics come from strictly earlier bundles (models.features.STAT_NAMES).
+learner statistics come from strictly earlier bundles (models.feature_spec.STAT_NAMES).
 """
 
 from __future__ import annotations

@@ -30,426 +30,28 @@ only ever used as keys/values for strictly later bundles.
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
-PAD = 0
-UNKNOWN_QUESTION = 1
-FIRST_QUESTION_INDEX = 2
-# Raw question ids up to this (or 16 per question) get a dense lookup table (QuestionVocab.to_index).
-DENSE_INDEX_MIN_SPAN = 1 << 16
-PAD_BUNDLE = 1 << 30
+from models.feature_spec import (
+    INPUT_DTYPES,
+    INT_INPUTS,
+    LECTURE_STAT_NAMES,
+    MODEL_INPUTS,
+    N_STATS,
+    PAD_BUNDLE,
+    THREE_D_INPUTS,
+    FeatureSpec,
+)
+from models.vocab import FIRST_QUESTION_INDEX, UNKNOWN_QUESTION, ItemTable, QuestionVocab
 
-# Array names, in the order of the ONNX graph inputs.
-MODEL_INPUTS: tuple[str, ...] = (
-    "question",
-    "part",
-    "position",
-    "bundle",
-    "lag",
-    "lag_bucket",
-    "response",
-    "elapsed",
-    "elapsed_bucket",
-    "explanation",
-    "tags",
-    "stats",
-)
-INT_INPUTS = frozenset(
-    {
-        "question",
-        "part",
-        "position",
-        "bundle",
-        "lag_bucket",
-        "response",
-        "elapsed_bucket",
-        "explanation",
-        "tags",
-    }
-)
-# Inputs with a third axis: tags (B, T, M) and stats (B, T, N_STATS); the others are (B, T).
-THREE_D_INPUTS = frozenset({"tags", "stats"})
-_INPUT_DTYPES = tuple(
-    (name, np.int64 if name in INT_INPUTS else np.float32) for name in MODEL_INPUTS
-)
-
-# Learner statistics of each position, from the responses of STRICTLY EARLIER bundles in the window
-# (never the item's own answer or its bundle-mates'), so they are known when the item is shown and
-# live on the query side. Counts are log1p-scaled by the window, accuracies Laplace-smoothed (0.5 cold),
-# "last" features are +1 right / -1 wrong / 0 none, recencies are in [0, 1] (1 = just now, 0 = never).
-STAT_NAMES: tuple[str, ...] = (
-    "count",  # answers before this bundle in the window
-    "accuracy",
-    "part_count",  # ... of questions of the same part
-    "part_accuracy",
-    "tag_count",  # ... of questions with the same tag (mean over the item's tags)
-    "tag_accuracy",
-    "question_count",  # earlier attempts at this very question (attempt number - 1)
-    "question_accuracy",
-    "question_last",  # outcome of the latest earlier attempt at this question
-    "question_recency",  # 1 / (bundles since that attempt)
-    "question_time",  # time since that attempt (1 - log-scaled over the lag cap; 0 = never/unknown)
-    "tag_time",  # time since the latest answer with one of the item's tags
-    "recent_accuracy",  # the last RECENT_ANSWERS answers
-    "last_bundle",  # mean outcome of the previous bundle, as +1..-1
-)
-N_STATS = len(STAT_NAMES)
 RECENT_ANSWERS = 10
 # `_grouped_prefix` reads the totals of at least _KEY_TABLE_MIN_QUERIES queries after every entry
 # (a bank's candidates) from tables of at most _KEY_TABLE_MAX keys; fewer (a /predict) search
 _KEY_TABLE_MAX = 1 << 22
 _KEY_TABLE_MIN_QUERIES = 1024
-
-# Lectures as learning events (appended to the statistics when `FeatureSpec.lecture_stats`): what the
-# learner watched before this bundle in the window. A lecture is never predicted; it only feeds the
-# query side of later items. Counts are log1p-scaled like the answer counts, times are recencies.
-LECTURE_STAT_NAMES: tuple[str, ...] = (
-    "lecture_count",  # lectures watched before this bundle in the window
-    "lecture_part_count",  # ... of the item's part
-    "lecture_tag_count",  # ... with one of the item's tags
-    "lecture_time",  # time since the latest of them (1 = just now, 0 = never/unknown)
-    "lecture_tag_time",  # time since the latest one with one of the item's tags
-)
-
-_SECOND = 1000
-_MINUTE = 60 * _SECOND
-_HOUR = 60 * _MINUTE
-_DAY = 24 * _HOUR
-# Bucket edges in ms (bucket b covers [edges[b-1], edges[b]) ; bucket 1 is below the first edge).
-DEFAULT_LAG_EDGES_MS: tuple[int, ...] = tuple(
-    int(x)
-    for x in (
-        [1 * _SECOND, 3 * _SECOND, 10 * _SECOND, 20 * _SECOND, 30 * _SECOND, 45 * _SECOND]
-        + [m * _MINUTE for m in (1, 1.5, 2, 3, 5, 7, 10, 15, 20, 30, 45)]
-        + [h * _HOUR for h in (1, 1.5, 2, 3, 5, 8, 12, 18)]
-        + [d * _DAY for d in (1, 1.5, 2, 3, 5, 7, 10, 14, 21, 30)]
-    )
-)
-DEFAULT_ELAPSED_EDGES_MS: tuple[int, ...] = tuple(
-    int(s * _SECOND)
-    for s in (
-        1,
-        2,
-        3,
-        4,
-        5,
-        6,
-        8,
-        10,
-        12,
-        15,
-        18,
-        21,
-        25,
-        30,
-        35,
-        40,
-        50,
-        60,
-        75,
-        90,
-        120,
-        150,
-        200,
-        250,
-        300,
-    )
-)
-
-
-@dataclass
-class FeatureSpec:
-    """Everything the encoding needs; saved in the model artifact as `feature_spec.json`."""
-
-    window: int = 100  # max interactions of history a prediction looks at (model sequence length)
-    elapsed_cap_ms: int = 300_000  # SAINT+: elapsed time capped at 300 s
-    lag_cap_ms: int = 7 * _DAY  # lag time capped (log-scaled below the cap)
-    lag_edges_ms: tuple[int, ...] = DEFAULT_LAG_EDGES_MS
-    elapsed_edges_ms: tuple[int, ...] = DEFAULT_ELAPSED_EDGES_MS
-    n_questions: int = FIRST_QUESTION_INDEX  # vocabulary size incl. pad + unknown
-    n_parts: int = 9  # part vocabulary size incl. pad (Riiid parts 1..7 -> 2..8)
-    n_tags: int = 1  # tag vocabulary size incl. 0 = no tag (QuestionVocab.n_tags)
-    # append LECTURE_STAT_NAMES to the statistics (artifacts written before lectures were an input
-    # have no such key and load as False, so their graphs keep N_STATS statistics)
-    lecture_stats: bool = True
-
-    def __post_init__(self) -> None:
-        if self.window < 2:
-            raise ValueError(f"window must be >= 2, got {self.window}")
-        if self.elapsed_cap_ms <= 0 or self.lag_cap_ms <= 0:
-            raise ValueError("elapsed_cap_ms and lag_cap_ms must be positive")
-        self.lag_edges_ms = tuple(int(x) for x in self.lag_edges_ms)
-        self.elapsed_edges_ms = tuple(int(x) for x in self.elapsed_edges_ms)
-        for name in ("lag_edges_ms", "elapsed_edges_ms"):
-            edges = getattr(self, name)
-            if len(edges) == 0 or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
-                raise ValueError(f"{name} must be non-empty and strictly increasing")
-        if self.n_questions < FIRST_QUESTION_INDEX:
-            raise ValueError(f"n_questions must be >= {FIRST_QUESTION_INDEX}")
-        if self.n_parts < 2:
-            raise ValueError("n_parts must be >= 2")
-        if self.n_tags < 1:
-            raise ValueError("n_tags must be >= 1")
-
-    @property
-    def n_stats(self) -> int:
-        """Width of the `stats` input."""
-        return N_STATS + (len(LECTURE_STAT_NAMES) if self.lecture_stats else 0)
-
-    @property
-    def n_lag_buckets(self) -> int:
-        return len(self.lag_edges_ms) + 2  # pad/unknown + below first edge + one per edge
-
-    @property
-    def n_elapsed_buckets(self) -> int:
-        return len(self.elapsed_edges_ms) + 2
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "window": self.window,
-            "elapsed_cap_ms": self.elapsed_cap_ms,
-            "lag_cap_ms": self.lag_cap_ms,
-            "lag_edges_ms": list(self.lag_edges_ms),
-            "elapsed_edges_ms": list(self.elapsed_edges_ms),
-            "n_questions": self.n_questions,
-            "n_parts": self.n_parts,
-            "n_tags": self.n_tags,
-            "lecture_stats": self.lecture_stats,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FeatureSpec:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        known.setdefault("lecture_stats", False)  # an artifact from before lecture statistics
-        return cls(**known)
-
-
-@dataclass(frozen=True)
-class ItemTable:
-    """Per question index (0 pad, 1 unknown, 2.. known): what the encoding knows of each item.
-
-    Built by `QuestionVocab.item_table()`; the service extends it with registered questions.
-    """
-
-    parts: np.ndarray  # (V,) int64 encoded part (0 = pad/unknown)
-    tags: (
-        np.ndarray
-    )  # (V, M) int64 encoded tags (0 = no tag; 1.. = QuestionVocab.tag_ids index + 1)
-
-    def __post_init__(self) -> None:
-        if self.parts.ndim != 1 or self.tags.ndim != 2 or len(self.parts) != len(self.tags):
-            raise ValueError("ItemTable needs parts (V,) and tags (V, M) of the same length V")
-
-
-@dataclass
-class QuestionVocab:
-    """Raw question ids <-> contiguous indices (0 pad, 1 unknown, 2.. known), their part and tags.
-
-    Tags are whatever is shared across questions: Riiid tags, EdNet tags, skill / KC ids of other
-    logs (several per item allowed). `tags` holds raw tag ids, -1 padded to the widest item; tag
-    ids are encoded 1.. in the order of `tag_ids` (0 = no tag), so a model can pool questions that
-    share a tag, and a question never seen in training still has a content representation.
-    """
-
-    question_ids: np.ndarray  # (Q,) int64, sorted ascending, unique
-    parts: np.ndarray  # (Q,) int64, raw part of each question (>= 0)
-    tags: np.ndarray | None = None  # (Q, M) int64 raw tag ids, -1 = none; None = no tags
-    # Catalogue facts the encoding does not read (GET /questions): raw bundle id (-1 unknown; None =
-    # no questions table) and answers in the model's training data (None = not recorded).
-    bundles: np.ndarray | None = None  # (Q,) int64
-    train_answers: np.ndarray | None = None  # (Q,) int64
-    # Lectures (Riiid lectures.csv; None = no table): raw ids, sorted and unique; raw part (-1 =
-    # unknown) and raw tag (-1 = none) of each. Lecture tags share the question tags' id space.
-    lecture_ids: np.ndarray | None = None  # (L,) int64
-    lecture_parts: np.ndarray | None = None  # (L,) int64
-    lecture_tags: np.ndarray | None = None  # (L,) int64
-    tag_ids: np.ndarray = field(init=False)  # (n_tags - 1,) sorted unique raw tag ids
-    _index_parts: np.ndarray = field(init=False, repr=False)
-    _dense_index: np.ndarray | None = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        self.question_ids = np.asarray(self.question_ids, dtype=np.int64)
-        self.parts = np.asarray(self.parts, dtype=np.int64)
-        if self.question_ids.shape != self.parts.shape or self.question_ids.ndim != 1:
-            raise ValueError("question_ids and parts must be 1-D arrays of the same length")
-        if len(self.question_ids) > 1 and np.any(np.diff(self.question_ids) <= 0):
-            raise ValueError("question_ids must be sorted and unique")
-        if np.any(self.parts < 0):
-            raise ValueError("parts must be non-negative")
-        q = len(self.question_ids)
-        tags = np.full((q, 1), -1, np.int64) if self.tags is None else np.asarray(self.tags)
-        if tags.ndim != 2 or tags.shape[0] != q:
-            raise ValueError(f"tags must be a (Q, M) array with Q = {q}, got shape {tags.shape}")
-        self.tags = np.where(tags >= 0, tags, -1).astype(np.int64)
-        for name in ("bundles", "train_answers"):
-            value = getattr(self, name)
-            if value is not None:
-                value = np.asarray(value, dtype=np.int64)
-                if value.shape != (q,):
-                    raise ValueError(f"{name} must be a (Q,) array with Q = {q}, got {value.shape}")
-                setattr(self, name, value)
-        self._check_lectures()
-        self.tag_ids = np.unique(self.tags[self.tags >= 0])
-        # index -> encoded part (pad and unknown -> 0)
-        self._index_parts = np.concatenate([[PAD, PAD], self.parts + 1]).astype(np.int64)
-        self._dense_index = _dense_index(self.question_ids)
-
-    def _check_lectures(self) -> None:
-        given = [x is not None for x in (self.lecture_ids, self.lecture_parts, self.lecture_tags)]
-        if not any(given):
-            return
-        if not all(given):
-            raise ValueError("lecture_ids, lecture_parts and lecture_tags go together")
-        ids = np.asarray(self.lecture_ids, dtype=np.int64)
-        parts = np.asarray(self.lecture_parts, dtype=np.int64)
-        tags = np.asarray(self.lecture_tags, dtype=np.int64)
-        if ids.ndim != 1 or parts.shape != ids.shape or tags.shape != ids.shape:
-            raise ValueError("lecture_ids, lecture_parts and lecture_tags must be (L,) arrays")
-        if len(ids) > 1 and np.any(np.diff(ids) <= 0):
-            raise ValueError("lecture_ids must be sorted and unique")
-        self.lecture_ids, self.lecture_parts = ids, np.where(parts >= 0, parts, -1)
-        self.lecture_tags = np.where(tags >= 0, tags, -1)
-
-    def lecture_content(self, raw_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Raw lecture ids -> (encoded part, encoded tag) as the items' (part p -> p + 1; tags by
-        `encode_tags`); 0 where the lecture or its part/tag is unknown."""
-        raw = np.asarray(raw_ids, dtype=np.int64)
-        if self.lecture_ids is None or len(self.lecture_ids) == 0:
-            return np.zeros(raw.shape, np.int64), np.zeros(raw.shape, np.int64)
-        assert self.lecture_parts is not None and self.lecture_tags is not None
-        pos = np.minimum(np.searchsorted(self.lecture_ids, raw), len(self.lecture_ids) - 1)
-        found = self.lecture_ids[pos] == raw
-        part = np.where(found, self.lecture_parts[pos] + 1, 0)
-        tag = self.encode_tags(np.where(found, self.lecture_tags[pos], -1))
-        return part.astype(np.int64), tag
-
-    @classmethod
-    def build(
-        cls,
-        question_ids: np.ndarray,
-        parts: np.ndarray,
-        tags: list[list[int]] | np.ndarray | None = None,
-    ) -> QuestionVocab:
-        """From unsorted ids; `tags` is one sequence of raw tag ids per question (or None)."""
-        question_ids = np.asarray(question_ids, dtype=np.int64)
-        order = np.argsort(question_ids, kind="stable")
-        table = None if tags is None else pad_tags(tags)[order]
-        return cls(question_ids[order], np.asarray(parts, dtype=np.int64)[order], table)
-
-    @property
-    def size(self) -> int:
-        """Vocabulary size including pad and unknown."""
-        return len(self.question_ids) + FIRST_QUESTION_INDEX
-
-    @property
-    def n_parts(self) -> int:
-        """Encoded part vocabulary size (pad + max part + 1)."""
-        return int(self.parts.max()) + 2 if len(self.parts) else 2
-
-    @property
-    def n_tags(self) -> int:
-        """Encoded tag vocabulary size (0 = no tag, then one per distinct raw tag)."""
-        return len(self.tag_ids) + 1
-
-    def encode_tags(self, raw_tags: np.ndarray) -> np.ndarray:
-        """Raw tag ids (any shape, -1 = none) -> encoded tags (0 = none or a tag not in the vocab)."""
-        raw = np.asarray(raw_tags, dtype=np.int64)
-        if len(self.tag_ids) == 0:
-            return np.zeros(raw.shape, np.int64)
-        pos = np.searchsorted(self.tag_ids, raw)
-        clipped = np.minimum(pos, len(self.tag_ids) - 1)
-        found = (raw >= 0) & (self.tag_ids[clipped] == raw)
-        return np.where(found, clipped + 1, 0).astype(np.int64)
-
-    def item_table(self) -> ItemTable:
-        """Encoded part and tags of every question index (pad and unknown rows are all 0)."""
-        assert self.tags is not None  # set in __post_init__
-        m = self.tags.shape[1]
-        tags = np.concatenate(
-            [np.zeros((FIRST_QUESTION_INDEX, m), np.int64), self.encode_tags(self.tags)]
-        )
-        return ItemTable(parts=self._index_parts.copy(), tags=tags)
-
-    def to_index(self, raw_ids: np.ndarray) -> np.ndarray:
-        """Raw ids -> indices; ids not in the vocabulary map to UNKNOWN_QUESTION."""
-        raw = np.asarray(raw_ids, dtype=np.int64)
-        if self._dense_index is not None:  # slot 0: any id < 0; the last slot: any id beyond
-            return self._dense_index.take(raw + 1, mode="clip")
-        pos = np.searchsorted(self.question_ids, raw)
-        pos_clipped = np.minimum(pos, max(len(self.question_ids) - 1, 0))
-        found = (
-            (pos < len(self.question_ids)) & (self.question_ids[pos_clipped] == raw)
-            if len(self.question_ids)
-            else np.zeros(raw.shape, dtype=bool)
-        )
-        return np.where(found, pos_clipped + FIRST_QUESTION_INDEX, UNKNOWN_QUESTION).astype(
-            np.int64
-        )
-
-    def unknown(self, raw_ids: np.ndarray) -> np.ndarray:
-        """The raw ids that are not in the vocabulary (in input order)."""
-        raw = np.asarray(raw_ids, dtype=np.int64)
-        return raw[self.to_index(raw) == UNKNOWN_QUESTION]
-
-    def part_of(self, index: np.ndarray) -> np.ndarray:
-        """Encoded part of question indices."""
-        return self._index_parts[np.asarray(index, dtype=np.int64)]
-
-    def to_dict(self) -> dict[str, Any]:
-        assert self.tags is not None
-        data: dict[str, Any] = {
-            "question_ids": self.question_ids.tolist(),
-            "parts": self.parts.tolist(),
-        }
-        if len(self.tag_ids):
-            data["tags"] = [[int(t) for t in row if t >= 0] for row in self.tags]
-        for name in ("bundles", "train_answers"):
-            value = getattr(self, name)
-            if value is not None:
-                data[name] = value.tolist()
-        if self.lecture_ids is not None:
-            assert self.lecture_parts is not None and self.lecture_tags is not None
-            data["lectures"] = {
-                "ids": self.lecture_ids.tolist(),
-                "parts": self.lecture_parts.tolist(),
-                "tags": self.lecture_tags.tolist(),
-            }
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> QuestionVocab:
-        tags = data.get("tags")
-        optional: dict[str, np.ndarray] = {
-            k: np.asarray(data[k]) for k in ("bundles", "train_answers") if k in data
-        }
-        if "lectures" in data:
-            lectures = data["lectures"]
-            optional["lecture_ids"] = np.asarray(lectures["ids"], dtype=np.int64)
-            optional["lecture_parts"] = np.asarray(lectures["parts"], dtype=np.int64)
-            optional["lecture_tags"] = np.asarray(lectures["tags"], dtype=np.int64)
-        return cls(
-            np.asarray(data["question_ids"]),
-            np.asarray(data["parts"]),
-            None if tags is None else pad_tags(tags),
-            **optional,
-        )
-
-
-def pad_tags(tags: list[list[int]] | np.ndarray) -> np.ndarray:
-    """One sequence of raw tag ids per question -> (Q, M) int64, -1 padded (M >= 1)."""
-    if isinstance(tags, np.ndarray) and tags.ndim == 2:
-        return tags.astype(np.int64)
-    rows = [np.asarray(list(t), dtype=np.int64).reshape(-1) for t in tags]
-    width = max([1, *(len(r) for r in rows)])
-    out = np.full((len(rows), width), -1, np.int64)
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = row
-    return out
 
 
 @dataclass
@@ -511,21 +113,6 @@ class History:
             lecture_part=part,
             lecture_tag=tag,
         )
-
-
-def _dense_index(question_ids: np.ndarray) -> np.ndarray | None:
-    """A raw id -> index table over [-1, max id + 1] (shifted by one), when the sorted ids are
-    compact enough: one gather per lookup instead of a binary search (~1.5 against ~7 us for the
-    100 ids of a history). Slot 0 and the last slot answer UNKNOWN_QUESTION for the ids below and
-    above the range."""
-    if len(question_ids) == 0 or question_ids[0] < 0:
-        return None
-    top = int(question_ids[-1])
-    if top >= max(16 * len(question_ids), DENSE_INDEX_MIN_SPAN):
-        return None
-    table = np.full(top + 3, UNKNOWN_QUESTION, np.int64)
-    table[question_ids + 1] = np.arange(len(question_ids)) + FIRST_QUESTION_INDEX
-    return table
 
 
 def lecture_arrays(
@@ -1011,7 +598,7 @@ def _batch_of_one(encoding: dict[str, np.ndarray], copy: bool) -> dict[str, np.n
     convert = np.array if copy else np.asarray
     return {
         name: convert(encoding[name].reshape((1,) + encoding[name].shape), dtype=dtype)
-        for name, dtype in _INPUT_DTYPES
+        for name, dtype in INPUT_DTYPES
     }
 
 
@@ -1036,20 +623,6 @@ def training_windows(n: int, window: int, stride: int | None = None) -> list[tup
     for prev_end, end in zip(ends, ends[1:], strict=False):
         windows.append((end - window, end, prev_end))
     return windows
-
-
-def save_spec(path: Path, spec: FeatureSpec, vocab: QuestionVocab) -> None:
-    """Write `feature_spec.json` (spec + question -> part table)."""
-    data = {"spec": spec.to_dict(), "vocab": vocab.to_dict()}
-    Path(path).write_text(json.dumps(data))
-
-
-def load_spec(path: Path) -> tuple[FeatureSpec, QuestionVocab]:
-    data = json.loads(Path(path).read_text())
-    try:
-        return FeatureSpec.from_dict(data["spec"]), QuestionVocab.from_dict(data["vocab"])
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"{path}: not a valid feature spec ({exc})") from exc
 
 
 @dataclass

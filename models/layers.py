@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.config import ModelConfig
-from models.features import PAD
+from models.vocab import PAD
 
 # Parameters of the IRT prior are multiplied by this in forward: under Adam that is a 10x larger step
 # for them (the logistic model's learning rate, 1e-2, against the networks' 1e-3), so the prior

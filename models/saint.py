@@ -2,7 +2,7 @@
 
 One model class, read top to bottom:
   0. Item representation x_q = ItemEmbedding(question, part, tags) (content-aware, models.layers),
-     learner statistics s_i (strictly earlier bundles, models.features.STAT_NAMES) -> Linear(s_i).
+     learner statistics s_i (strictly earlier bundles, models.feature_spec.STAT_NAMES) -> Linear(s_i).
   1. Encoder = SAINT's exercise stream. x_i = x_q + E_pos[pos_i] + W s_i (+ SAINT+:
      lag_i), N pre-LN layers of self-attention under the exercise mask (j visible to i iff
      bundle_j < bundle_i or j == i) + FFN. Output O (B, T, D). Everything in it is known when i is shown.

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.features import FIRST_QUESTION_INDEX, UNKNOWN_QUESTION, ItemTable, QuestionVocab
+from models.vocab import FIRST_QUESTION_INDEX, UNKNOWN_QUESTION, ItemTable, QuestionVocab
 from service.recommend import bank_indices, filter_mask
 
 

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.features import History, QuestionVocab, lecture_arrays
+from models.features import History, lecture_arrays
+from models.vocab import QuestionVocab
 
 MAX_SAFE_INT = (1 << 53) - 1  # ids/timestamps must stay exact in Lua (doubles) and in JSON clients
 MAX_ELAPSED_MS = (1 << 31) - 1

@@ -12,7 +12,8 @@ from typing import TypeVar
 import numpy as np
 from fastapi import Path, Request
 
-from models.features import UNKNOWN_QUESTION, CandidateRequest
+from models.features import CandidateRequest
+from models.vocab import UNKNOWN_QUESTION
 from service.catalogue import ExtendedBank
 from service.config import USER_ID_PATTERN
 from service.deps import ApiError, RequestTiming, ServiceState, check_count

@@ -26,19 +26,10 @@ from models.bundle import (
     bundle_input_names,
     item_graph_feeds,
 )
-from models.features import (
-    MODEL_INPUTS,
-    CandidateRequest,
-    FeatureSpec,
-    History,
-    ItemTable,
-    QuestionVocab,
-    collate,
-    encode,
-    encode_candidate_batch,
-    load_spec,
-)
+from models.feature_spec import MODEL_INPUTS, FeatureSpec, load_spec
+from models.features import CandidateRequest, History, collate, encode, encode_candidate_batch
 from models.numeric import sigmoid
+from models.vocab import ItemTable, QuestionVocab
 
 logger = logging.getLogger(__name__)
 

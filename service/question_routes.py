@@ -8,7 +8,8 @@ import weakref
 import numpy as np
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from models.features import FIRST_QUESTION_INDEX, CandidateRequest, History
+from models.features import CandidateRequest, History
+from models.vocab import FIRST_QUESTION_INDEX
 from service import recommend as recommend_lib
 from service.catalogue import ExtendedBank, RegisteredQuestion
 from service.deps import ApiError, CurrentPredictor, ServiceState, State

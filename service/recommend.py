@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from models.features import FIRST_QUESTION_INDEX, QuestionVocab
+from models.vocab import FIRST_QUESTION_INDEX, QuestionVocab
 from service.events import answers
 
 RECOMMEND_CHUNK = 128

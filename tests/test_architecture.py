@@ -21,6 +21,8 @@ MODELS_THIRD_PARTY = {"numpy", "torch"}
 TORCH_FREE_MODELS = {
     "models/__init__.py",
     "models/features.py",
+    "models/feature_spec.py",
+    "models/vocab.py",
     "models/config.py",
     "models/numeric.py",
     "models/bundle.py",
@@ -39,6 +41,8 @@ SERVICE_THIRD_PARTY = {
 SERVICE_ALLOWED_PROJECT = {
     "models",
     "models.features",
+    "models.feature_spec",
+    "models.vocab",
     "models.config",
     "models.numeric",
     "models.bundle",

@@ -336,7 +336,17 @@ def _third_party_imports(paths: list[Path]) -> set[str]:
 @pytest.mark.parametrize(
     ("target", "extra", "packages"),
     [
-        ("runtime", "serve", ["service", "models/features.py", "models/config.py"]),
+        (
+            "runtime",
+            "serve",
+            [
+                "service",
+                "models/features.py",
+                "models/feature_spec.py",
+                "models/vocab.py",
+                "models/config.py",
+            ],
+        ),
         ("trainer", "train", ["training", "models", "service/predictor.py"]),
     ],
 )

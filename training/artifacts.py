@@ -2,7 +2,7 @@
 
 <dir>/config.json         models.config.ModelConfig
 <dir>/model.safetensors   weights (safetensors: no pickle, loads without running code)
-<dir>/feature_spec.json   models.features.save_spec (window, caps, vocabulary, question -> part)
+<dir>/feature_spec.json   models.feature_spec.save_spec (window, caps, vocabulary, question -> part)
 <dir>/metrics.json        optional; `data_fingerprint` and evaluation metrics, copied into the
                           serving artifact's manifest by `training.export`
 """
@@ -19,8 +19,9 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from models.config import ModelConfig
-from models.features import FeatureSpec, QuestionVocab, load_spec, save_spec
+from models.feature_spec import FeatureSpec, load_spec, save_spec
 from models.registry import build_model
+from models.vocab import QuestionVocab
 
 logger = logging.getLogger(__name__)
 

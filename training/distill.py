@@ -258,7 +258,7 @@ def ensemble_metrics(
 
 def artifact_latency_ms(artifact_dir: Path, runs: int = 200) -> float:
     """Median ORT latency (ms): batch 1, a full window (T = 100 by default), 1 thread."""
-    from models.features import load_spec
+    from models.feature_spec import load_spec
     from training.export import latency_batch, ort_latency_ms
 
     spec, vocab = load_spec(artifact_dir / "feature_spec.json")

@@ -20,15 +20,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from models.features import (
-    UNKNOWN_QUESTION,
-    CandidateRequest,
-    FeatureSpec,
-    History,
-    QuestionVocab,
-    bundle_requests,
-)
+from models.feature_spec import FeatureSpec
+from models.features import CandidateRequest, History, bundle_requests
 from models.numeric import sigmoid
+from models.vocab import UNKNOWN_QUESTION, QuestionVocab
 from training.arguments import EvaluationArguments
 from training.binary_metrics import binary_metrics, calibration_bins
 from training.calibration import candidate_logits, model_calibration

@@ -3,11 +3,11 @@
     python -m training.export --model-dir D --output-dir A [--int8 [--int8-data F --questions-file Q]]
 
 The artifact directory is the only contract with the service (docs/design.md):
-    A/model.onnx          inputs = models.features.MODEL_INPUTS, each (batch, seq); output `logits`
+    A/model.onnx          inputs = models.feature_spec.MODEL_INPUTS, each (batch, seq); output `logits`
                           (batch, seq) float32. Batch and length are dynamic, so one graph scores a
                           history + K candidates (one bundle) in a single run.
     A/config.json         models.config.ModelConfig
-    A/feature_spec.json   models.features.save_spec (window, caps, vocabulary, question -> part)
+    A/feature_spec.json   models.feature_spec.save_spec (window, caps, vocabulary, question -> part)
     A/manifest.json       version, model, data fingerprint, metrics, created_at, opset, sha256,
                           parity max abs diff (+ int8 size/latency when --int8)
     A/model.int8.onnx     optional dynamic INT8 quantization, only measured; with --int8-data the
@@ -49,19 +49,11 @@ from models.bundle import (
     bundle_feeds,
     bundle_input_names,
 )
-from models.features import (
-    MODEL_INPUTS,
-    UNKNOWN_QUESTION,
-    FeatureSpec,
-    History,
-    QuestionVocab,
-    collate,
-    encode,
-    load_spec,
-    save_spec,
-)
+from models.feature_spec import MODEL_INPUTS, FeatureSpec, load_spec, save_spec
+from models.features import History, collate, encode
 from models.numeric import sigmoid
 from models.registry import count_parameters
+from models.vocab import UNKNOWN_QUESTION, QuestionVocab
 from service.predictor import ort_session as service_session
 from training.arguments import ExportArguments
 from training.artifacts import CONFIG_FILE, SPEC_FILE, load_metrics, load_model_dir
@@ -145,7 +137,7 @@ class OnnxWrapper(_CalibratedGraph):
 
 # The wrapper's parameter order *is* the graph's input order; fail at import if they ever drift.
 if OnnxWrapper.forward.__code__.co_varnames[1 : 1 + len(MODEL_INPUTS)] != MODEL_INPUTS:
-    raise ImportError("OnnxWrapper.forward arguments must follow models.features.MODEL_INPUTS")
+    raise ImportError("OnnxWrapper.forward arguments must follow models.feature_spec.MODEL_INPUTS")
 
 
 class BundleOnnxWrapper(_CalibratedGraph):

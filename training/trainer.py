@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from models.config import ModelConfig
-from models.features import FeatureSpec, QuestionVocab
+from models.feature_spec import FeatureSpec
 from models.numeric import sigmoid
 from models.registry import build_model, count_parameters
+from models.vocab import QuestionVocab
 from training.arguments import (
     AUTO_EPOCH_SEQUENCES,
     AUTO_EPOCHS_MAX,

@@ -13,20 +13,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from models.features import (
-    FIRST_QUESTION_INDEX,
-    INT_INPUTS,
-    MODEL_INPUTS,
-    PAD,
-    UNKNOWN_QUESTION,
-    FeatureSpec,
-    History,
-    ItemTable,
-    QuestionVocab,
-    collate,
-    encode,
-    training_windows,
-)
+from models.feature_spec import INT_INPUTS, MODEL_INPUTS, FeatureSpec
+from models.features import History, collate, encode, training_windows
+from models.vocab import FIRST_QUESTION_INDEX, PAD, UNKNOWN_QUESTION, ItemTable, QuestionVocab
 from training.data import Interactions
 
 IGNORE_LABEL = -100.0

@@ -7,16 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.features import (
-    MODEL_INPUTS,
-    CandidateRequest,
-    FeatureSpec,
-    History,
-    QuestionVocab,
-    collate,
-    encode,
-    encode_candidate_batch,
-)
+from models.feature_spec import MODEL_INPUTS, FeatureSpec
+from models.features import CandidateRequest, History, collate, encode, encode_candidate_batch
+from models.vocab import QuestionVocab
 
 VOCAB = QuestionVocab.build(
     np.arange(40), np.arange(40) % 7, [[q % 6, 6 + q % 4][: 1 + q % 2] for q in range(40)]

@@ -10,22 +10,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models import features
-from models.features import (
+from models.feature_spec import (
     LECTURE_STAT_NAMES,
     N_STATS,
     PAD_BUNDLE,
-    UNKNOWN_QUESTION,
-    CandidateRequest,
     FeatureSpec,
+    load_spec,
+    save_spec,
+)
+from models.features import (
+    CandidateRequest,
     History,
-    QuestionVocab,
     collate,
     encode,
     encode_candidate_batch,
-    load_spec,
-    save_spec,
     training_windows,
 )
+from models.vocab import UNKNOWN_QUESTION, QuestionVocab
 
 QUERY_SIDE = ("question", "part", "tags", "position", "bundle", "lag", "lag_bucket")
 RESPONSE_SIDE = ("response", "elapsed", "elapsed_bucket", "explanation")
@@ -423,7 +424,7 @@ def test_items_past_the_vocabulary_are_the_unknown_question_with_their_content()
     """The service appends rows for questions registered after training: the model input is the
     unknown question, part and tags come from the row, and the statistics still tell such
     questions apart (a second answer to the same registered question is its attempt 2)."""
-    from models.features import ItemTable
+    from models.vocab import ItemTable
 
     spec = FeatureSpec(window=10, n_questions=VOCAB.size, n_parts=9, n_tags=VOCAB.n_tags)
     extra = VOCAB.size  # first registered index

@@ -17,15 +17,11 @@ import torch
 
 from models.bundle import ENCODED_ITEM_INPUTS
 from models.config import ModelConfig, config_for_spec
-from models.features import (
-    FeatureSpec,
-    History,
-    QuestionVocab,
-    collate,
-    encode,
-)
+from models.feature_spec import FeatureSpec
+from models.features import History, collate, encode
 from models.layers import mean_over_tags
 from models.registry import MODEL_REGISTRY, build_model, count_parameters
+from models.vocab import QuestionVocab
 
 NAMES = sorted(MODEL_REGISTRY)
 # the registry models plus SAINT+ in the lean student's shape (no encoder, no cross-attention)

@@ -62,7 +62,7 @@ def test_the_parser_finds_every_call_and_its_expectation() -> None:
 @pytest.fixture(scope="module")
 def demo_sized_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from models.config import config_for_spec
-    from models.features import FeatureSpec
+    from models.feature_spec import FeatureSpec
     from models.registry import build_model
     from training.artifacts import save_model_dir
     from training.data import load_dataset

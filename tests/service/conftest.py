@@ -83,13 +83,8 @@ def _export(model_dir: Path, out_dir: Path, seed: int, fast: bool) -> Path:
 
     import torch
 
-    from models.features import (
-        MODEL_INPUTS,
-        CandidateRequest,
-        History,
-        encode_candidate_batch,
-        load_spec,
-    )
+    from models.feature_spec import MODEL_INPUTS, load_spec
+    from models.features import CandidateRequest, History, encode_candidate_batch
     from training.artifacts import load_model_dir
 
     model, config, spec, vocab = load_model_dir(model_dir)
@@ -136,8 +131,9 @@ def build_artifact(root: Path, seed: int, fast: bool = False) -> Path:
     import torch
 
     from models.config import config_for_spec
-    from models.features import FeatureSpec, QuestionVocab
+    from models.feature_spec import FeatureSpec
     from models.registry import build_model
+    from models.vocab import QuestionVocab
     from training.artifacts import save_model_dir
 
     torch.manual_seed(seed)

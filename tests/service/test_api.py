@@ -960,7 +960,7 @@ def test_question_catalogue_reports_what_training_recorded(
     import json
     import shutil
 
-    from models.features import load_spec, save_spec
+    from models.feature_spec import load_spec, save_spec
 
     copy = tmp_path / "artifact"
     shutil.copytree(artifact, copy)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.features import UNKNOWN_QUESTION, QuestionVocab
+from models.vocab import UNKNOWN_QUESTION, QuestionVocab
 from service.events import (
     RECORD_SIZE,
     decode_blob,

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.features import UNKNOWN_QUESTION, CandidateRequest, History, encode_candidate_batch
+from models.features import CandidateRequest, History, encode_candidate_batch
+from models.vocab import UNKNOWN_QUESTION
 from training.artifacts import load_model_dir
 from training.train import main as train_main
 

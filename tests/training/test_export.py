@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from models.config import ModelConfig
-from models.features import MODEL_INPUTS, collate, encode, load_spec
+from models.feature_spec import MODEL_INPUTS, load_spec
+from models.features import collate, encode
 from models.registry import MODEL_REGISTRY
 from tests.models.test_models import PARTS, SPEC, VOCAB, random_history, tiny_model, to_torch
 from training import export as export_mod
@@ -223,7 +224,8 @@ def test_bank_graphs_follow_a_changed_item_table(artifacts: dict[str, tuple[Path
     """The item-side rows are kept per item table: a table extended by a registered question
     (the unknown question to the model, with its own part and tags) gets rows of its own, and
     each table's bank scores as the dense graph does (the earlier table's rows still served)."""
-    from models.features import CandidateRequest, ItemTable
+    from models.features import CandidateRequest
+    from models.vocab import ItemTable
     from service.predictor import Predictor
 
     _, art = artifacts["saint_plus"]

@@ -33,7 +33,7 @@ def build_sim_artifact(questions_csv: Path, out: Path, window: int = WINDOW) -> 
     import torch
 
     from models.config import config_for_spec
-    from models.features import FeatureSpec
+    from models.feature_spec import FeatureSpec
     from models.registry import build_model
     from training.artifacts import save_model_dir
     from training.data import load_questions

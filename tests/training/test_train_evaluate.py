@@ -140,7 +140,7 @@ def test_train_writes_model_dir_and_metrics(sim_dir: Path, tmp_path: Path) -> No
     # windows (the validation learners' answers are not counted)
     import csv
 
-    from models.features import load_spec
+    from models.feature_spec import load_spec
 
     train, _ = _validation_windows(sim_dir)
     _, vocab = load_spec(tmp_path / "m" / "feature_spec.json")
@@ -641,7 +641,7 @@ def test_lecture_statistics_only_for_logs_with_lectures(sim_dir: Path) -> None:
     the model it trained before lectures were an input (no dead columns)."""
     import dataclasses
 
-    from models.features import N_STATS
+    from models.feature_spec import N_STATS
     from training.data import load_dataset
     from training.trainer import prepare_data
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.features import FeatureSpec, History, QuestionVocab
+from models.feature_spec import FeatureSpec
+from models.features import History
+from models.vocab import QuestionVocab
 from training.windows import IGNORE_LABEL, WindowDataset
 
 VOCAB = QuestionVocab.build(np.arange(20), np.ones(20, dtype=np.int64))

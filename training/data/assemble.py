@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from models.features import FIRST_QUESTION_INDEX, UNKNOWN_QUESTION, QuestionVocab
+from models.vocab import FIRST_QUESTION_INDEX, UNKNOWN_QUESTION, QuestionVocab
 from training.data.interactions import CACHE_FORMAT, DataError, Interactions
 
 logger = logging.getLogger(__name__)

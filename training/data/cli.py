@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from models.features import UNKNOWN_QUESTION
+from models.vocab import UNKNOWN_QUESTION
 from training.cli import DataclassArgumentParser, check_paths_exist, flag_field, flag_name
 from training.data.assemble import DUPLICATE_POLICIES
 from training.data.interactions import DataError, Interactions

@@ -15,7 +15,8 @@ from typing import Literal
 
 import numpy as np
 
-from models.features import History, QuestionVocab, lecture_arrays
+from models.features import History, lecture_arrays
+from models.vocab import QuestionVocab
 
 CACHE_FORMAT = 3  # bump when the on-disk layout or the loader semantics change
 

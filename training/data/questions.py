@@ -1,4 +1,4 @@
-"""Question and lecture tables: what is known of each item, as a `models.features.QuestionVocab`.
+"""Question and lecture tables: what is known of each item, as a `models.vocab.QuestionVocab`.
 
 Either read from a questions table (Riiid `questions.csv`, EdNet `contents/questions.csv`, with
 parts, bundles, correct answers and tags) or, for logs that carry what is known of an item
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.features import QuestionVocab, pad_tags
+from models.vocab import QuestionVocab, pad_tags
 from training.data.interactions import DataError
 from training.data.locate import header_index, read_header, records
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.features import QuestionVocab
+from models.vocab import QuestionVocab
 from training.data.assemble import Raw, assemble, cached, check_policy, file_key
 from training.data.interactions import DataError, Interactions
 from training.data.questions import read_question_table, stable_id, vocab_from_log
