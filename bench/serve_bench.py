@@ -1,14 +1,14 @@
 """Serving benchmark: open-loop load against a running `python -m service` (Redis-backed).
 
-    python -m bench.serve_bench [--artifact DIR] [--rates 50,100,200,300,400] [--duration 10]
-                                [--redis-url URL | --redis-port 7231] [--workers 1] [--no-docs]
+    python -m bench.serve_bench [--artifact DIR] [--rates 100,200,...,700] [--duration 10]
+                                [--redis-url URL | --redis-port 7231] [--workers 2] [--no-docs]
 
 What it does, all on loopback:
 1. Picks the model: `--artifact`, else the distilled demo student at artifacts/demo/artifact, else
    it exports an *untrained* saint_plus with the demo student's size (preset "tiny": d_model 32,
    1 layer, 2 heads, window 100, 1000 questions) — latency does not depend on the weights.
 2. Starts a private `redis-server` (port 7231, AOF everysec like docker-compose.yml; or uses
-   `--redis-url`) and `python -m service` as a subprocess (KT_ORT_THREADS=1, one worker, a fresh
+   `--redis-url`) and `python -m service` as a subprocess (KT_ORT_THREADS=1, `--workers` workers, a fresh
    key prefix deleted at the end), then records a 100-event history for each of 500 learners.
 3. Model-only latency: `Predictor.score` in this process, batch 1, the same 100-event history,
    1 and 100 candidates (the service is idle meanwhile).
@@ -26,29 +26,29 @@ docs/benchmarks.md (the rest of the file is left alone) and docs/serve_bench.png
 
 Code: `run` (measure: the processes via `bench.procs`, Redis keys named by `service.store`'s own
 code, a missing key fails the run) -> a dict (saved to bench/out/serve_bench.json, re-rendered with
-`--render-from`) -> `render` (the section, written by `bench.report`) and `plot`.
+`--render-from`) -> `bench.serve_report.render` (the section, written by `bench.report`; the
+targets live there too) and its `plot`. The load generator and the CPU accounting are
+`bench.openloop`.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
 import secrets
-import socket
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench.openloop import http_get, http_post, load_step
 from bench.procs import (
     RedisServer,
     ServiceProcess,
@@ -59,24 +59,19 @@ from bench.procs import (
 )
 from bench.report import BENCHMARKS_MD as DOCS
 from bench.report import replace_section
+from bench.serve_report import COMMAND, TARGET_RATE, plot, render
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "serve"
 PLOT = ROOT / "docs" / "serve_bench.png"
 RAW = ROOT / "bench" / "out" / "serve_bench.json"  # raw numbers of the last run (git-ignored)
 DEMO_ARTIFACT = ROOT / "artifacts" / "demo" / "artifact"
-COMMAND = "python -m bench.serve_bench"
 HISTORY = 100
 N_USERS = 500
-TARGET_P99_MS, TARGET_RATE = 10.0, 300
-MAX_RATE_P99_MS, TARGET_MAX_RATE = 20.0, 600  # the highest offered rate kept at p99 <= 20 ms
-TARGET_OVERHEAD_MS = 1.0
-TARGET_CAND_RATIO = 3.0
 # /recommend over a whole bank: the Riiid sample's 13,523 questions with a lean student
 RECOMMEND_ARTIFACT = ROOT / "bench" / "out" / "riiid_lean" / "artifact"
-RECOMMEND_RATE, TARGET_RECOMMEND_P99_MS = 20.0, 25.0
+RECOMMEND_RATE = 20.0
 RECOMMEND_USERS = 50
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # -- model ----------------------------------------------------------------------------------------
@@ -124,265 +119,6 @@ def synthetic_history(rng: np.random.Generator, question_ids: np.ndarray, n: int
         ts += int(rng.integers(5_000, 600_000))
         container += 1
     return items
-
-
-# -- CPU accounting (Linux /proc) -------------------------------------------------------------
-def _process_tree(pid: int) -> list[int]:
-    """pid and its descendants (uvicorn workers are children of the supervisor)."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        try:
-            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
-        except OSError:
-            children = []
-        todo.extend(int(c) for c in children)
-    return out
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process tree (Linux /proc)."""
-    total = 0
-    for p in _process_tree(pid):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (ticks)
-    return total / CLK_TCK
-
-
-def machine_busy_s() -> float:
-    """CPU-seconds the whole machine has been busy (all cores; /proc/stat)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / CLK_TCK
-
-
-# -- open-loop load generator ---------------------------------------------------------------------
-def http_post(path: str, body: dict[str, Any]) -> bytes:
-    data = json.dumps(body, separators=(",", ":")).encode()
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(data)}\r\n\r\n"
-    )
-    return head.encode() + data
-
-
-def http_get(path: str) -> bytes:
-    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
-
-
-@dataclass
-class LoadResult:
-    rate: float
-    sent: int
-    ok: int
-    errors: dict[str, int]
-    latency_ms: np.ndarray  # successful requests, from the scheduled send time
-    wall_s: float
-    server_cpu_s: float
-    client_cpu_s: float
-    send_lag_ms: np.ndarray  # actual send - scheduled send (generator lateness; < 0: early)
-    # the service's `Server-Timing` (model;dur=, store;dur=) of each successful request (NaN where
-    # absent)
-    model_ms: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    store_ms: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    other_cores: float = float("nan")  # CPU used by everything else on the machine (cores)
-
-    def row(self) -> dict[str, Any]:
-        lat = self.latency_ms
-        p50, p95, p99 = np.percentile(lat, [50, 95, 99]).tolist() if len(lat) else [np.nan] * 3
-        timed = ~np.isnan(self.model_ms) if len(self.model_ms) == len(lat) else np.zeros(0, bool)
-        in_model = {}
-        if timed.any():  # the model's time inside each request, and the rest of that request
-            above = (lat - self.model_ms)[timed]
-            in_model = {
-                "model_p50_ms": round(float(np.median(self.model_ms[timed])), 3),
-                "overhead_p50_ms": round(float(np.median(above)), 3),
-            }
-            if len(self.store_ms) == len(lat) and not np.isnan(self.store_ms[timed]).any():
-                in_model["store_p50_ms"] = round(float(np.median(self.store_ms[timed])), 3)
-                rest = above - self.store_ms[timed]  # neither the model nor the store
-                in_model["rest_p50_ms"] = round(float(np.median(rest)), 3)
-        return {
-            "rate": self.rate,
-            "sent": self.sent,
-            "ok": self.ok,
-            "errors": sum(self.errors.values()),
-            "error_kinds": dict(self.errors),
-            "achieved_rps": round(self.ok / self.wall_s, 1) if self.wall_s else 0.0,
-            "p50_ms": round(p50, 2),
-            "p95_ms": round(p95, 2),
-            "p99_ms": round(p99, 2),
-            "max_ms": round(float(lat.max()), 2) if len(lat) else np.nan,
-            "server_cpu_ms_per_req": round(1000 * self.server_cpu_s / max(self.ok, 1), 3),
-            "client_cpu_ms_per_req": round(1000 * self.client_cpu_s / max(self.sent, 1), 3),
-            "send_lag_p99_ms": round(float(np.percentile(self.send_lag_ms, 99)), 2),
-            "other_cores": round(self.other_cores, 2),
-            **in_model,
-        }
-
-
-class ConnectionLimitError(ConnectionError):
-    """All `max_connections` are busy: the request counts as an error (open loop never waits)."""
-
-
-class OpenLoop:
-    """Fixed-schedule HTTP/1.1 load over a pool of keep-alive connections (grows when all are busy)."""
-
-    def __init__(self, port: int, timeout_s: float = 2.0, max_connections: int = 512) -> None:
-        self.port = port
-        self.timeout_s = timeout_s
-        self.max_connections = max_connections
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
-        self.opened = 0
-        self.idle_s = 3.0  # below uvicorn's 5 s keep-alive timeout
-
-    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.opened += 1
-        return reader, writer
-
-    async def warm(self, n: int) -> None:
-        while len(self.idle) < n:
-            self.idle.append((*await self._connect(), time.monotonic()))
-
-    async def close(self) -> None:
-        for _, writer, _ in self.idle:
-            writer.close()
-        self.idle.clear()
-
-    async def _one(self, payload: bytes) -> tuple[int, dict[bytes, float]]:
-        """One request: its status and its `Server-Timing` metrics ({b"model": ms, ...})."""
-        now = time.monotonic()
-        while self.idle and now - self.idle[-1][2] > self.idle_s:  # the server may have closed it
-            self.idle.pop()[1].close()
-            self.opened -= 1
-        fresh = not self.idle
-        if self.idle:
-            reader, writer, _ = self.idle.pop()
-        elif self.opened < self.max_connections:
-            reader, writer = await self._connect()
-        else:
-            raise ConnectionLimitError(f"{self.max_connections} connections busy")
-        try:
-            writer.write(payload)
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head[9:12])
-            length, timing = 0, dict[bytes, float]()
-            for line in head.split(b"\r\n")[1:]:
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-                elif line[:14].lower() == b"server-timing:":
-                    for metric in line[14:].split(b","):
-                        name, _, ms = metric.strip().partition(b";dur=")
-                        timing[name] = float(ms)
-            if length:
-                await reader.readexactly(length)
-        except asyncio.IncompleteReadError as exc:
-            writer.close()
-            self.opened -= 1
-            if not fresh and not exc.partial:  # a reused keep-alive connection closed under us:
-                return await self._one(payload)  # retry once on a new one, as HTTP clients do
-            raise
-        except BaseException:
-            writer.close()
-            self.opened -= 1
-            raise
-        self.idle.append((reader, writer, time.monotonic()))
-        return status, timing
-
-    async def run(self, payloads: list[bytes], rate: float, count: int) -> LoadResult:
-        clock = time.perf_counter  # not loop.time(): uvloop's clock has 1 ms resolution
-        latencies = np.full(count, np.nan)
-        model_ms, store_ms = np.full(count, np.nan), np.full(count, np.nan)
-        errors: dict[str, int] = {}
-
-        async def send(i: int, scheduled: float) -> None:
-            try:
-                status, timing = await asyncio.wait_for(
-                    self._one(payloads[i % len(payloads)]), self.timeout_s
-                )
-            except TimeoutError:
-                errors["timeout"] = errors.get("timeout", 0) + 1
-                return
-            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
-                return
-            if status != 200:
-                errors[str(status)] = errors.get(str(status), 0) + 1
-                return
-            latencies[i] = (clock() - scheduled) * 1000.0
-            model_ms[i] = timing.get(b"model", np.nan)
-            store_ms[i] = timing.get(b"store", np.nan)
-
-        await self.warm(16)
-        tasks = []
-        send_lag = np.empty(count)
-        t0 = clock() + 0.05
-        for i in range(count):
-            scheduled = t0 + i / rate
-            delay = scheduled - clock()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            now = clock()
-            send_lag[i] = (now - scheduled) * 1000.0
-            # Latency counts from the scheduled time; a timer that fired a little early (uvloop's
-            # timers have ~1 ms granularity) must not shorten it, so then from the actual send.
-            tasks.append(asyncio.ensure_future(send(i, max(scheduled, now))))
-        await asyncio.gather(*tasks)
-        wall = clock() - t0
-        done = ~np.isnan(latencies)
-        ok = latencies[done]
-        return LoadResult(
-            rate,
-            count,
-            len(ok),
-            errors,
-            ok,
-            wall,
-            0.0,
-            0.0,
-            send_lag,
-            model_ms=model_ms[done],
-            store_ms=store_ms[done],
-        )
-
-
-def load_step(
-    port: int,
-    server_pid: int,
-    payloads: list[bytes],
-    rate: float,
-    duration_s: float,
-    redis_pid: int | None = None,
-) -> LoadResult:
-    import uvloop
-
-    count = max(int(rate * duration_s), 1)
-    gen = OpenLoop(port)
-
-    async def main() -> LoadResult:
-        try:
-            return await gen.run(payloads, rate, count)
-        finally:
-            await gen.close()
-
-    redis0 = cpu_seconds(redis_pid) if redis_pid else 0.0
-    busy0, wall0 = machine_busy_s(), time.monotonic()
-    cpu0, client0 = cpu_seconds(server_pid), time.process_time()
-    result = uvloop.run(main())
-    result.server_cpu_s = cpu_seconds(server_pid) - cpu0
-    result.client_cpu_s = time.process_time() - client0
-    ours = result.server_cpu_s + result.client_cpu_s
-    ours += cpu_seconds(redis_pid) - redis0 if redis_pid else 0.0
-    result.other_cores = (machine_busy_s() - busy0 - ours) / (time.monotonic() - wall0)
-    return result
 
 
 # -- model-only -----------------------------------------------------------------------------------
@@ -474,367 +210,6 @@ def recommend_model_only(
 def _pct(a: np.ndarray) -> dict[str, float]:
     p50, p95, p99 = np.percentile(a, [50, 95, 99]).tolist()
     return {"p50_ms": round(p50, 3), "p95_ms": round(p95, 3), "p99_ms": round(p99, 3)}
-
-
-def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rates = [r["rate"] for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for key, style in (("p50_ms", "o-"), ("p95_ms", "s-"), ("p99_ms", "^-")):
-        ax.plot(rates, [r[key] for r in rows], style, label=key.replace("_ms", ""))
-    ax.axhline(TARGET_P99_MS, color="grey", ls="--", lw=1, label=f"p99 target {TARGET_P99_MS:g} ms")
-    ax.axvline(TARGET_RATE, color="grey", ls=":", lw=1)
-    ax.axhline(MAX_RATE_P99_MS, color="grey", ls="-.", lw=1, label=f"p99 {MAX_RATE_P99_MS:g} ms")
-    ax.set_yscale("log")
-    ax.set_xlabel("offered rate (req/s, open loop)")
-    ax.set_ylabel("latency from scheduled send (ms)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def _yes(ok: bool) -> str:
-    return "**yes**" if ok else "**no**"
-
-
-def _derived(r: dict[str, Any]) -> dict[str, Any]:
-    """The compared numbers: overheads above the model, the 100-vs-1 ratio, the target row."""
-    rows = r["load"]
-    at_target = next((x for x in rows if x["rate"] == TARGET_RATE), None)
-    m1, e1 = r["model_only"]["1"], r["candidates"]["1"]
-    return {
-        "at_target": at_target,
-        "overhead": e1["p50_ms"] - m1["p50_ms"],
-        "overhead_hi": at_target["p50_ms"] - m1["p50_ms"] if at_target else float("nan"),
-        # per request: its end-to-end time minus its own model time (the service's Server-Timing)
-        "in_request": e1.get("overhead_p50_ms"),
-        "in_request_hi": (at_target or {}).get("overhead_p50_ms"),
-        "ratio": r["candidates"]["100"]["p50_ms"] / e1["p50_ms"],
-        "max_rate": max_rate(rows),
-    }
-
-
-def max_rate(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The highest offered rate of the sweep served at p99 <= MAX_RATE_P99_MS without errors (every
-    lower rate too: a sweep that recovers after a failing step does not count beyond it)."""
-    best = None
-    for x in sorted(rows, key=lambda x: x["rate"]):
-        if x["errors"] or x["p99_ms"] > MAX_RATE_P99_MS:
-            break
-        best = x
-    return best
-
-
-def render_setup(r: dict[str, Any]) -> list[str]:
-    """Heading, how to reproduce, machine, model, service, load method; the sweep table's head."""
-    return [
-        "## Serving (open loop)",
-        "",
-        f"Reproduce: `{COMMAND}` (writes this section and `docs/serve_bench.png`).",
-        f"Machine: {r['machine']}; 1-min load average before/after the run {r['load_before']} / "
-        f"{r['load_after']} (other jobs share these cores). The load generator, Redis and the "
-        "service all run on the same 2 cores, over loopback.",
-        f"Model: {r['model']}.",
-        f"Service: `python -m service`, {r['workers']} uvicorn worker(s) (uvloop + httptools), "
-        f"`KT_ORT_THREADS=1`, histories on {r['redis']}. Request: `POST /predict`, one learner with a 100-event "
-        f"history (one `GET` of {HISTORY} packed events), 1 candidate at a new moment; "
-        f"{N_USERS} learners round-robin.",
-        "Load: open loop — request i is scheduled at t0 + i/rate and sent then, whatever the "
-        "earlier ones are doing (extra keep-alive connections are opened when all are busy); "
-        "latency is measured from the *scheduled* time, so generator lateness and queueing count. "
-        f'{r["duration_s"]:g} s per rate, 2 s timeout (= error). "Other jobs\' CPU" = the '
-        "machine's busy CPU during the step (/proc/stat) minus the service, the generator and "
-        f"the benchmark's Redis: the neighbours' share of the {os.cpu_count()} cores.",
-        "",
-        "| offered req/s | sent | ok | errors | achieved req/s | p50 ms | p95 ms | p99 ms | max ms "
-        "| server CPU ms/req | generator CPU ms/req | generator send lag p99 ms "
-        "| other jobs' CPU (cores) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-
-
-def render_sweep(r: dict[str, Any]) -> list[str]:
-    """One row per offered rate."""
-    rows = r["load"]
-    lines: list[str] = []
-    for x in rows:
-        err = str(x["errors"]) + (f" {x['error_kinds']}" if x["errors"] else "")
-        lines.append(
-            f"| {x['rate']:g} | {x['sent']} | {x['ok']} | {err} | {x['achieved_rps']} | "
-            f"{x['p50_ms']} | {x['p95_ms']} | {x['p99_ms']} | {x['max_ms']} | "
-            f"{x['server_cpu_ms_per_req']} | {x['client_cpu_ms_per_req']} | {x['send_lag_p99_ms']} | {x['other_cores']} |"
-        )
-    return lines
-
-
-def render_latency(r: dict[str, Any]) -> list[str]:
-    """The plot, model-only and end-to-end latency for 1 and 100 candidates, the HTTP floor."""
-    m1, m100 = r["model_only"]["1"], r["model_only"]["100"]
-    e1, e100 = r["candidates"]["1"], r["candidates"]["100"]
-    fl = r["floor"]
-    return [
-        "",
-        "![serve latency vs offered rate](serve_bench.png)",
-        "",
-        "| model-only (`Predictor.score`, B=1, history 100, 1 ORT thread) | p50 ms | p95 ms | p99 ms |",
-        "|---|---|---|---|",
-        f"| 1 candidate | {m1['p50_ms']} | {m1['p95_ms']} | {m1['p99_ms']} |",
-        f"| 100 candidates | {m100['p50_ms']} | {m100['p95_ms']} | {m100['p99_ms']} |",
-        "",
-        f"| end to end at {r['low_rate']:g} req/s (open loop) | p50 ms | p95 ms | p99 ms |",
-        "|---|---|---|---|",
-        f"| 1 candidate | {e1['p50_ms']} | {e1['p95_ms']} | {e1['p99_ms']} |",
-        f"| 100 candidates | {e100['p50_ms']} | {e100['p95_ms']} | {e100['p99_ms']} |",
-        *(
-            [
-                f"| 1 candidate: its model time in the service (`Server-Timing`) "
-                f"| {e1['model_p50_ms']} | | |"
-            ]
-            if "model_p50_ms" in e1
-            else []
-        ),
-        *(
-            [
-                f"| 1 candidate: its store time (`Server-Timing`; the Redis `GET`) "
-                f"| {e1['store_p50_ms']} | | |",
-                f"| 1 candidate: neither model nor store (HTTP, validation, decoding, JSON) "
-                f"| {e1['rest_p50_ms']} | | |",
-            ]
-            if "store_p50_ms" in e1
-            else []
-        ),
-        f"| `GET /healthz` (HTTP floor: no body, no store, no model) | {fl['p50_ms']} "
-        f"| {fl['p95_ms']} | {fl['p99_ms']} |",
-        *(
-            [
-                f"| `GET /healthz` at {TARGET_RATE} req/s | {r['floor_hi']['p50_ms']} "
-                f"| {r['floor_hi']['p95_ms']} | {r['floor_hi']['p99_ms']} |"
-            ]
-            if "floor_hi" in r
-            else []
-        ),
-        "",
-    ]
-
-
-def render_targets(r: dict[str, Any], d: dict[str, Any]) -> list[str]:
-    """The targets table: p99 at the target rate (every run), overhead, 100-candidate ratio."""
-    at_target, overhead, ratio = d["at_target"], d["overhead"], d["ratio"]
-    m1, m100 = r["model_only"]["1"], r["model_only"]["100"]
-    e1 = r["candidates"]["1"]
-    lines = ["| target | measured | met |", "|---|---|---|"]
-    if at_target:
-        reps = r.get("target_repeats") or [at_target["p99_ms"]]
-        met = sum(p <= TARGET_P99_MS for p in reps)
-        lines.append(
-            f"| p99 ≤ {TARGET_P99_MS:g} ms at {TARGET_RATE} req/s (history 100, 1 candidate) "
-            f"| {at_target['p99_ms']} ms in the sweep ({at_target['errors']} errors); "
-            f"{len(reps)} runs: {', '.join(f'{p:g}' for p in reps)} ms "
-            f"| {_yes(met == len(reps) and at_target['errors'] == 0)} ({met}/{len(reps)} runs) |"
-        )
-    best = d["max_rate"]
-    lines.append(
-        f"| max offered rate at p99 ≤ {MAX_RATE_P99_MS:g} ms ≥ {TARGET_MAX_RATE} req/s "
-        f"({r['workers']} worker(s)) | "
-        + (f"{best['rate']:g} req/s (p99 {best['p99_ms']} ms)" if best else "none of the sweep")
-        + f" | {_yes(bool(best) and best['rate'] >= TARGET_MAX_RATE)} |"
-    )
-    rec = r.get("recommend")
-    if rec:
-        lines.append(
-            f"| `/recommend` over the whole bank ({rec['bank']:,} questions), p99 ≤ "
-            f"{TARGET_RECOMMEND_P99_MS:g} ms at {rec['load']['rate']:g} req/s | p50 "
-            f"{rec['load']['p50_ms']} ms, p99 {rec['load']['p99_ms']} ms "
-            f"({rec['load']['errors']} errors) "
-            f"| {_yes(rec['load']['p99_ms'] <= TARGET_RECOMMEND_P99_MS and not rec['load']['errors'])} |"
-        )
-    warm_loop = (
-        f"at {r['low_rate']:g} req/s: {e1['p50_ms']} − {m1['p50_ms']} = {overhead:.2f} ms; "
-        f"at {TARGET_RATE} req/s: {d['overhead_hi']:.2f} ms"
-    )
-    if d.get("in_request") is not None and d.get("in_request_hi") is not None:
-        lines.append(
-            f"| overhead above the model ≤ {TARGET_OVERHEAD_MS} ms p50: each request's end-to-end "
-            f"time minus its own model time (`Server-Timing`) | at {r['low_rate']:g} req/s: "
-            f"{d['in_request']:.2f} ms (model {e1['model_p50_ms']} ms in the service); at "
-            f"{TARGET_RATE} req/s: {d['in_request_hi']:.2f} ms. Against the warm model-only loop "
-            f"instead (e2e p50 − model-only p50): {warm_loop} "
-            f"| {_yes(max(d['in_request'], d['in_request_hi']) <= TARGET_OVERHEAD_MS)} |"
-        )
-    else:  # a run recorded before the service sent Server-Timing
-        lines.append(
-            f"| e2e p50 − model-only p50 ≤ {TARGET_OVERHEAD_MS} ms | {warm_loop} "
-            f"| {_yes(overhead <= TARGET_OVERHEAD_MS)} |"
-        )
-    lines += [
-        f"| 100 candidates ≤ {TARGET_CAND_RATIO:g}× the latency of 1 (e2e p50) | {ratio:.2f}× "
-        f"(model-only {m100['p50_ms'] / m1['p50_ms']:.2f}×) | {_yes(ratio <= TARGET_CAND_RATIO)} |",
-    ]
-    return lines
-
-
-def render_capacity(r: dict[str, Any]) -> list[str]:
-    """CPU per request (hence req/s per core), Redis bytes per learner, Redis µs per call."""
-    cpu = r["server_cpu_ms_per_req"]
-    mem = r["redis_memory"]
-    lines = [
-        "",
-        f"Capacity: the service process used {cpu:.3f} ms of CPU per request at {TARGET_RATE} "
-        "req/s (more per request at low rates, where every request wakes idle threads), "
-        f"i.e. ≈ {1000 / cpu:.0f} req/s per fully used core for this request shape "
-        "(HTTP + validation + Redis GET + encode + ORT + JSON); the generator cost is reported "
-        "separately above and is not included.",
-        f"Redis: one learner with a full {HISTORY}-event history is one string key of "
-        f"{mem['strlen_100']} bytes; `MEMORY USAGE` = {mem['bytes_100']} bytes "
-        f"(at the service's cap of window + KT_HISTORY_EXTRA = {mem['cap']} events: "
-        f"{mem['bytes_cap']} bytes) → ≈ {mem['bytes_cap'] * 1e6 / 2**30:.1f} GiB per million "
-        "active learners at the cap, before Redis' own overhead (replication buffers, "
-        "fragmentation, AOF rewrite).",
-    ]
-    ops = r.get("redis_ops_us") or {}
-    if ops:
-        lines.append(
-            "Redis CPU per call (`INFO commandstats` of the benchmark's Redis): read (`GET` of a "
-            f"100-event history) {ops.get('get', float('nan')):.1f} µs; append (the dedupe/"
-            f"sort/cap Lua script, `EVALSHA`) of 100 events into an empty history "
-            f"{ops.get('evalsha', float('nan')):.1f} µs, of 1 event onto a 100-event history "
-            f"{ops.get('append_1', float('nan')):.1f} µs — a single Redis core sustains roughly "
-            f"{1e6 / ops.get('append_1', float('nan')):,.0f} such appends/s or "
-            f"{1e6 / ops.get('get', float('nan')):,.0f} history reads/s."
-        )
-    return lines
-
-
-def render_reading(r: dict[str, Any], d: dict[str, Any]) -> list[str]:
-    """How to read the numbers: the neighbours' CPU, the overhead above the model, 100 candidates."""
-    rows, cpu, fl = r["load"], r["server_cpu_ms_per_req"], r["floor"]
-    overhead, overhead_hi = d["overhead"], d["overhead_hi"]
-    lines: list[str] = []
-    others = [x["other_cores"] for x in rows if x["other_cores"] == x["other_cores"]]
-    reps = r.get("target_repeats") or []
-    busiest = max(max(others, default=0), 0)
-    spread = f" ({len(reps)} runs: {min(reps):g}–{max(reps):g} ms)" if reps else ""
-    if reps and max(reps) <= TARGET_P99_MS:
-        tail_note = (
-            f"The tail at the target rate stayed under {TARGET_P99_MS:g} ms in every run"
-            + spread
-            + "."
-        )
-    elif busiest >= 0.1:
-        tail_note = (
-            "The tail at the target rate then follows the neighbours' bursts"
-            + spread
-            + "; re-run on a quiet machine before attributing such a tail to the service."
-        )
-    else:
-        tail_note = (
-            "The machine was quiet, so the tail at the target rate is the service's own"
-            + spread
-            + "."
-        )
-    lines += [
-        "",
-        "Reading the numbers:",
-        f"- *Neighbours.* Other jobs used {max(min(others, default=0), 0):.1f}–{busiest:.1f} "
-        f"of the {os.cpu_count()} cores during the steps (last column), and the service "
-        f"(≈ {cpu * TARGET_RATE / 1000:.2f} core at {TARGET_RATE} req/s), the generator and Redis "
-        "had what was left. " + tail_note,
-        f"- *Overhead above the model* (against the warm model-only loop: {overhead:.1f} ms at "
-        f"{r['low_rate']:g} req/s, {overhead_hi:.1f} ms at {TARGET_RATE}). The model-only loop runs "
-        "back to back on warm caches; inside the service at a low rate the same call runs on a "
-        "cold cache (its `Server-Timing`, in the latency table), so the per-request difference "
-        "(end to end minus that request's own model time) is the overhead the target row judges. "
-        f"The HTTP floor (`GET /healthz`, same generator) "
-        f"is {fl['p50_ms']} ms"
-        + (f" ({r['floor_hi']['p50_ms']} ms at {TARGET_RATE} req/s)" if "floor_hi" in r else "")
-        + "; the rest is FastAPI's body validation, the Redis "
-        "`GET` round trip (redis-py: ~0.14 ms of CPU per call), turning the stored events into a "
-        "history and the JSON response. A /predict is scored on the event loop "
-        "(`KT_INLINE_SCORE_MAX_POSITIONS`): handing it to the inference thread and back cost "
-        "more CPU than the 0.3 ms ORT call (two wake-ups, the GIL changing hands). At low rates "
-        "every request wakes an idle process on a cold cache, which is why the CPU per request "
-        "is higher at 50 req/s than under load.",
-        "- *100 candidates* are one ORT run over 100 history + 100 candidate positions instead of "
-        "100 + 1, so the model time roughly doubles; end to end that stays well under 3×.",
-    ]
-    return lines
-
-
-def render_recommend(r: dict[str, Any]) -> list[str]:
-    """`/recommend` over a whole bank: the service under load, the scoring call and its parts."""
-    rec = r.get("recommend")
-    if not rec:
-        return [
-            "",
-            "`/recommend` over a whole bank: not measured in this run (no artifact at "
-            f"`{RECOMMEND_ARTIFACT.relative_to(ROOT)}`; see `docs/service.md`).",
-        ]
-    mo, load = rec["model_only"], rec["load"]
-    from service.predictor import BUNDLE_GRAPH_CHUNK
-
-    lines = [
-        "",
-        f"### `POST /recommend` over the whole bank ({rec['bank']:,} questions)",
-        "",
-        f"Model: {rec['model']}. One worker, 1 ORT thread; {RECOMMEND_USERS} learners with "
-        f"{HISTORY}-answer histories, `k` 10, open loop at {load['rate']:g} req/s for "
-        f"{r['duration_s']:g} s.",
-        "",
-        "| | p50 ms | p95 ms | p99 ms |",
-        "|---|---|---|---|",
-        f"| end to end (open loop, {load['rate']:g} req/s, {load['errors']} errors) "
-        f"| {load['p50_ms']} | {load['p95_ms']} | {load['p99_ms']} |",
-        f"| scoring call (`Predictor.score_bundle`, in process) | {mo['score']['p50_ms']} "
-        f"| {mo['score']['p95_ms']} | {mo['score']['p99_ms']} |",
-        f"| of which encoding (history {mo['history']} + {rec['bank']:,} candidates, once) "
-        f"| {mo['encode']['p50_ms']} | {mo['encode']['p95_ms']} | {mo['encode']['p99_ms']} |",
-    ]
-    if mo["ort"]:
-        lines.append(
-            f"| of which the `bundle.onnx` runs ({-(-rec['bank'] // BUNDLE_GRAPH_CHUNK)} of at "
-            f"most {BUNDLE_GRAPH_CHUNK:,} candidates) | {mo['ort']['p50_ms']} | {mo['ort']['p95_ms']} "
-            f"| {mo['ort']['p99_ms']} |"
-        )
-    lines += [
-        "",
-        "What sets the cost: with `bundle.onnx` the history is run once and every candidate "
-        "attends to it (O(bank × history) attention, no (T × T) maps); what depends on a "
-        "question alone (its content embedding from part and tags, its prior difficulty) comes "
-        "from `items.onnx`, run once per bank and kept. What is left is per candidate and per "
-        "request: the statistics projection, one attention row over the history, the FFN, "
-        "three LayerNorms and the prior's ability term — linear in the bank, ≈ "
-        f"{1000 * (mo['ort'] or mo['score'])['p50_ms'] / rec['bank']:.1f} µs per question for "
-        "this model on 1 thread — plus encoding every candidate's statistics against the "
-        "history. Without `bundle.onnx` (DKT, logistic, older artifacts) the bank is tiled "
-        "into rows of `service.recommend.RECOMMEND_CHUNK` candidates that each carry the "
-        "history again (measured before the bundle graph: 137 ms for this bank).",
-        "",
-        "The in-process rows are calls back to back; under load a call follows 50 ms of idle, "
-        "its data is no longer in the CPU cache, and it costs more. Two settings keep that "
-        "small: bundle.onnx runs of at most `service.predictor.BUNDLE_GRAPH_CHUNK` candidates "
-        "(a run's activations stay in cache; one 13,523-candidate run took 22.9 ms after a "
-        "50 ms gap against 17.6 ms in runs of 2,048), and `service.lifecycle.hold_freed_memory` "
-        "(glibc keeps freed memory instead of returning it, so the encoding's ~1 MB arrays no "
-        "longer cost ~1,900 page faults per call: 7.3 -> 4.5 ms after a 50 ms gap).",
-    ]
-    return lines
-
-
-def render(r: dict[str, Any]) -> str:
-    """The docs section of a `run` result (also of a saved one: `--render-from`)."""
-    d = _derived(r)
-    lines = render_setup(r) + render_sweep(r) + render_latency(r) + render_targets(r, d)
-    lines += render_capacity(r) + render_reading(r, d) + render_recommend(r)
-    if r.get("notes"):
-        lines += ["", *r["notes"]]
-    return "\n".join(lines)
 
 
 def _load_avg() -> str:
@@ -1071,6 +446,7 @@ def measure_recommend(
     moment = max(h[-1]["timestamp"] for h in histories) + 60_000
     out: dict[str, Any] = {
         "bank": len(question_ids),
+        "users": RECOMMEND_USERS,
         "model_only": recommend_model_only(artifact, histories[0], moment, 20),
     }
     print("recommend model-only:", json.dumps(out["model_only"]))
@@ -1085,6 +461,13 @@ def measure_recommend(
         out["load"] = step.row()
         print("recommend:", json.dumps(out["load"]))
     return out
+
+
+def setup_facts(args: argparse.Namespace) -> dict[str, Any]:
+    """What the report says of the requests: history length, learners, the /recommend artifact."""
+    artifact = Path(args.recommend_artifact).resolve()
+    shown = artifact.relative_to(ROOT) if artifact.is_relative_to(ROOT) else artifact
+    return {"history": HISTORY, "users": N_USERS, "recommend_artifact": str(shown)}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -1103,6 +486,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "workers": args.workers,
             "duration_s": args.duration,
             "low_rate": args.low_rate,
+            **setup_facts(args),
         }
         redis_url, redis_pid, result["redis"] = open_redis(args, stack)
         # model-only first, while nothing else of ours runs
@@ -1161,7 +545,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.rates or min(args.rates) <= 0 or args.duration <= 0:
         parser.error("--rates and --duration must be positive")
     if args.render_from:
-        result = json.loads(Path(args.render_from).read_text())
+        # (a run saved before these facts were recorded had the defaults)
+        result = setup_facts(args) | json.loads(Path(args.render_from).read_text())
+        if "recommend" in result:
+            result["recommend"].setdefault("users", RECOMMEND_USERS)
     else:
         result = run(args)
         RAW.parent.mkdir(parents=True, exist_ok=True)
@@ -1171,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     print(section)
     if not args.no_docs:
         replace_section(DOCS, SECTION, section)
-        plot(result["load"], PLOT, f"POST /predict, history {HISTORY}, 1 candidate")
+        plot(result["load"], PLOT, f"POST /predict, history {result['history']}, 1 candidate")
         print(f"wrote {DOCS} and {PLOT}")
     return 0
 

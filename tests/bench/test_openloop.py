@@ -8,7 +8,7 @@ import asyncio
 import numpy as np
 import uvloop
 
-from bench.serve_bench import LoadResult, OpenLoop
+from bench.openloop import LoadResult, OpenLoop
 
 
 def test_open_loop_reads_the_model_time_of_each_response() -> None:
