@@ -14,7 +14,7 @@ import numpy as np
 
 from models.vocab import FIRST_QUESTION_INDEX, QuestionVocab
 
-PAD_BUNDLE = 1 << 30
+PAD_BUNDLE = 1 << 30  # the `bundle` input at padding: larger than any real bundle ordinal
 
 # Array names, in the order of the ONNX graph inputs.
 MODEL_INPUTS: tuple[str, ...] = (
@@ -67,7 +67,7 @@ STAT_NAMES: tuple[str, ...] = (
     "question_recency",  # 1 / (bundles since that attempt)
     "question_time",  # time since that attempt (1 - log-scaled over the lag cap; 0 = never/unknown)
     "tag_time",  # time since the latest answer with one of the item's tags
-    "recent_accuracy",  # the last RECENT_ANSWERS answers
+    "recent_accuracy",  # the last models.features.RECENT_ANSWERS answers
     "last_bundle",  # mean outcome of the previous bundle, as +1..-1
 )
 N_STATS = len(STAT_NAMES)

@@ -1,7 +1,10 @@
 """The one encoding: a learner's interaction history (+ K candidate questions) -> model input arrays.
 
 numpy only. Training datasets, `training.evaluate` and the service all go through this module, so
-training and serving cannot drift apart.
+training and serving cannot drift apart. Here: `History`, the learner statistics (`learner_stats`,
+`lecture_stats`), `encode`, batches (`collate`), training windows and candidate requests. The
+inputs' names and dtypes, the statistics' names and `FeatureSpec` are `models.feature_spec`'s; the
+question vocabulary (`QuestionVocab`, `ItemTable`) is `models.vocab`'s.
 
 Conventions (index 0 is always padding):
   question     0 = pad, 1 = unknown question, 2.. = known questions (see `QuestionVocab`)
@@ -47,7 +50,7 @@ from models.feature_spec import (
 )
 from models.vocab import FIRST_QUESTION_INDEX, UNKNOWN_QUESTION, ItemTable, QuestionVocab
 
-RECENT_ANSWERS = 10
+RECENT_ANSWERS = 10  # the answers the `recent_accuracy` statistic reads
 # `_grouped_prefix` reads the totals of at least _KEY_TABLE_MIN_QUERIES queries after every entry
 # (a bank's candidates) from tables of at most _KEY_TABLE_MAX keys; fewer (a /predict) search
 _KEY_TABLE_MAX = 1 << 22
