@@ -8,8 +8,9 @@ What it does, all on loopback:
    it exports an *untrained* saint_plus with the demo student's size (preset "tiny": d_model 32,
    1 layer, 2 heads, window 100, 1000 questions) — latency does not depend on the weights.
 2. Starts a private `redis-server` (port 7231, AOF everysec like docker-compose.yml; or uses
-   `--redis-url`) and `python -m service` as a subprocess (KT_ORT_THREADS=1, `--workers` workers, a fresh
-   key prefix deleted at the end), then records a 100-event history for each of 500 learners.
+   `--redis-url`) and `python -m service` as a subprocess (KT_ORT_THREADS=1, `--workers` workers,
+   a fresh key prefix deleted at the end), then records a 100-event history for each of 500
+   learners.
 3. Model-only latency: `Predictor.score` in this process, batch 1, the same 100-event history,
    1 and 100 candidates (the service is idle meanwhile).
 4. Open-loop load: for each offered rate, requests are *scheduled* at fixed times t0 + i/rate and
