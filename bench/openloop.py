@@ -261,6 +261,9 @@ def load_step(
     duration_s: float,
     redis_pid: int | None = None,
 ) -> LoadResult:
+    """One step: `rate` x `duration_s` requests (`payloads` round-robin) offered open loop to the
+    service on `port`, with the CPU its process tree (`server_pid`), this generator, Redis
+    (`redis_pid`) and the machine's other jobs used meanwhile."""
     import uvloop
 
     count = max(int(rate * duration_s), 1)
