@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.feature_spec import MODEL_INPUTS, THREE_D_INPUTS, FeatureSpec
+from models.feature_spec import INPUT_DTYPES, MODEL_INPUTS, THREE_D_INPUTS, FeatureSpec
 from models.features import collate, model_question
 from models.vocab import ItemTable
 
@@ -68,6 +68,8 @@ def bundle_feeds(
     """bundle.onnx's inputs for encoded rows (each: a history, then `n_items` items of one
     bundle) and each row's items' side (embedding (N, D), difficulty (N,): items.onnx's rows),
     right-padded to (B, S) and (B, N) (an empty history becomes one padding position)."""
+    if len(rows) == 1 and len(rows[0]["question"]) > n_items[0]:
+        return _one_row_feeds(rows[0], n_items[0], item_sides[0])
     parts = [split_bundle_row(r, n) for r, n in zip(rows, n_items, strict=True)]
     history = collate([h for h, _ in parts])
     padded = collate([{**_blank(len(i["position"])), **i} for _, i in parts])  # (B, N)
@@ -82,6 +84,22 @@ def bundle_feeds(
         "item_embedding": embedding,
         "item_difficulty": difficulty,
         **{f"item_{k}": padded[k] for k in ENCODED_ITEM_INPUTS},
+    }
+
+
+def _one_row_feeds(
+    row: dict[str, np.ndarray], n_items: int, item_side: tuple[np.ndarray, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """`bundle_feeds` of one row with a history (a /predict): nothing to pad, so each input is a
+    (1, ...) view of the row's array where its dtype fits (no copies, no blank item inputs)."""
+    h = len(row["question"]) - n_items
+    dtypes = dict(INPUT_DTYPES)
+    embedding, difficulty = item_side
+    return {
+        **{name: np.asarray(row[name][:h][None], dtype) for name, dtype in INPUT_DTYPES},
+        "item_embedding": np.asarray(embedding[None], np.float32),
+        "item_difficulty": np.asarray(difficulty[None], np.float32),
+        **{f"item_{k}": np.asarray(row[k][h:][None], dtypes[k]) for k in ENCODED_ITEM_INPUTS},
     }
 
 

@@ -309,6 +309,61 @@ def test_small_scoring_calls_run_inline_and_large_ones_on_the_thread(
     )
 
 
+def test_score_runs_the_bundle_graph_and_equals_the_dense_graph(
+    artifact: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`Predictor.score` (what /predict and /predict/batch call) runs bundle.onnx for a SAINT
+    artifact, never model.onnx, and gives what model.onnx gives: a batch of learners with
+    histories of 0, 7, 7 and 80 answers and 3, 1, 2 and 5 candidates."""
+    from service.catalogue import Catalogue
+    from service.events import events_to_history, make_events
+    from service.predictor import Predictor
+
+    predictor = Predictor.load(artifact)
+    assert predictor.scores_by_bundle
+    bank = Catalogue().bank(predictor.vocab).indices(None, None, None)
+
+    def history_of(n: int) -> Any:
+        items = some_history(n) if n else []
+        events = make_events(
+            timestamp=[i["timestamp"] for i in items],
+            question_id=[i["question_id"] for i in items],
+            correct=[i["correct"] for i in items],
+            elapsed_ms=[i.get("elapsed_time_ms") for i in items],
+            had_explanation=[i.get("had_explanation") for i in items],
+            container_id=[i.get("container_id") for i in items],
+            interaction_id=[None] * len(items),
+        )
+        return events_to_history(events, predictor.vocab)
+
+    requests = [
+        CandidateRequest(history_of(n), bank[start : start + k], moment)
+        for n, start, k, moment in (
+            (0, 0, 3, None),
+            (7, 5, 1, 10**9),
+            (7, 0, 2, 10**9),
+            (80, 2, 5, 10**9),
+        )
+    ]
+    runs: list[str] = []
+
+    def recorded(name: str, call: Callable[..., Any]) -> Callable[..., Any]:
+        def run(feeds: dict[str, np.ndarray]) -> Any:
+            runs.append(name)
+            return call(feeds)
+
+        return run
+
+    monkeypatch.setattr(predictor, "run", recorded("model.onnx", predictor.run))
+    monkeypatch.setattr(predictor, "run_bundle", recorded("bundle.onnx", predictor.run_bundle))
+    got = predictor.score(requests)
+    assert runs == ["bundle.onnx"]
+    dense = predictor.score_dense(requests)
+    assert [len(p) for p in got] == [len(r.candidates) for r in requests] == [3, 1, 2, 5]
+    for g, d in zip(got, dense, strict=True):
+        np.testing.assert_allclose(g, d, atol=1e-5)
+
+
 @pytest.mark.parametrize("graph_chunk", [None, 5])
 @pytest.mark.parametrize("n_history", [0, 7, 80])
 def test_score_bundle_equals_scoring_the_chunks(
@@ -343,7 +398,7 @@ def test_score_bundle_equals_scoring_the_chunks(
         chunks = [
             CandidateRequest(history, bank[i : i + 7], moment) for i in range(0, len(bank), 7)
         ]
-        np.testing.assert_allclose(whole, np.concatenate(predictor.score(chunks)), atol=1e-6)
+        np.testing.assert_allclose(whole, np.concatenate(predictor.score_dense(chunks)), atol=1e-6)
         assert whole.shape == (len(bank),)
 
 

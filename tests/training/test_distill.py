@@ -450,6 +450,7 @@ def test_int8_is_served_only_when_it_passes_the_gate(
         assert not (art / "bundle.onnx").exists() and manifest["bundle_onnx_sha256"] is None
         assert not (art / "items.onnx").exists() and manifest["items_onnx_sha256"] is None
         assert not Predictor.load(art).has_bundle_graph
+        assert not Predictor.load(art).scores_by_bundle  # /predict runs the INT8 model.onnx
         # parity and held-out AUC are the served INT8 graph's, re-measured on it
         expected = onnx_logit_diff(
             art / "model.fp32.onnx", art / "model.onnx", data.spec, data.vocab

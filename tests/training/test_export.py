@@ -184,7 +184,7 @@ def test_bundle_graph_exported_with_parity(
         ts = int(history.timestamp[-1]) + 1000 if n else None
         request = CandidateRequest(history, bank, ts)
         dense = np.concatenate(
-            predictor.score(
+            predictor.score_dense(
                 [CandidateRequest(history, bank[i : i + 5], ts) for i in range(0, len(bank), 5)]
             )
         )
@@ -239,7 +239,7 @@ def test_bank_graphs_follow_a_changed_item_table(artifacts: dict[str, tuple[Path
     ts = int(history.timestamp[-1]) + 1
     for table in (base, extended, base):
         bank = np.arange(1, len(table.parts))
-        dense = np.concatenate(predictor.score([CandidateRequest(history, bank, ts)], table))
+        dense = np.concatenate(predictor.score_dense([CandidateRequest(history, bank, ts)], table))
         got = predictor.score_bundle(CandidateRequest(history, bank, ts), 8, table)
         np.testing.assert_allclose(got, dense, atol=1e-5)
 
