@@ -364,6 +364,21 @@ def test_score_runs_the_bundle_graph_and_equals_the_dense_graph(
         np.testing.assert_allclose(g, d, atol=1e-5)
 
 
+def test_scoring_ab_compares_the_two_paths(
+    artifact: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`python -m bench.scoring_ab` (the numbers in docs/service.md) runs on an artifact: both
+    /predict paths, and the whole-bank runs of two artifacts (here the same one twice)."""
+    from bench import scoring_ab
+
+    argv = ["--artifact", str(artifact), "--other", str(artifact), "--rounds", "3"]
+    assert scoring_ab.main([*argv, "--bank-rounds", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "bundle graph used: True" in out
+    assert out.count(" candidates: score ") == 2 and "  1 candidates: score" in out
+    assert "whole bank (" in out and "max |logit diff| 0" in out
+
+
 @pytest.mark.parametrize("graph_chunk", [None, 5])
 @pytest.mark.parametrize("n_history", [0, 7, 80])
 def test_score_bundle_equals_scoring_the_chunks(
