@@ -61,8 +61,17 @@ def build_store(settings: Settings) -> HistoryStore:
     return store
 
 
-def _load(settings: Settings, model_dir: Path) -> Predictor:
-    return Predictor.load(model_dir, providers=settings.providers, threads=settings.ort_threads)
+def _load(state: ServiceState, model_dir: Path) -> Predictor:
+    """Load an artifact (off the loop) and compute its bank's item-side rows (items.onnx) now,
+    not in the first request that scores: every scoring call reads them, and a /predict runs on
+    the loop (the Riiid bank: ~11 ms once)."""
+    settings = state.settings
+    predictor = Predictor.load(
+        model_dir, providers=settings.providers, threads=settings.ort_threads
+    )
+    if predictor.has_bundle_graph:
+        predictor.item_side_rows(state.catalogue.bank(predictor.vocab).items)
+    return predictor
 
 
 async def load_initial_model(state: ServiceState) -> None:
@@ -73,7 +82,7 @@ async def load_initial_model(state: ServiceState) -> None:
         logger.warning("KT_MODEL_DIR is unset: no model loaded; /readyz reports not ready")
         return
     loop = asyncio.get_running_loop()
-    state.predictor = await loop.run_in_executor(state.executor, _load, state.settings, model_dir)
+    state.predictor = await loop.run_in_executor(state.executor, _load, state, model_dir)
     state.metrics.set_model(state.predictor.version, state.predictor.model_name)
 
 
@@ -92,7 +101,7 @@ async def reload_model(state: ServiceState, model_dir: str | None = None) -> Rel
             )
         loop = asyncio.get_running_loop()
         try:
-            new = await loop.run_in_executor(state.executor, _load, state.settings, target)
+            new = await loop.run_in_executor(state.executor, _load, state, target)
         except ArtifactError as exc:
             state.metrics.reloads.labels("failed").inc()
             kept = old.version if old else "none"

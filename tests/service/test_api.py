@@ -364,6 +364,39 @@ def test_score_runs_the_bundle_graph_and_equals_the_dense_graph(
         np.testing.assert_allclose(g, d, atol=1e-5)
 
 
+def test_bank_item_rows_are_computed_at_load_not_in_the_first_request(
+    make_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bank's items.onnx rows are computed when a model loads (start and reload), so the
+    first /predict and /recommend run no items.onnx; a registered question changes the bank, and
+    the next scoring call computes the new bank's rows once."""
+    from service import predictor as predictor_module
+
+    runs: list[int] = []
+    feeds = predictor_module.item_graph_feeds
+
+    def counted(*args: Any) -> Any:
+        runs.append(1)
+        return feeds(*args)
+
+    monkeypatch.setattr(predictor_module, "item_graph_feeds", counted)
+    client = make_client()
+    assert runs  # at start
+    body = {"user_id": "w", "questions": [{"question_id": Q[1], "timestamp": 10**7}]}
+    for reload in (False, True):
+        if reload:
+            assert client.post("/admin/reload", json={}).status_code == 200, "reload"
+        runs.clear()
+        assert client.post("/predict", json=body).status_code == 200
+        assert client.post("/recommend", json={"user_id": "w", "k": 2}).status_code == 200
+        assert runs == []
+    r = client.put(f"/questions/{max(Q) + 1000}", json={"part": 1, "tags": []})
+    assert r.status_code in (200, 201), r.text
+    assert client.post("/predict", json=body).status_code == 200
+    assert client.post("/predict", json=body).status_code == 200
+    assert len(runs) == 1  # the new bank's rows, once (a bank under BUNDLE_GRAPH_CHUNK items)
+
+
 def test_scoring_ab_compares_the_two_paths(
     artifact: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
