@@ -235,7 +235,7 @@ class Predictor:
 
         Each request's candidates are one bundle after its history, so where `scores_by_bundle`
         they are run through bundle.onnx: the history's positions are not decoded, only the
-        candidates are (the demo student, history 100: the ORT run 0.40 -> 0.13 ms with 1
+        candidates are (the demo student, history 100: the ORT run 0.29 -> 0.13 ms with 1
         candidate, docs/service.md). The same probabilities as `score_dense` (the export and
         the load check both compare them)."""
         if not self.scores_by_bundle:
