@@ -128,7 +128,9 @@ class Catalogue:
 
     def __init__(self) -> None:
         self.registered: dict[int, RegisteredQuestion] = {}
-        self._bank: ExtendedBank | None = None
+        # the banks of the two latest vocabularies: during a hot reload the new model (its item
+        # rows computed at load, service.lifecycle) and the old one still serving each keep theirs
+        self._banks: list[ExtendedBank] = []
 
     def add(self, records: dict[int, str]) -> None:
         changed = False
@@ -138,10 +140,15 @@ class Catalogue:
                 self.registered[question_id] = record
                 changed = True
         if changed:
-            self._bank = None
+            self._banks = []
 
     def bank(self, vocab: QuestionVocab) -> ExtendedBank:
-        """The extended bank for `vocab` (rebuilt after a registration or a model reload)."""
-        if self._bank is None or self._bank.vocab is not vocab:
-            self._bank = ExtendedBank(vocab, self.registered)
-        return self._bank
+        """The extended bank for `vocab`: the same object until a registration changes it
+        (`Predictor.item_side_rows` keeps its rows per bank), for the two latest vocabularies."""
+        banks = self._banks
+        for bank in banks:
+            if bank.vocab is vocab:
+                return bank
+        bank = ExtendedBank(vocab, self.registered)
+        self._banks = [*banks[-1:], bank]
+        return bank

@@ -397,6 +397,27 @@ def test_bank_item_rows_are_computed_at_load_not_in_the_first_request(
     assert len(runs) == 1  # the new bank's rows, once (a bank under BUNDLE_GRAPH_CHUNK items)
 
 
+def test_catalogue_keeps_a_bank_per_vocabulary_until_a_registration() -> None:
+    """The bank of a vocabulary is the same object on every call (the model's item rows are kept
+    per bank) for the two latest vocabularies, so during a hot reload the old model in flight
+    and the new one do not rebuild each other's; a registration rebuilds both."""
+    from models.vocab import QuestionVocab
+    from service.catalogue import Catalogue
+
+    def vocab() -> QuestionVocab:
+        return QuestionVocab.build(np.array(Q), np.ones(len(Q), np.int64), [[1]] * len(Q))
+
+    old, new, third = vocab(), vocab(), vocab()
+    catalogue = Catalogue()
+    first = catalogue.bank(old)
+    assert catalogue.bank(new) is catalogue.bank(new) and catalogue.bank(old) is first
+    catalogue.bank(third)  # a third vocabulary evicts the least recent of the two
+    assert catalogue.bank(third) is not catalogue.bank(new)
+    catalogue.add({max(Q) + 7: '{"part": 1, "tags": []}'})
+    rebuilt = catalogue.bank(new)
+    assert rebuilt is not first and len(rebuilt.records) == 1
+
+
 def test_scoring_ab_compares_the_two_paths(
     artifact: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
