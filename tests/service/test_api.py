@@ -316,28 +316,14 @@ def test_score_runs_the_bundle_graph_and_equals_the_dense_graph(
     artifact, never model.onnx, and gives what model.onnx gives: a batch of learners with
     histories of 0, 7, 7 and 80 answers and 3, 1, 2 and 5 candidates."""
     from service.catalogue import Catalogue
-    from service.events import events_to_history, make_events
     from service.predictor import Predictor
 
     predictor = Predictor.load(artifact)
     assert predictor.scores_by_bundle
     bank = Catalogue().bank(predictor.vocab).indices(None, None, None)
 
-    def history_of(n: int) -> Any:
-        items = some_history(n) if n else []
-        events = make_events(
-            timestamp=[i["timestamp"] for i in items],
-            question_id=[i["question_id"] for i in items],
-            correct=[i["correct"] for i in items],
-            elapsed_ms=[i.get("elapsed_time_ms") for i in items],
-            had_explanation=[i.get("had_explanation") for i in items],
-            container_id=[i.get("container_id") for i in items],
-            interaction_id=[None] * len(items),
-        )
-        return events_to_history(events, predictor.vocab)
-
     requests = [
-        CandidateRequest(history_of(n), bank[start : start + k], moment)
+        CandidateRequest(stored_history(n, predictor.vocab), bank[start : start + k], moment)
         for n, start, k, moment in (
             (0, 0, 3, None),
             (7, 5, 1, 10**9),
@@ -362,6 +348,23 @@ def test_score_runs_the_bundle_graph_and_equals_the_dense_graph(
     assert [len(p) for p in got] == [len(r.candidates) for r in requests] == [3, 1, 2, 5]
     for g, d in zip(got, dense, strict=True):
         np.testing.assert_allclose(g, d, atol=1e-5)
+
+
+def stored_history(n: int, vocab: Any) -> History:
+    """`some_history(n)` as the service reads it back from the store (`events_to_history`)."""
+    from service.events import events_to_history, make_events
+
+    items = some_history(n) if n else []
+    events = make_events(
+        timestamp=[i["timestamp"] for i in items],
+        question_id=[i["question_id"] for i in items],
+        correct=[i["correct"] for i in items],
+        elapsed_ms=[i.get("elapsed_time_ms") for i in items],
+        had_explanation=[i.get("had_explanation") for i in items],
+        container_id=[i.get("container_id") for i in items],
+        interaction_id=[None] * len(items),
+    )
+    return events_to_history(events, vocab)
 
 
 def test_bank_item_rows_are_computed_at_load_not_in_the_first_request(
@@ -443,24 +446,13 @@ def test_score_bundle_equals_scoring_the_chunks(
     /recommend, mastery and the catalogue did before)."""
     from service import predictor as predictor_module
     from service.catalogue import Catalogue
-    from service.events import events_to_history, make_events
     from service.predictor import Predictor
 
     if graph_chunk is not None:
         monkeypatch.setattr(predictor_module, "BUNDLE_GRAPH_CHUNK", graph_chunk)
     predictor = Predictor.load(artifact)
     assert predictor.has_bundle_graph
-    items = some_history(n_history) if n_history else []
-    events = make_events(
-        timestamp=[i["timestamp"] for i in items],
-        question_id=[i["question_id"] for i in items],
-        correct=[i["correct"] for i in items],
-        elapsed_ms=[i.get("elapsed_time_ms") for i in items],
-        had_explanation=[i.get("had_explanation") for i in items],
-        container_id=[i.get("container_id") for i in items],
-        interaction_id=[None] * len(items),
-    )
-    history = events_to_history(events, predictor.vocab)
+    history = stored_history(n_history, predictor.vocab)
     bank = Catalogue().bank(predictor.vocab).indices(None, None, None)
     for moment in (None, 10**9):
         whole = predictor.score_bundle(CandidateRequest(history, bank, moment), chunk=7)
