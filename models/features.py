@@ -271,7 +271,7 @@ def learner_stats(
     n_tags = has_tag @ ones  # (exact: sums of small integers, as are the counts below)
     k_tags = np.maximum(n_tags, 1)
     np.divide(count[:, 2:] @ ones, k_tags, out=stat[4])
-    acc_tag = np.where(has_tag, accuracy[:, 2:], 0.0).sum(axis=1)
+    acc_tag = _sum_over_columns(accuracy[:, 2:] * has_tag)  # (0.5 at a missing tag: masked)
     stat[5] = np.where(n_tags > 0, acc_tag / k_tags, 0.5)
     counts = stat[0:7:2]
     np.log1p(counts, out=counts)
@@ -286,7 +286,7 @@ def learner_stats(
     np.divide(last_q >= 0, np.maximum(gap, 1), out=stat[9])  # 0 without an attempt
     latest = np.empty((2, t), np.int64)  # that attempt; the latest answer with one of the tags
     latest[0] = last_q
-    last[:, 2:].max(axis=1, out=latest[1])
+    _max_over_columns(last[:, 2:], out=latest[1])
     stat[10:12] = _recency(seconds, latest, spec.lag_cap_ms)
 
     recent_from = np.maximum(cutoff - RECENT_ANSWERS, 0)
@@ -297,6 +297,24 @@ def learner_stats(
     prev_acc = (cum_cutoff - cum[prev_start]) / np.maximum(n_prev, 1.0)
     stat[13] = np.where(n_prev > 0, 2.0 * prev_acc - 1.0, 0.0)
     return stat.T.astype(np.float32, order="C")
+
+
+def _max_over_columns(a: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """`a.max(axis=1, out=out)` for a (N, W) array, W >= 1, one column at a time: numpy's
+    reduction over a short last axis costs ~7x more (a bank's 13,622 x 6: 359 against 53 µs)."""
+    np.copyto(out, a[:, 0])
+    for j in range(1, a.shape[1]):
+        np.maximum(out, a[:, j], out=out)
+    return out
+
+
+def _sum_over_columns(a: np.ndarray) -> np.ndarray:
+    """`a.sum(axis=1)` of a (N, W) array, W >= 1, one column at a time, left to right (the order
+    numpy's reduction takes over so few columns), for the same reason as `_max_over_columns`."""
+    out = a[:, 0].copy()
+    for j in range(1, a.shape[1]):
+        out += a[:, j]
+    return out
 
 
 def _bundle_index(position: np.ndarray) -> np.ndarray:
@@ -401,15 +419,19 @@ def _grouped_totals(
     starts = np.append(0, ends[:-1] + 1)
     asked = key[ends] < top  # keys no query asks about need no row
     ends, starts = ends[asked], starts[asked]
-    count_of = np.zeros(top, np.int64)  # per key; zero pages cost nothing until read
-    right_of = np.zeros(top)
-    last_of = np.zeros(top, np.int64)  # latest index + 1 (0: none)
+    # per key, and a last row `top` of zeros that the other queries read; zero pages cost nothing
+    # until read
+    count_of = np.zeros(top + 1, np.int64)
+    right_of = np.zeros(top + 1)
+    last_of = np.zeros(top + 1, np.int64)  # latest index + 1 (0: none)
     count_of[key[ends]] = ends + 1 - starts
     right_of[key[ends]] = cum_right[ends + 1] - cum_right[starts]
     last_of[key[ends]] = index[ends] + 1
-    count = np.where(full, count_of[query_keys], 0)
-    n_right = np.where(full, right_of[query_keys], 0.0)
-    last = np.where(full, last_of[query_keys], 0) - 1
+    row = np.where(full, query_keys, top)  # one index for the three reads
+    count = count_of.take(row)
+    n_right = right_of.take(row)
+    last = last_of.take(row)
+    last -= 1
     searched = np.flatnonzero((cutoff > 0) & ~full)  # into the flattened queries
     count.ravel()[searched], n_right.ravel()[searched], last.ravel()[searched] = _searched(
         entries, query_keys.ravel()[searched], cutoff.ravel()[searched]
@@ -447,10 +469,10 @@ def lecture_stats(
         lecture_keys, lectures, np.zeros(n_lectures), keys, visible[:, None] * valid, n_lectures + 1
     )
     out[:, 1] = np.log1p(count[:, 0]) * scale
-    out[:, 2] = np.log1p(count[:, 1:].sum(axis=1)) * scale
+    out[:, 2] = np.log1p(_sum_over_columns(count[:, 1:])) * scale
     latest = np.empty((2, t), np.int64)  # the latest visible lecture; the latest with a tag
     latest[0] = visible - 1
-    last[:, 1:].max(axis=1, out=latest[1])
+    _max_over_columns(last[:, 1:], out=latest[1])
     lecture_seconds = window.lecture_timestamp.astype(np.float64) / 1000.0
     out[:, 3:] = _since(seconds, lecture_seconds, latest, spec.lag_cap_ms).T
     return out
