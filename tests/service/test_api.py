@@ -412,13 +412,16 @@ def test_catalogue_keeps_a_bank_per_vocabulary_until_a_registration() -> None:
 
     old, new, third = vocab(), vocab(), vocab()
     catalogue = Catalogue()
-    first = catalogue.bank(old)
-    assert catalogue.bank(new) is catalogue.bank(new) and catalogue.bank(old) is first
-    catalogue.bank(third)  # a third vocabulary evicts the least recent of the two
-    assert catalogue.bank(third) is not catalogue.bank(new)
-    catalogue.add({max(Q) + 7: '{"part": 1, "tags": []}'})
+    old_bank, new_bank = catalogue.bank(old), catalogue.bank(new)
+    assert catalogue.bank(old) is old_bank and catalogue.bank(new) is new_bank
+    assert len(old_bank.records) == 0
+    third_bank = catalogue.bank(third)  # a third vocabulary evicts the oldest one
+    assert catalogue.bank(new) is new_bank and catalogue.bank(third) is third_bank
+    assert catalogue.bank(old) is not old_bank  # evicted, built again
+    catalogue.add({max(Q) + 7: '{"part": 1, "tags": []}'})  # a registration: every bank anew
     rebuilt = catalogue.bank(new)
-    assert rebuilt is not first and len(rebuilt.records) == 1
+    assert rebuilt is not new_bank and len(rebuilt.records) == 1
+    assert catalogue.bank(new) is rebuilt
 
 
 def test_scoring_ab_compares_the_two_paths(
