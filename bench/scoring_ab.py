@@ -25,8 +25,8 @@ import numpy as np
 
 from bench.serve_bench import HISTORY, _history, synthetic_history
 from models.bundle import bundle_feeds
-from models.features import CandidateRequest, encode
-from service.catalogue import Catalogue
+from models.features import CandidateRequest, History, encode
+from service.catalogue import Catalogue, ExtendedBank
 from service.lifecycle import hold_freed_memory
 from service.predictor import Predictor
 
@@ -45,12 +45,19 @@ def alternate(a: Callable[[], Any], b: Callable[[], Any], rounds: int) -> tuple[
     return float(np.median(times[0])), float(np.median(times[1]))
 
 
-def predict_paths(predictor: Predictor, rounds: int) -> None:
+def bank_and_learner(predictor: Predictor) -> tuple[ExtendedBank, History]:
+    """The model's bank and one synthetic learner's history (HISTORY answers, seed 0), as the
+    service reads it back from the store."""
     bank = Catalogue().bank(predictor.vocab)
     rng = np.random.default_rng(0)
     history = _history(
         predictor, synthetic_history(rng, predictor.vocab.question_ids, HISTORY), bank.to_index
     )
+    return bank, history
+
+
+def predict_paths(predictor: Predictor, rounds: int) -> None:
+    bank, history = bank_and_learner(predictor)
     print(f"/predict scoring call, bundle graph used: {predictor.scores_by_bundle}")
     for k in (1, 100):
         request = [CandidateRequest(history, bank.indices(None, None, None)[:k], MOMENT)]
@@ -66,11 +73,7 @@ def predict_paths(predictor: Predictor, rounds: int) -> None:
 
 def bank_feeds(predictor: Predictor) -> dict[str, np.ndarray]:
     """bundle.onnx's inputs for one learner (history 100) and the whole bank, as /recommend."""
-    bank = Catalogue().bank(predictor.vocab)
-    rng = np.random.default_rng(0)
-    history = _history(
-        predictor, synthetic_history(rng, predictor.vocab.question_ids, HISTORY), bank.to_index
-    )
+    bank, history = bank_and_learner(predictor)
     cands = bank.indices(None, None, None)
     row = encode(history, predictor.spec, bank.items, candidates=cands, candidate_timestamp=MOMENT)
     embedding, difficulty = predictor.item_side_rows(bank.items)

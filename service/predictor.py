@@ -245,21 +245,7 @@ class Predictor:
         items = self._items if items is None else items
         for r in requests:
             _check_candidates(r.candidates, items)
-        n_items = [len(r.candidates) for r in requests]  # >= 1 each
-        rows = [
-            encode(
-                r.history,
-                self._spec,
-                items,
-                candidates=r.candidates,
-                candidate_timestamp=r.timestamp,
-            )
-            for r in requests
-        ]  # 1-D arrays of length h + K each
-        embedding, difficulty = self.item_side_rows(items)
-        sides = [(embedding[r.candidates], difficulty[r.candidates]) for r in requests]
-        logits = self.run_bundle(bundle_feeds(rows, n_items, sides))  # (B, max K)
-        return [sigmoid(logits[b, :n]) for b, n in enumerate(n_items)]
+        return self._through_bundle([self._encode(r, items) for r in requests], requests, items)
 
     def score_dense(
         self, requests: list[CandidateRequest], items: ItemTable | None = None
@@ -289,17 +275,9 @@ class Predictor:
         items = self._items if items is None else items
         cands = request.candidates
         _check_candidates(cands, items)
-        whole = encode(
-            request.history,
-            self._spec,
-            items,
-            candidates=cands,
-            candidate_timestamp=request.timestamp,
-        )  # 1-D arrays of length h + K
+        whole = self._encode(request, items)
         if self._bundle_session is not None:
-            embedding, difficulty = self.item_side_rows(items)
-            feeds = bundle_feeds([whole], [len(cands)], [(embedding[cands], difficulty[cands])])
-            return sigmoid(self.run_bundle(feeds)[0])
+            return self._through_bundle([whole], [request], items)[0]
         h = len(whole["question"]) - len(cands)
         rows = []
         for start in range(0, len(cands), chunk):
@@ -310,6 +288,26 @@ class Predictor:
         return np.concatenate(
             [sigmoid(logits[r, h : len(row["question"])]) for r, row in enumerate(rows)]
         )
+
+    def _encode(self, request: CandidateRequest, items: ItemTable) -> dict[str, np.ndarray]:
+        """One request as one encoded row [history, candidates] (1-D arrays of length h + K)."""
+        return encode(
+            request.history,
+            self._spec,
+            items,
+            candidates=request.candidates,
+            candidate_timestamp=request.timestamp,
+        )
+
+    def _through_bundle(
+        self, rows: list[dict[str, np.ndarray]], requests: list[CandidateRequest], items: ItemTable
+    ) -> list[np.ndarray]:
+        """P(correct) of each request's candidates from bundle.onnx, given its encoded row."""
+        n_items = [len(r.candidates) for r in requests]  # >= 1 each
+        embedding, difficulty = self.item_side_rows(items)
+        sides = [(embedding[r.candidates], difficulty[r.candidates]) for r in requests]
+        logits = self.run_bundle(bundle_feeds(rows, n_items, sides))  # (B, max K)
+        return [sigmoid(logits[b, :n]) for b, n in enumerate(n_items)]
 
     def feeds(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """An encoded (B, T) batch as the graph's inputs (its names and dtypes)."""
