@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from models.feature_spec import INPUT_DTYPES, MODEL_INPUTS, THREE_D_INPUTS, FeatureSpec
-from models.features import collate, model_question
+from models.features import batch_of_one, collate, model_question
 from models.vocab import ItemTable
 
 ITEM_GRAPH_INPUTS = ("question", "part", "tags")
@@ -92,14 +92,14 @@ def _one_row_feeds(
 ) -> dict[str, np.ndarray]:
     """`bundle_feeds` of one row with a history (a /predict): nothing to pad, so each input is a
     (1, ...) view of the row's array where its dtype fits (no copies, no blank item inputs)."""
-    h = len(row["question"]) - n_items
+    history, own = split_bundle_row(row, n_items)
     dtypes = dict(INPUT_DTYPES)
     embedding, difficulty = item_side
     return {
-        **{name: np.asarray(row[name][:h][None], dtype) for name, dtype in INPUT_DTYPES},
+        **batch_of_one(history, copy=False),
         "item_embedding": np.asarray(embedding[None], np.float32),
         "item_difficulty": np.asarray(difficulty[None], np.float32),
-        **{f"item_{k}": np.asarray(row[k][h:][None], dtypes[k]) for k in ENCODED_ITEM_INPUTS},
+        **{f"item_{k}": np.asarray(own[k][None], dtypes[k]) for k in ENCODED_ITEM_INPUTS},
     }
 
 

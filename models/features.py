@@ -590,7 +590,7 @@ def collate(items: list[dict[str, np.ndarray]], length: int | None = None) -> di
     t = max(len(it["question"]) for it in items) if length is None else length
     t = max(t, 1)
     if len(items) == 1 and _unpadded(items[0], t):  # the service's single request: no padding
-        return _batch_of_one(items[0], copy=True)
+        return batch_of_one(items[0], copy=True)
     batch: dict[str, np.ndarray] = {}
     for name in MODEL_INPUTS:
         dtype = np.int64 if name in INT_INPUTS else np.float32
@@ -617,7 +617,7 @@ def _unpadded(encoding: dict[str, np.ndarray], t: int) -> bool:
     )
 
 
-def _batch_of_one(encoding: dict[str, np.ndarray], copy: bool) -> dict[str, np.ndarray]:
+def batch_of_one(encoding: dict[str, np.ndarray], copy: bool) -> dict[str, np.ndarray]:
     """An `_unpadded` encoding as a batch of one: (1, T) / (1, T, width) arrays of the inputs'
     dtypes; without `copy`, views of the encoding's arrays where their dtypes already fit."""
     convert = np.array if copy else np.asarray
@@ -692,5 +692,5 @@ def encode_candidate_batch(
         t = len(it["question"])
         spans.append((t - len(r.candidates), t))
     if len(encoded) == 1 and spans[0][1] > 0:  # one request: nothing to pad
-        return _batch_of_one(encoded[0], copy=False), spans  # (its arrays are its own to give)
+        return batch_of_one(encoded[0], copy=False), spans  # (its arrays are its own to give)
     return collate(encoded), spans
