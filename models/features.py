@@ -55,6 +55,9 @@ RECENT_ANSWERS = 10  # the answers the `recent_accuracy` statistic reads
 # (a bank's candidates) from tables of at most _KEY_TABLE_MAX keys; fewer (a /predict) search
 _KEY_TABLE_MAX = 1 << 22
 _KEY_TABLE_MIN_QUERIES = 1024
+# `encode` computes the statistics of at least _SHARED_STATS_MIN_CANDIDATES candidates (a bank) once
+# per distinct content (`_shared_stats_rows`); fewer (a /predict) each on its own
+_SHARED_STATS_MIN_CANDIDATES = 1024
 
 
 @dataclass
@@ -547,10 +550,22 @@ def encode(
     tags = items.tags.take(question, axis=0)
     correct = np.zeros(t, np.int64)
     correct[:h] = window.correct
-    stats = learner_stats(question, part, tags, positions, correct, seconds, h, spec)
+    # (T', ) the positions whose statistics are computed; (T,) the computed row of each position
+    rows, source = _shared_stats_rows(question, h, items)
+    row_inputs = (
+        (question, part, tags, positions, seconds)
+        if rows is None
+        else (question[rows], part[rows], tags[rows], positions[rows], seconds[rows])
+    )
+    q_rows, part_rows, tags_rows, position_rows, second_rows = row_inputs
+    stats = learner_stats(
+        q_rows, part_rows, tags_rows, position_rows, correct, second_rows, h, spec
+    )
     if spec.lecture_stats:
-        lectures = lecture_stats(part, tags, positions, seconds, h, window, spec)
-        stats = np.concatenate([stats, lectures], axis=1)  # (T, spec.n_stats)
+        lectures = lecture_stats(part_rows, tags_rows, position_rows, second_rows, h, window, spec)
+        stats = np.concatenate([stats, lectures], axis=1)  # (T', spec.n_stats)
+    if source is not None:
+        stats = stats.take(source, axis=0)  # (T, spec.n_stats)
 
     lag_input, lag_bucket = _lag_inputs(lag, spec)
     elapsed, elapsed_bucket = _elapsed_inputs(window.elapsed_ms, spec, t)
@@ -573,6 +588,44 @@ def encode(
         "tags": tags,
         "stats": stats,
     }
+
+
+def _shared_stats_rows(
+    question: np.ndarray, h: int, items: ItemTable
+) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
+    """Which positions of a window [h answered items, K candidates of one bundle] need their
+    statistics computed, when K >= _SHARED_STATS_MIN_CANDIDATES: (rows (T',) the positions:
+    the history, then the candidates computed, source (T,) each position's row in `rows`); else
+    (None, None): every position.
+
+    Candidates share their position and moment, so a candidate's statistics depend on the history
+    and on its own part, tags and question; and on its question only through the window's earlier
+    answers to it (`learner_stats`' question columns: none -> count 0, accuracy 0.5, no last
+    attempt). So every candidate whose question the window does not hold has the statistics of
+    any other such candidate of its content group (`ItemTable.content_groups`): one of them is
+    computed per group, and each candidate the window holds on its own. The Riiid bank, history
+    99: 13,523 candidates -> at most 1,580 + 99 rows."""
+    k = len(question) - h
+    if k < _SHARED_STATS_MIN_CANDIDATES:
+        return None, None
+    candidates = question[h:]  # (K,)
+    in_window = np.zeros(len(items.parts), bool)
+    in_window[question[:h]] = True
+    own = np.flatnonzero(in_window[candidates])  # (S,) candidates computed on their own
+    group_of, n_groups = items.content_groups
+    group = group_of.take(candidates)  # (K,)
+    stand_in = np.full(n_groups, -1, np.int64)  # per group: one of its candidates not in the window
+    shared = np.flatnonzero(~in_window[candidates])
+    stand_in[group[shared]] = shared  # (any one of them wins: their statistics are equal)
+    stand_ins = stand_in[stand_in >= 0]  # (G,)
+    slot = np.empty(n_groups, np.int64)
+    slot[group[stand_ins]] = np.arange(len(stand_ins))
+    source = np.empty(h + k, np.int64)
+    source[:h] = np.arange(h)
+    source[h:] = h + slot.take(group)  # (valid for every shared candidate: its group has a row)
+    source[h + own] = h + len(stand_ins) + np.arange(len(own))
+    rows = np.concatenate([np.arange(h), h + stand_ins, h + own])  # (h + G + S,)
+    return rows, source
 
 
 def model_question(question: np.ndarray, spec: FeatureSpec) -> np.ndarray:
