@@ -61,6 +61,15 @@ def ort_session(
     )
 
 
+def _rows(table: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """`table[indices]`; a view, not a copy, when the indices are one ascending run (a whole
+    bank: the Riiid bank's item embeddings are 1.7 MB, a 0.35 ms copy)."""
+    n = len(indices)
+    if n > 1 and indices[-1] - indices[0] == n - 1 and np.all(np.diff(indices) == 1):
+        return table[indices[0] : indices[-1] + 1]
+    return table[indices]
+
+
 class ArtifactError(ValueError):
     """The directory is not a loadable model artifact (the message says why)."""
 
@@ -305,7 +314,9 @@ class Predictor:
         """P(correct) of each request's candidates from bundle.onnx, given its encoded row."""
         n_items = [len(r.candidates) for r in requests]  # >= 1 each
         embedding, difficulty = self.item_side_rows(items)
-        sides = [(embedding[r.candidates], difficulty[r.candidates]) for r in requests]
+        sides = [
+            (_rows(embedding, r.candidates), _rows(difficulty, r.candidates)) for r in requests
+        ]
         logits = self.run_bundle(bundle_feeds(rows, n_items, sides))  # (B, max K)
         return [sigmoid(logits[b, :n]) for b, n in enumerate(n_items)]
 

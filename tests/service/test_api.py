@@ -464,6 +464,9 @@ def test_score_bundle_equals_scoring_the_chunks(
         ]
         np.testing.assert_allclose(whole, np.concatenate(predictor.score_dense(chunks)), atol=1e-6)
         assert whole.shape == (len(bank),)
+        # the whole bank reads its item rows as a view; any other order (here reversed) copies
+        backwards = predictor.score_bundle(CandidateRequest(history, bank[::-1], moment), chunk=7)
+        np.testing.assert_allclose(backwards, whole[::-1], atol=1e-6)
 
 
 def test_erasure(client: TestClient) -> None:
