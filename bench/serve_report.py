@@ -110,6 +110,20 @@ def render_sweep(r: dict[str, Any]) -> list[str]:
             f"{x['p50_ms']} | {x['p95_ms']} | {x['p99_ms']} | {x['max_ms']} | "
             f"{x['server_cpu_ms_per_req']} | {x['client_cpu_ms_per_req']} | {x['send_lag_p99_ms']} | {x['other_cores']} |"
         )
+    stalled = [
+        f"{x['rate']:g} req/s (generator send lag p99 {y['send_lag_p99_ms']} ms, service p99 "
+        f"{y['p99_ms']} ms)"
+        for x in rows
+        for y in x.get("stalled_runs", [])
+    ]
+    if stalled:
+        lines += [
+            "",
+            "Run again because the generator itself fell behind its schedule (the machine stalled "
+            "it, so the rate was not offered); the table has the re-run: "
+            + "; ".join(stalled)
+            + ".",
+        ]
     return lines
 
 

@@ -1,15 +1,17 @@
 """The fast paths of the encoding give exactly what the general ones give: a single request's batch
 (no padding, arrays shared with its encoding) and `collate` of one item equal the padding loop,
-bit for bit, dtypes and layouts included."""
+bit for bit, dtypes and layouts included; a bank's statistics shared by content equal computing
+every candidate's."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from models import features
 from models.feature_spec import MODEL_INPUTS, FeatureSpec
 from models.features import CandidateRequest, History, collate, encode, encode_candidate_batch
-from models.vocab import QuestionVocab
+from models.vocab import ItemTable, QuestionVocab
 
 VOCAB = QuestionVocab.build(
     np.arange(40), np.arange(40) % 7, [[q % 6, 6 + q % 4][: 1 + q % 2] for q in range(40)]
@@ -66,3 +68,36 @@ def test_single_request_batch_is_the_padded_batch(seed: int) -> None:
     _assert_identical(collate([encoding]), _padded(encoding))
     t = len(encoding["question"])
     assert spans == [(t - len(candidates), t)]
+
+
+@pytest.mark.parametrize("lecture_stats", [False, True])
+@pytest.mark.parametrize("seed", range(12))
+def test_a_bank_shares_statistics_by_content_exactly(seed: int, lecture_stats: bool) -> None:
+    """Many candidates (a bank) get their statistics once per content group, and the candidates
+    the window has answered each on its own (`features._shared_stats_rows`): the encoding equals,
+    bit for bit, the one that computes every candidate (duplicates, the unknown question,
+    questions answered inside and outside the window, rows registered after training mixed)."""
+    rng = np.random.default_rng(seed)
+    index = np.arange(VOCAB.size + 2)  # the last two: registered after training
+    items = ItemTable(  # few distinct contents (3 parts x 4 tag rows), so groups hold many
+        parts=index % 3, tags=np.stack([index % 2 + 1, np.where(index % 4 < 2, 0, 3)], axis=1)
+    )
+    assert items.content_groups[1] == 12
+    spec = FeatureSpec(
+        window=int(rng.integers(2, 60)),
+        n_questions=VOCAB.size,
+        n_tags=VOCAB.n_tags,
+        lecture_stats=lecture_stats,
+    )
+    history = _history(rng, int(rng.integers(0, 120)))
+    candidates = rng.integers(1, len(index), int(rng.integers(1, 80)))
+    now = int(history.timestamp[-1]) + 1000 if len(history) else None
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(features, "_SHARED_STATS_MIN_CANDIDATES", 1)
+        shared = encode(history, spec, items, candidates=candidates, candidate_timestamp=now)
+        patch.setattr(features, "_SHARED_STATS_MIN_CANDIDATES", 10**9)
+        each = encode(history, spec, items, candidates=candidates, candidate_timestamp=now)
+    assert list(shared) == list(each)
+    for name, values in each.items():
+        assert shared[name].dtype == values.dtype, name
+        assert shared[name].tobytes() == values.tobytes(), name

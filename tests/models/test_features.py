@@ -598,38 +598,6 @@ def test_grouped_prefix_matches_a_scan(table: bool, monkeypatch: pytest.MonkeyPa
             np.testing.assert_array_equal(g, w)
 
 
-@settings(max_examples=80, deadline=None)
-@given(histories(), st.integers(2, 40), st.booleans(), st.data())
-def test_a_bank_shares_statistics_by_content_exactly(
-    history: History, window: int, lecture_stats: bool, data: st.DataObject
-) -> None:
-    """Many candidates (a bank) get their statistics once per content group, with the
-    candidates the window has answered computed on their own (`_shared_stats_rows`): the
-    encoding equals, bit for bit, the one that computes every candidate (duplicates, the unknown
-    question, questions answered inside and outside the window, registered rows mixed)."""
-    from models.vocab import ItemTable
-
-    extra = VOCAB.size  # two rows registered after training
-    index = np.arange(extra + 2)
-    items = ItemTable(  # few distinct contents (3 parts x 4 tag rows), so groups hold many
-        parts=index % 3, tags=np.stack([index % 2 + 1, np.where(index % 4 < 2, 0, 3)], axis=1)
-    )
-    assert items.content_groups[1] == 12
-    spec = FeatureSpec(
-        window=window, n_questions=VOCAB.size, n_tags=VOCAB.n_tags, lecture_stats=lecture_stats
-    )
-    cands = np.asarray(data.draw(st.lists(st.integers(1, extra + 1), min_size=1, max_size=60)))
-    now = int(history.timestamp[-1]) + 5000 if len(history) else None
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(features, "_SHARED_STATS_MIN_CANDIDATES", 1)
-        shared = encode(history, spec, items, candidates=cands, candidate_timestamp=now)
-        patch.setattr(features, "_SHARED_STATS_MIN_CANDIDATES", 10**9)
-        each = encode(history, spec, items, candidates=cands, candidate_timestamp=now)
-    assert shared.keys() == each.keys()
-    for name in each:
-        np.testing.assert_array_equal(shared[name], each[name], err_msg=name)
-
-
 def test_content_groups_pool_equal_part_and_tags() -> None:
     """Two indices share a content group iff their part and tags (in order) are equal."""
     from models.vocab import ItemTable
