@@ -364,8 +364,9 @@ def render_recommend(r: dict[str, Any]) -> list[str]:
         "request: the statistics projection, one attention row over the history, the FFN, "
         "three LayerNorms and the prior's ability term — linear in the bank, ≈ "
         f"{1000 * (mo['ort'] or mo['score'])['p50_ms'] / rec['bank']:.1f} µs per question for "
-        "this model on 1 thread — plus encoding every candidate's statistics against the "
-        "history. Without `bundle.onnx` (DKT, logistic, older artifacts) the bank is tiled "
+        "this model on 1 thread — plus encoding the candidates' statistics against the "
+        "history, once per content group (part and tags) and once for each question the "
+        "window has answered (docs/service.md, Performance notes). Without `bundle.onnx` (DKT, logistic, older artifacts) the bank is tiled "
         "into rows of `service.recommend.RECOMMEND_CHUNK` candidates that each carry the "
         "history again (measured before the bundle graph: 137 ms for this bank).",
         "",
