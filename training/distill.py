@@ -259,7 +259,7 @@ def ensemble_metrics(
 def artifact_latency_ms(artifact_dir: Path, runs: int = 200) -> float:
     """Median ORT latency (ms): batch 1, a full window (T = 100 by default), 1 thread."""
     from models.feature_spec import load_spec
-    from training.export import latency_batch, ort_latency_ms
+    from training.int8 import latency_batch, ort_latency_ms
 
     spec, vocab = load_spec(artifact_dir / "feature_spec.json")
     batch = latency_batch(spec, vocab, batch_size=1, length=spec.window)
@@ -530,7 +530,7 @@ def run_distillation(run: TrainRun, distill: DistillationArguments) -> dict[str,
         }
         logger.info("%s: %s", name, results[name])
     if distill.int8:
-        from training.export import decide_int8
+        from training.int8 import decide_int8
 
         results["student_int8"] = decide_int8(out / "artifact", eval_set)
     report = {

@@ -149,7 +149,9 @@ def test_training_fits_the_calibration_on_validation_learners_and_serves_it(
     from training.artifacts import load_model_dir
     from training.calibration import served_logits_and_labels
     from training.evaluate import TorchScorer
-    from training.export import export_artifact, parity_batches, read_manifest
+    from training.export import export_artifact
+    from training.manifest import read_manifest
+    from training.parity import parity_batches
 
     metrics = _train(sim_dir, tmp_path / "m", "--model", "saint_plus")
     cal = metrics["calibration"]

@@ -412,13 +412,8 @@ def test_int8_is_served_only_when_it_passes_the_gate(
     import shutil
 
     from service.predictor import Predictor
-    from training.export import (
-        decide_int8,
-        onnx_logit_diff,
-        read_manifest,
-        sha256_file,
-        write_manifest,
-    )
+    from training.int8 import decide_int8, onnx_logit_diff
+    from training.manifest import read_manifest, sha256_file, write_manifest
 
     art = tmp_path / "a"
     shutil.copytree(int8_artifact, art)

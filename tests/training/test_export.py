@@ -16,18 +16,12 @@ from models.features import collate, encode
 from models.registry import MODEL_REGISTRY
 from tests.models.test_models import PARTS, SPEC, VOCAB, random_history, tiny_model, to_torch
 from training import export as export_mod
+from training import parity
 from training.artifacts import load_model_dir, save_model_dir
-from training.export import (
-    ExportError,
-    export_artifact,
-    int8_gate,
-    main,
-    ort_session,
-    parity_batches,
-    quantize_artifact,
-    read_manifest,
-    sha256_file,
-)
+from training.export import export_artifact, main
+from training.int8 import int8_gate, quantize_artifact
+from training.manifest import read_manifest, sha256_file
+from training.parity import ExportError, ort_session, parity_batches
 
 EXPORTED = [
     "saint_plus",
@@ -94,7 +88,7 @@ def test_export_parity_on_dynamic_shapes(
     assert manifest["parity_max_abs_diff"] <= 1e-4
     shapes = {tuple(c["shape"]) for c in manifest["parity"]["cases"]}
     assert (1, 1) in shapes and (1, 5) in shapes and (3, SPEC.window) in shapes
-    assert (3, SPEC.window - 1 + export_mod.PARITY_CANDIDATES) in shapes
+    assert (3, SPEC.window - 1 + parity.PARITY_CANDIDATES) in shapes
     # inputs and output carry symbolic (batch, seq[, tags]) dims, not baked-in sizes; the stats
     # width is the spec's fixed n_stats
     graph = onnx.load(str(art / "model.onnx")).graph
@@ -180,7 +174,7 @@ def test_bundle_graph_exported_with_parity(
     bank = np.arange(2, VOCAB.size + 2)  # every question, and the unknown/extra index range
     bank = bank[bank < VOCAB.size]
     for n in (0, 3, 40):
-        history = export_mod.random_history(rng, n, VOCAB)
+        history = parity.random_history(rng, n, VOCAB)
         ts = int(history.timestamp[-1]) + 1000 if n else None
         request = CandidateRequest(history, bank, ts)
         dense = np.concatenate(
@@ -213,7 +207,7 @@ def test_artifact_without_bank_graphs_scores_by_rows(
     with_graph, without = Predictor.load(art), Predictor.load(old)
     assert with_graph.has_bundle_graph and not without.has_bundle_graph
     assert ("two-graph form" in caplog.text) == (len(removed) == 1)
-    history = export_mod.random_history(np.random.default_rng(5), 20, VOCAB)
+    history = parity.random_history(np.random.default_rng(5), 20, VOCAB)
     request = CandidateRequest(history, np.arange(2, VOCAB.size), int(history.timestamp[-1]) + 1)
     np.testing.assert_allclose(
         without.score_bundle(request, 4), with_graph.score_bundle(request, 4), atol=1e-5
@@ -235,7 +229,7 @@ def test_bank_graphs_follow_a_changed_item_table(artifacts: dict[str, tuple[Path
     tags[:-1] = base.tags
     tags[-1, 0] = base.tags[2, 0]  # the registered question shares a tag with question index 2
     extended = ItemTable(parts=np.append(base.parts, base.parts[2]), tags=tags)
-    history = export_mod.random_history(np.random.default_rng(9), 30, VOCAB)
+    history = parity.random_history(np.random.default_rng(9), 30, VOCAB)
     ts = int(history.timestamp[-1]) + 1
     for table in (base, extended, base):
         bank = np.arange(1, len(table.parts))
