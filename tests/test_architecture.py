@@ -128,7 +128,6 @@ def test_bench_procs_imports_only_stdlib_httpx_redis_and_the_service_layout() ->
 
 # Modules of training/ allowed past ~500 lines, each owning a single thing.
 LONG_TRAINING_MODULES = {
-    "training/simulate.py": "the learner simulator (generative model, bank, learners, CSV writer)",
     "training/distill.py": "distillation (teachers, the distillation loop, the demo recipe)",
 }
 

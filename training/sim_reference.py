@@ -2,7 +2,7 @@
 
 The oracle (``p_correct`` in truth.csv) knows every learner's latent traits; no model can. This
 reference knows what a model could at best learn from unlimited data — every constant of the
-generative model (:class:`~training.simulate.SimParams`, each question's difficulty and skills) and
+generative model (:class:`~training.sim_learners.SimParams`, each question's difficulty and skills) and
 the part of a learner's state that follows from their history (permanent and transient knowledge,
 recency, fatigue: ``SimulatedData.known_ability``) — but not the learner's latent abilities
 ``x_n = (beta_n + u_nk)_k``. It infers those from the learner's earlier answers, as a Bayesian
@@ -36,7 +36,8 @@ import numpy as np
 from models.numeric import sigmoid
 
 if TYPE_CHECKING:  # the simulator imports this module to write truth.csv
-    from training.simulate import SimParams, SimulatedData
+    from training.sim_learners import SimParams
+    from training.simulate import SimulatedData
 
 QUADRATURE_NODES = 48  # Gauss-Hermite nodes over s (and over the rushing draw z)
 # physicists' Gauss-Hermite rule (weight exp(-x^2)), computed once: s = mean + sqrt(2 var) x

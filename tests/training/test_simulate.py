@@ -12,18 +12,9 @@ import numpy as np
 import pytest
 
 from training.binary_metrics import roc_auc
-from training.simulate import (
-    LECTURE_COLUMNS,
-    QUESTION_COLUMNS,
-    TRAIN_COLUMNS,
-    SimParams,
-    SimulatedData,
-    decayed_transient,
-    main,
-    recency,
-    simulate,
-    write,
-)
+from training.sim_csv import LECTURE_COLUMNS, QUESTION_COLUMNS, TRAIN_COLUMNS
+from training.sim_learners import SimParams, decayed_transient, recency
+from training.simulate import SimulatedData, main, simulate, write
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = {"n_questions": 200, "mean_length": 60.0}
