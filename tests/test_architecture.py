@@ -126,17 +126,11 @@ def test_bench_procs_imports_only_stdlib_httpx_redis_and_the_service_layout() ->
             assert top in STDLIB | BENCH_PROCS_THIRD_PARTY, f"bench/procs.py imports {name}"
 
 
-# Modules of training/ allowed past ~500 lines, each owning a single thing.
-LONG_TRAINING_MODULES = {
-    "training/distill.py": "distillation (teachers, the distillation loop, the demo recipe)",
-}
-
-
 @pytest.mark.parametrize("path", _files("training"), ids=lambda p: str(p.relative_to(ROOT)))
-def test_training_modules_are_short_or_own_one_thing(path: Path) -> None:
+def test_training_modules_are_short_and_say_what_they_own(path: Path) -> None:
     rel = str(path.relative_to(ROOT))
     lines = len(path.read_text().splitlines())
-    assert lines <= 500 or rel in LONG_TRAINING_MODULES, f"{rel}: {lines} lines"
+    assert lines <= 500, f"{rel}: {lines} lines"
     assert ast.get_docstring(ast.parse(path.read_text())), f"{rel} has no module docstring"
 
 

@@ -1,9 +1,11 @@
 """`python -m training.distill`: distil a large SAINT+ teacher into a small student (TextBrewer-style).
 
-Distillation is a `transformers.Trainer` subclass that swaps `compute_loss` (no second loop). The
-trained module is `DistillationModule` = student + the learned projections of the intermediate
-matches, so Trainer checkpoints hold both and resume restores projections and optimizer exactly.
-The teacher(s) are not submodules: they are moved to the device and put in eval mode by hand.
+Distillation is a `transformers.Trainer` subclass that swaps `compute_loss` (no second loop;
+`training.distill_trainer`). The trained module is `DistillationModule` = student + the learned
+projections of the intermediate matches, so Trainer checkpoints hold both and resume restores
+projections and optimizer exactly. The teacher(s) are not submodules: they are moved to the device
+and put in eval mode by hand. This module: the teacher and student runs, the demo recipe, the
+report (`training.distill_report`) and the CLI.
 
 Output dir: teacher/ (unless --teacher), student/, scratch_student/ (unless --no-baseline),
 artifact/ (the exported serving artifact of the student), onnx/<name>/ (exports used for latency),
@@ -17,7 +19,6 @@ import json
 import logging
 import sys
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,6 @@ from torch import nn
 from transformers import Trainer
 
 from models.config import ModelConfig
-from models.numeric import sigmoid
 from models.registry import build_model, count_parameters
 from training.arguments import (
     PRESETS,
@@ -41,229 +41,27 @@ from training.arguments import (
     TrainRun,
 )
 from training.artifacts import load_model_dir, save_model_dir
-from training.binary_metrics import binary_metrics
 from training.calibration import (
     calibrate_model,
-    raw_logits_and_labels,
     window_metrics,
 )
 from training.cli import DataclassArgumentParser
 from training.data import DataError, LogArguments
-from training.distill_losses import (
-    INTERMEDIATE_LOSS_FUNCTIONS,
-    DistillationConfig,
-    IntermediateMatch,
-    binary_kd_loss,
-    temperature_at,
-    weight_at,
-)
+from training.distill_losses import DistillationConfig
+from training.distill_report import artifact_latency_ms, ensemble_metrics, write_report_md
+from training.distill_trainer import DistillationModule, DistillationTrainer, check_matches
 from training.trainer import (
     build_config,
     catalogue_vocab,
     compute_metrics,
     load_and_prepare,
-    masked_bce,
     plot_training_curves,
     run_training,
     training_arguments,
 )
-from training.windows import WindowDataset, collate_windows
+from training.windows import collate_windows
 
 logger = logging.getLogger(__name__)
-
-
-class DistillationModule(nn.Module):
-    """Student + learned projections (student dim -> teacher dim), trained together."""
-
-    def __init__(self, student: nn.Module, matches: list[IntermediateMatch]) -> None:
-        super().__init__()
-        self.student = student
-        self.projections = nn.ModuleDict(
-            {
-                str(i): nn.Linear(m.proj[1], m.proj[2])
-                for i, m in enumerate(matches)
-                if m.proj is not None
-            }
-        )
-
-    def forward(
-        self,
-        labels: torch.Tensor | None = None,
-        return_features: bool = False,
-        num_items_in_batch: torch.Tensor | int | None = None,
-        **inputs: torch.Tensor,
-    ) -> Any:
-        # One forward (DDP-safe): the student's logits, hidden states and attention maps.
-        # num_items_in_batch: a plain Trainer (the scratch student) passes the step's labelled
-        # count, as for training.trainer.KTForTraining (see there why the loss must use it).
-        out = self.student(
-            inputs, output_hidden_states=return_features, output_attentions=return_features
-        )
-        logits = out["logits"] if return_features else out
-        result: dict[str, Any] = {"logits": logits}
-        if labels is not None:
-            result["loss"] = masked_bce(logits, labels, num_items_in_batch)
-        if return_features:
-            hidden = list(out["hidden_states"])
-            result["hidden_states"] = hidden
-            result["attentions"] = list(out["attentions"])
-            result["projected"] = {int(k): proj for k, proj in self.projections.items()}
-        return result
-
-
-def check_matches(
-    matches: list[IntermediateMatch], teachers: list[nn.Module], student: nn.Module, batch: dict
-) -> None:
-    """Validate layer indices and dims against real forward passes; clear ValueError if wrong."""
-    with torch.no_grad():
-        s_out = student(batch, output_hidden_states=True, output_attentions=True)
-        t_outs = [t(batch, output_hidden_states=True, output_attentions=True) for t in teachers]
-    for i, m in enumerate(matches):
-        if not 0 <= m.teacher < len(teachers):
-            raise ValueError(
-                f"intermediate_matches[{i}]: teacher {m.teacher} out of range (have {len(teachers)})"
-            )
-        key = "hidden_states" if m.feature == "hidden" else "attentions"
-        s_feats, t_feats = s_out[key], t_outs[m.teacher][key]
-        if not -len(t_feats) <= m.layer_T < len(t_feats):
-            raise ValueError(
-                f"intermediate_matches[{i}]: layer_T {m.layer_T} out of range (teacher has {len(t_feats)} layers)"
-            )
-        if not -len(s_feats) <= m.layer_S < len(s_feats):
-            raise ValueError(
-                f"intermediate_matches[{i}]: layer_S {m.layer_S} out of range (student has {len(s_feats)} layers)"
-            )
-        if m.feature == "hidden":
-            d_s, d_t = s_feats[m.layer_S].shape[-1], t_feats[m.layer_T].shape[-1]
-            if m.proj is None and d_s != d_t:
-                raise ValueError(
-                    f'intermediate_matches[{i}]: student dim {d_s} != teacher dim {d_t}; add "proj": ["linear", {d_s}, {d_t}]'
-                )
-            if m.proj is not None and (m.proj[1], m.proj[2]) != (d_s, d_t):
-                raise ValueError(
-                    f"intermediate_matches[{i}]: proj dims {m.proj[1:]} do not match student {d_s} -> teacher {d_t}"
-                )
-
-
-class DistillationTrainer(Trainer):
-    """`Trainer` whose loss is hard-label BCE + soft KD (+ intermediate matches), each logged."""
-
-    def __init__(
-        self,
-        *args: Any,
-        teachers: list[nn.Module],
-        distill_config: DistillationConfig,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        # compute_loss below returns per-batch means and ignores num_items_in_batch: tell Trainer,
-        # so it divides by the accumulation steps itself and does not count labels for us.
-        self.model_accepts_loss_kwargs = False
-        self.distill_config = distill_config
-        self.teachers = [t.to(self.args.device).eval() for t in teachers]
-        for t in self.teachers:
-            t.requires_grad_(False)
-        self._components: dict[str, list[float]] = defaultdict(list)
-
-    def compute_loss(
-        self,
-        model: nn.Module,
-        inputs: dict[str, torch.Tensor],
-        return_outputs: bool = False,
-        num_items_in_batch: Any = None,
-    ) -> Any:
-        if (
-            not model.training
-        ):  # evaluation: plain BCE of the student, comparable with training.train
-            out = model(**inputs)
-            return (out["loss"], out) if return_outputs else out["loss"]
-        inputs = dict(inputs)
-        labels = inputs.pop("labels")
-        cfg = self.distill_config
-        step, total = self.state.global_step, max(self.state.max_steps, 1)
-        out = model(return_features=bool(cfg.intermediate_matches), **inputs)
-        logits_S = out["logits"]  # (B, T)
-        with torch.no_grad():
-            t_outs = [
-                t(
-                    inputs,
-                    output_hidden_states=bool(cfg.intermediate_matches),
-                    output_attentions=bool(cfg.intermediate_matches),
-                )
-                for t in self.teachers
-            ]
-        t_logits = [o["logits"] if cfg.intermediate_matches else o for o in t_outs]
-        real = inputs["question"] != 0  # (B, T) non-padding positions
-
-        components: dict[str, torch.Tensor] = {}
-        hard_w = weight_at(cfg.hard_label_weight, cfg.hard_label_weight_scheduler, step, total)
-        kd_w = weight_at(cfg.kd_loss_weight, cfg.kd_loss_weight_scheduler, step, total)
-        loss = logits_S.sum() * 0.0
-        if hard_w > 0:
-            components["hard"] = masked_bce(logits_S, labels)
-            loss = loss + hard_w * components["hard"]
-        if kd_w > 0:
-            # Soft targets on every real position (context items too: the teacher labels them all).
-            z_S = logits_S[real]
-            z_T = torch.stack([z[real] for z in t_logits]).float()
-            if cfg.kd_loss_type == "mse" or len(t_logits) == 1:
-                z_T_mean = z_T.mean(0)
-            else:  # average the teachers' soft targets, expressed back as a logit at tau
-                tau0 = cfg.temperature
-                p = torch.sigmoid(z_T / tau0).mean(0).clamp(1e-6, 1 - 1e-6)
-                z_T_mean = torch.log(p / (1 - p)) * tau0
-            tau = temperature_at(cfg, step, total, z_S, z_T_mean)
-            components["kd"] = binary_kd_loss(z_S, z_T_mean, tau, cfg.kd_loss_type)
-            components["temperature"] = tau.detach().float().mean()
-            loss = loss + kd_w * components["kd"]
-        for i, m in enumerate(cfg.intermediate_matches):
-            key = "hidden_states" if m.feature == "hidden" else "attentions"
-            f_S = out[key][m.layer_S]
-            f_T = t_outs[m.teacher][key][m.layer_T]
-            if m.proj is not None:
-                f_S = out["projected"][i](f_S)
-            value = INTERMEDIATE_LOSS_FUNCTIONS[m.loss](f_S, f_T, real)
-            components[f"{m.feature}_{i}_{m.loss}"] = value
-            loss = loss + m.weight * value
-        for name, value in components.items():
-            self._components[name].append(float(value.detach()))
-        return (loss, out) if return_outputs else loss
-
-    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
-        # Each loss component, averaged since the last log (tensorboard + progress bar).
-        if "loss" in logs and self._components:
-            for name, values in self._components.items():
-                logs[f"loss_{name}"] = round(float(np.mean(values)), 5)
-            self._components.clear()
-        super().log(logs, *args, **kwargs)
-
-
-# ---- evaluation helpers for the report ---------------------------------------------------------
-
-
-def ensemble_metrics(
-    teachers: list[nn.Module], dataset: WindowDataset, cfg: DistillationConfig
-) -> dict[str, float]:
-    """Metrics of the teachers' averaged soft target, exactly as the student sees it: raw logits,
-    probabilities averaged at the distillation temperature, back to a logit at temperature 1."""
-    probs: list[np.ndarray] = []
-    labels = np.zeros(0)
-    for t in teachers:
-        logits, labels = raw_logits_and_labels(t, dataset)
-        probs.append(sigmoid(logits / cfg.temperature))
-    p = np.clip(np.mean(probs, axis=0), 1e-6, 1 - 1e-6)
-    p = sigmoid(np.log(p / (1 - p)) * cfg.temperature)
-    return {k: float(v) for k, v in binary_metrics(labels, p).items()}
-
-
-def artifact_latency_ms(artifact_dir: Path, runs: int = 200) -> float:
-    """Median ORT latency (ms): batch 1, a full window (T = 100 by default), 1 thread."""
-    from models.feature_spec import load_spec
-    from training.int8 import latency_batch, ort_latency_ms
-
-    spec, vocab = load_spec(artifact_dir / "feature_spec.json")
-    batch = latency_batch(spec, vocab, batch_size=1, length=spec.window)
-    return ort_latency_ms(artifact_dir / "model.onnx", batch, threads=1, runs=runs, warmup=20)
 
 
 # ---- CLI ---------------------------------------------------------------------------------------
@@ -541,54 +339,6 @@ def run_distillation(run: TrainRun, distill: DistillationArguments) -> dict[str,
     (out / "report.json").write_text(json.dumps(report, indent=2))
     write_report_md(report, out)
     return report
-
-
-def write_report_md(report: dict[str, Any], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [n for n in ("teacher", "scratch_student", "student") if n in report]
-    lines = [
-        "| model | AUC | log loss | params | ONNX bytes | ORT latency ms (B=1, T=100, 1 thread, median) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for n in names:
-        r = report[n]
-        lines.append(
-            f"| {n} | {r['auc']:.4f} | {r['logloss']:.4f} | {r['params']:,} | {r['onnx_bytes']:,} | {r['latency_ms']:.3f} |"
-        )
-    if "teacher" in report and "student" in report:
-        t, s = report["teacher"], report["student"]
-        lines.append("")
-        lines.append(
-            f"Student AUC - teacher AUC: {s['auc'] - t['auc']:+.4f}; latency ratio teacher/student: {t['latency_ms'] / s['latency_ms']:.1f}x"
-        )
-    if "scratch_student" in report:
-        lines.append(
-            f"Distilled - scratch student AUC: {report['student']['auc'] - report['scratch_student']['auc']:+.4f}"
-        )
-    if "student_int8" in report:
-        q = report["student_int8"]
-        lines.append(
-            f"Dynamic INT8 student: AUC {q['int8_auc']:.4f} vs {q['fp32_auc']:.4f} (loss {q['auc_loss']:+.4f}), "
-            f"speedup {q.get('speedup')}x -> {'served' if q['kept'] else 'not kept'} ({q['rule']})"
-        )
-    (out / "report.md").write_text("# Distillation report\n\n" + "\n".join(lines) + "\n")
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    axes[0].bar(names, [report[n]["auc"] for n in names], color=["C0", "C1", "C2"][: len(names)])
-    axes[0].set_ylim(
-        min(report[n]["auc"] for n in names) - 0.02, max(report[n]["auc"] for n in names) + 0.01
-    )
-    axes[0].set_ylabel("AUC")
-    axes[1].bar(
-        names, [report[n]["latency_ms"] for n in names], color=["C0", "C1", "C2"][: len(names)]
-    )
-    axes[1].set_ylabel("ORT latency ms")
-    fig.tight_layout()
-    fig.savefig(out / "report.png", dpi=100)
-    plt.close(fig)
 
 
 def build_parser() -> DataclassArgumentParser:

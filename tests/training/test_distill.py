@@ -22,8 +22,8 @@ from training.arguments import (
     TrainRun,
 )
 from training.data import LogArguments, load_dataset
-from training.distill import DistillationModule, DistillationTrainer, check_matches
 from training.distill_losses import DistillationConfig, IntermediateMatch
+from training.distill_trainer import DistillationModule, DistillationTrainer, check_matches
 from training.simulate import simulate, write
 from training.trainer import build_config, prepare_data
 from training.windows import collate_windows
