@@ -67,7 +67,7 @@ STAT_NAMES: tuple[str, ...] = (
     "question_recency",  # 1 / (bundles since that attempt)
     "question_time",  # time since that attempt (1 - log-scaled over the lag cap; 0 = never/unknown)
     "tag_time",  # time since the latest answer with one of the item's tags
-    "recent_accuracy",  # the last models.features.RECENT_ANSWERS answers
+    "recent_accuracy",  # the last models.learner_stats.RECENT_ANSWERS answers
     "last_bundle",  # mean outcome of the previous bundle, as +1..-1
 )
 N_STATS = len(STAT_NAMES)

@@ -16,7 +16,7 @@ Redis Lua script and `merge_events` (in-memory store) implement the same rules:
   (accepted, but outside the window, so not stored).
 * bundles: answers with the same timestamp and the same container_id (or both without one) form
   one bundle; see `events_to_history`. Lectures are never part of a bundle: they are learning
-  events that later answers' statistics read (`models.features.lecture_stats`).
+  events that later answers' statistics read (`models.learner_stats.lecture_stats`).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ MODELS_THIRD_PARTY = {"numpy", "torch"}
 TORCH_FREE_MODELS = {
     "models/__init__.py",
     "models/features.py",
+    "models/learner_stats.py",
     "models/feature_spec.py",
     "models/vocab.py",
     "models/config.py",

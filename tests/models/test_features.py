@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models import features
+from models import learner_stats
 from models.feature_spec import (
     LECTURE_STAT_NAMES,
     N_STATS,
@@ -575,9 +575,9 @@ def test_grouped_prefix_matches_a_scan(table: bool, monkeypatch: pytest.MonkeyPa
     large for a table) equal a scan over the entries, dtypes included: cutoffs 0, partial and past
     the end mixed."""
     if table:  # the tables for every query after the entries, however few
-        monkeypatch.setattr(features, "_KEY_TABLE_MIN_QUERIES", 1)
+        monkeypatch.setattr(learner_stats, "_KEY_TABLE_MIN_QUERIES", 1)
     else:
-        monkeypatch.setattr(features, "_KEY_TABLE_MAX", 0)
+        monkeypatch.setattr(learner_stats, "_KEY_TABLE_MAX", 0)
     rng = np.random.default_rng(3)
     for _ in range(300):
         n, width = int(rng.integers(0, 12)), int(rng.integers(1, 4))
@@ -587,7 +587,7 @@ def test_grouped_prefix_matches_a_scan(table: bool, monkeypatch: pytest.MonkeyPa
         query_keys = rng.integers(0, 25, (int(rng.integers(0, 15)), width))
         cutoff = rng.integers(0, n + 1, query_keys.shape)
         cutoff[rng.random(query_keys.shape) < 0.5] = n  # after every entry
-        got = features._grouped_prefix(
+        got = learner_stats._grouped_prefix(
             entry_keys, np.arange(n)[:, None], right, query_keys, cutoff, n + 1
         )
         want = _grouped_prefix_reference(
