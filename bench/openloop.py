@@ -97,8 +97,11 @@ class LoadResult:
         in_model = {}
         if timed.any():  # the model's time inside each request, and the rest of that request
             above = (lat - self.model_ms)[timed]
+            m50, m95, m99 = np.percentile(self.model_ms[timed], [50, 95, 99]).tolist()
             in_model = {
-                "model_p50_ms": round(float(np.median(self.model_ms[timed])), 3),
+                "model_p50_ms": round(m50, 3),
+                "model_p95_ms": round(m95, 3),
+                "model_p99_ms": round(m99, 3),
                 "overhead_p50_ms": round(float(np.median(above)), 3),
             }
             if len(self.store_ms) == len(lat) and not np.isnan(self.store_ms[timed]).any():

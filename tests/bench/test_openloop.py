@@ -44,7 +44,7 @@ def test_open_loop_reads_the_model_time_of_each_response() -> None:
     assert row["ok"] == 40 and row["errors"] == 0
     timed = result.model_ms[~np.isnan(result.model_ms)]
     assert len(timed) == 20 and np.all(timed == 0.25)  # every other response had the header
-    assert row["model_p50_ms"] == 0.25
+    assert row["model_p50_ms"] == row["model_p95_ms"] == row["model_p99_ms"] == 0.25
     expected = np.median((result.latency_ms - result.model_ms)[~np.isnan(result.model_ms)])
     assert row["overhead_p50_ms"] == round(float(expected), 3)
     assert row["store_p50_ms"] == 0.1
