@@ -370,9 +370,9 @@ def stored_history(n: int, vocab: Any) -> History:
 def test_bank_item_rows_are_computed_at_load_not_in_the_first_request(
     make_client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The bank's items.onnx rows are computed when a model loads (start and reload), so the
-    first /predict and /recommend run no items.onnx; a registered question changes the bank, and
-    the next scoring call computes the new bank's rows once."""
+    """The bank's items.onnx rows and its content groups are computed when a model loads (start
+    and reload), so the first /predict and /recommend run no items.onnx; a registered question
+    changes the bank, and the next scoring call computes the new bank's rows once."""
     from service import predictor as predictor_module
 
     runs: list[int] = []
@@ -385,6 +385,8 @@ def test_bank_item_rows_are_computed_at_load_not_in_the_first_request(
     monkeypatch.setattr(predictor_module, "item_graph_feeds", counted)
     client = make_client()
     assert runs  # at start
+    state = client.app.state.kt
+    assert "content_groups" in vars(state.catalogue.bank(state.predictor.vocab).items)  # kept
     body = {"user_id": "w", "questions": [{"question_id": Q[1], "timestamp": 10**7}]}
     for reload in (False, True):
         if reload:
