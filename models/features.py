@@ -321,11 +321,12 @@ def _shared_stats_rows(
     candidates = question[h:]  # (K,)
     in_window = np.zeros(len(items.parts), bool)
     in_window[question[:h]] = True
-    own = np.flatnonzero(in_window[candidates])  # (S,) candidates computed on their own
+    answered = in_window[candidates]  # (K,) the window holds the candidate's question
+    own = np.flatnonzero(answered)  # (S,) candidates computed on their own
+    shared = np.flatnonzero(~answered)  # the others: one per content group is computed
     group_of, n_groups = items.content_groups
     group = group_of.take(candidates)  # (K,)
     stand_in = np.full(n_groups, -1, np.int64)  # per group: one of its candidates not in the window
-    shared = np.flatnonzero(~in_window[candidates])
     stand_in[group[shared]] = shared  # (any one of them wins: their statistics are equal)
     stand_ins = stand_in[stand_in >= 0]  # (G,)
     slot = np.empty(n_groups, np.int64)
