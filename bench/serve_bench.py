@@ -309,35 +309,51 @@ STALLED_SEND_LAG_MS = 20.0
 STALLED_RETRIES = 2
 
 
+def offered_step(
+    port: int,
+    pid: int,
+    payloads: list[bytes],
+    rate: float,
+    args: argparse.Namespace,
+    redis_pid: int | None,
+    label: str,
+) -> dict[str, Any]:
+    """One sweep step at `rate` (`load_step`), run again while its generator fell behind (see
+    STALLED_SEND_LAG_MS); its row, with the stalled runs' rows under `stalled_runs` if any."""
+    stalled: list[dict[str, Any]] = []
+    while True:
+        row = load_step(port, pid, payloads, rate, args.duration, redis_pid).row()
+        print(f"{label}:", json.dumps(row))
+        time.sleep(1.0)
+        if row["send_lag_p99_ms"] <= STALLED_SEND_LAG_MS or len(stalled) == STALLED_RETRIES:
+            return {**row, "stalled_runs": stalled} if stalled else row
+        stalled.append(row)  # the generator itself fell behind: the rate was not offered
+
+
 def rate_sweep(
     port: int, pid: int, one: list[bytes], args: argparse.Namespace, redis_pid: int | None
 ) -> dict[str, Any]:
     """Warm-up, one step per offered rate, the target rate repeated; the per-request CPU there."""
     load_step(port, pid, one, 100, 2.0, redis_pid)  # warm-up (not reported)
-    rows = []
-    for rate in args.rates:
-        stalled: list[dict[str, Any]] = []
-        while True:
-            row = load_step(port, pid, one, rate, args.duration, redis_pid).row()
-            print("load:", json.dumps(row))
-            time.sleep(1.0)
-            if row["send_lag_p99_ms"] <= STALLED_SEND_LAG_MS or len(stalled) == STALLED_RETRIES:
-                break
-            stalled.append(row)  # the generator itself fell behind: the rate was not offered
-        rows.append({**row, "stalled_runs": stalled} if stalled else row)
+    rows = [offered_step(port, pid, one, rate, args, redis_pid, "load") for rate in args.rates]
     # the target rate again: on a shared machine one run is one sample of the neighbours' load
     repeats = [x["p99_ms"] for x in rows if x["rate"] == TARGET_RATE]
+    stalled_repeats: list[dict[str, Any]] = []
     for _ in range(max(args.target_repeats - len(repeats), 0) if repeats else 0):
-        time.sleep(1.0)
-        again = load_step(port, pid, one, TARGET_RATE, args.duration, redis_pid).row()
-        print("load (repeat):", json.dumps(again))
+        again = offered_step(port, pid, one, TARGET_RATE, args, redis_pid, "load (repeat)")
         repeats.append(again["p99_ms"])
+        stalled_repeats += again.get("stalled_runs", [])
     # marginal cost under load (at low rates idle wake-ups inflate the per-request CPU)
     cpu = next(
         (x["server_cpu_ms_per_req"] for x in rows if x["rate"] == TARGET_RATE),
         float(np.median([x["server_cpu_ms_per_req"] for x in rows])),
     )
-    return {"load": rows, "target_repeats": repeats, "server_cpu_ms_per_req": cpu}
+    return {
+        "load": rows,
+        "target_repeats": repeats,
+        "target_repeats_stalled_runs": stalled_repeats,
+        "server_cpu_ms_per_req": cpu,
+    }
 
 
 def candidate_steps(

@@ -111,16 +111,19 @@ def render_sweep(r: dict[str, Any]) -> list[str]:
             f"{x['server_cpu_ms_per_req']} | {x['client_cpu_ms_per_req']} | {x['send_lag_p99_ms']} | {x['other_cores']} |"
         )
     stalled = [
-        f"{x['rate']:g} req/s (generator send lag p99 {y['send_lag_p99_ms']} ms, service p99 "
-        f"{y['p99_ms']} ms)"
-        for x in rows
-        for y in x.get("stalled_runs", [])
+        f"{y['rate']:g} req/s{label} (generator send lag p99 {y['send_lag_p99_ms']} ms, service "
+        f"p99 {y['p99_ms']} ms)"
+        for runs, label in [
+            *((x.get("stalled_runs", []), "") for x in rows),
+            (r.get("target_repeats_stalled_runs", []), ", a repeat"),
+        ]
+        for y in runs
     ]
     if stalled:
         lines += [
             "",
             "Run again because the generator itself fell behind its schedule (the machine stalled "
-            "it, so the rate was not offered); the table has the re-run: "
+            "it, so the rate was not offered); the table and the repeats have the re-runs: "
             + "; ".join(stalled)
             + ".",
         ]

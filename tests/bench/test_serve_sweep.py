@@ -1,6 +1,6 @@
-"""The serving benchmark's sweep runs a step again when the generator itself fell behind its
-schedule (the machine stalled it, so the step did not offer its rate), at most STALLED_RETRIES
-times, and the report names the stalled runs."""
+"""The serving benchmark's sweep runs a step (and a repeat of the target rate) again when the
+generator itself fell behind its schedule (the machine stalled it, so the step did not offer its
+rate), at most STALLED_RETRIES times, and the report names the stalled runs."""
 
 from __future__ import annotations
 
@@ -34,7 +34,10 @@ def test_a_stalled_step_is_run_again_and_reported(monkeypatch: pytest.MonkeyPatc
     stall = serve_bench.STALLED_SEND_LAG_MS * 10
     script = {  # per rate, the runs the generator would measure, in order
         100.0: [_row(100, 1.0, 3.0)],
-        300.0: [_row(300, stall, 200.0), _row(300, 1.2, 2.5)],  # stalled once, then fine
+        300.0: [  # stalled once, then fine; its repeat the same
+            *(_row(300, stall, 200.0), _row(300, 1.2, 2.5)),
+            *(_row(300, stall, 150.0), _row(300, 1.1, 2.1)),
+        ],
         500.0: [_row(500, stall, 90.0)] * (serve_bench.STALLED_RETRIES + 1),  # always stalled
     }
     calls: list[float] = []
@@ -45,10 +48,13 @@ def test_a_stalled_step_is_run_again_and_reported(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setattr(serve_bench, "load_step", load_step)
     monkeypatch.setattr(serve_bench.time, "sleep", lambda s: None)
-    args = argparse.Namespace(rates=[100.0, 300.0, 500.0], duration=1.0, target_repeats=1)
+    args = argparse.Namespace(rates=[100.0, 300.0, 500.0], duration=1.0, target_repeats=2)
     out = serve_bench.rate_sweep(0, 0, [b""], args, None)
 
-    assert calls == [100.0, 100.0, 300.0, 300.0, *[500.0] * (serve_bench.STALLED_RETRIES + 1)]
+    retries = serve_bench.STALLED_RETRIES
+    assert calls == [100.0, 100.0, 300.0, 300.0, *[500.0] * (retries + 1), 300.0, 300.0]
+    assert out["target_repeats"] == [2.5, 2.1]
+    assert [r["p99_ms"] for r in out["target_repeats_stalled_runs"]] == [150.0]
     rows = out["load"]
     assert [r["p99_ms"] for r in rows] == [3.0, 2.5, 90.0]
     assert "stalled_runs" not in rows[0]
@@ -57,3 +63,4 @@ def test_a_stalled_step_is_run_again_and_reported(monkeypatch: pytest.MonkeyPatc
     note = serve_report.render_sweep(out)[-1]
     assert "300 req/s (generator send lag p99" in note and "service p99 200.0 ms" in note
     assert note.count("500 req/s") == serve_bench.STALLED_RETRIES
+    assert "300 req/s, a repeat (generator send lag p99" in note and "service p99 150.0" in note
