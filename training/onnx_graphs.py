@@ -66,20 +66,8 @@ class OnnxWrapper(_CalibratedGraph):
         tags: Tensor,
         stats: Tensor,
     ) -> Tensor:
-        batch = {
-            "question": question,
-            "part": part,
-            "position": position,
-            "bundle": bundle,
-            "lag": lag,
-            "lag_bucket": lag_bucket,
-            "response": response,
-            "elapsed": elapsed,
-            "elapsed_bucket": elapsed_bucket,
-            "explanation": explanation,
-            "tags": tags,
-            "stats": stats,
-        }
+        arrays = locals()  # the parameters are MODEL_INPUTS (checked below), as BundleOnnxWrapper
+        batch = {name: arrays[name] for name in MODEL_INPUTS}
         return self.calibrated(self.model(batch))  # (B, T)
 
 
