@@ -251,9 +251,7 @@ class Predictor:
             return self.score_dense(requests, items)
         if not requests:
             return []
-        items = self._items if items is None else items
-        for r in requests:
-            _check_candidates(r.candidates, items)
+        items = self._checked_table(requests, items)
         return self._through_bundle([self._encode(r, items) for r in requests], requests, items)
 
     def score_dense(
@@ -263,9 +261,7 @@ class Predictor:
         whole, in ONE ORT run."""
         if not requests:
             return []
-        items = self._items if items is None else items
-        for r in requests:
-            _check_candidates(r.candidates, items)
+        items = self._checked_table(requests, items)
         batch, spans = encode_candidate_batch(requests, self._spec, items)
         logits = self.run(self.feeds(batch))
         return [sigmoid(logits[b, s:e]) for b, (s, e) in enumerate(spans)]
@@ -281,9 +277,8 @@ class Predictor:
         ORT run takes the history and BUNDLE_GRAPH_CHUNK candidates, each attending to the history
         only (`chunk` is unused); without it, the encoding is tiled into rows of [history, `chunk`
         candidates] (model.onnx takes one sequence per row) for one ORT run."""
-        items = self._items if items is None else items
+        items = self._checked_table([request], items)
         cands = request.candidates
-        _check_candidates(cands, items)
         whole = self._encode(request, items)
         if self._bundle_session is not None:
             return self._through_bundle([whole], [request], items)[0]
@@ -297,6 +292,16 @@ class Predictor:
         return np.concatenate(
             [sigmoid(logits[r, h : len(row["question"])]) for r, row in enumerate(rows)]
         )
+
+    def _checked_table(
+        self, requests: list[CandidateRequest], items: ItemTable | None
+    ) -> ItemTable:
+        """The item table to score against (`items`, else the vocabulary's), once every request's
+        candidates are checked to be indices of it (`_check_candidates`)."""
+        table = self._items if items is None else items
+        for r in requests:
+            _check_candidates(r.candidates, table)
+        return table
 
     def _encode(self, request: CandidateRequest, items: ItemTable) -> dict[str, np.ndarray]:
         """One request as one encoded row [history, candidates] (1-D arrays of length h + K)."""
