@@ -56,6 +56,7 @@ bench: setup
 	$(PY) -m bench.distill_bench --dataset riiid --teacher bench/out/quality/riiid/saint_plus
 	$(PY) -m bench.time_encoding
 	$(PY) -m bench.serve_bench
+	$(PY) -m bench.idle_gap
 	$(PY) -m bench.soak
 
 DEMO_URL ?= http://127.0.0.1:8000

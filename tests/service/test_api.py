@@ -1342,3 +1342,21 @@ def test_lecture_input_errors_name_the_field(client: TestClient) -> None:
         r = client.post("/interactions", json={"user_id": "e", "lectures": [bad]})
         assert r.status_code == 422 and r.json()["detail"][0]["loc"][:3] == ["body", "lectures", 0]
     assert client.get("/users/e/history").json()["history_length"] == 0
+
+
+def test_idle_gap_times_predict_after_each_gap(artifact: Path, tmp_path: Path) -> None:
+    """`python -m bench.idle_gap` (the pause-cost table of docs/benchmarks.md) drives the app in
+    process: a row per gap mode and length, each request's time split into model and rest."""
+    from bench import idle_gap
+
+    docs = tmp_path / "benchmarks.md"
+    assert idle_gap.main(["--artifact", str(artifact), "--rounds", "2", "--docs", str(docs)]) == 0
+    text = docs.read_text()
+    assert "<!-- idle-gap:start -->" in text and "<!-- idle-gap:end -->" in text
+    rows = [line for line in text.splitlines() if line.startswith(("| slept |", "| spun |"))]
+    assert len(rows) == 2 * len(idle_gap.GAPS_MS)
+    for row in rows:
+        total, model, rest = (float(cell) for cell in row.split("|")[3:6])
+        assert total > 0 and model > 0 and abs(total - model - rest) < 0.2 * total
+    with pytest.raises(SystemExit):
+        idle_gap.main(["--artifact", str(tmp_path), "--no-docs"])  # no model.onnx there
