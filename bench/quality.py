@@ -10,7 +10,9 @@ learners' latent traits, the fairer one), the Riiid sample in ../shared/data/rii
 Statics: fold 1 of the AKT split, train on statics_train1 (validation learners drawn from it),
 report statics_test1 (learners never seen). Eval rows are predicted bundle by bundle with
 `training.evaluate` (the service protocol). Every model is trained by `python -m training.train`
-with its default hyperparameters unless flags say otherwise. Writes the `quality` section of
+with its default hyperparameters unless flags say otherwise. Every model row carries 95 %
+intervals of its AUC and ECE over learner resamples, and SAINT+ is compared with each other model by
+the paired AUC difference and its interval (`training.bootstrap`). Writes the `quality` section of
 docs/benchmarks.md, docs/quality_calibration.png and (several simulator sizes) docs/quality_curve.png.
 """
 
@@ -30,6 +32,7 @@ import numpy as np
 from bench.report import write_section
 from models.numeric import sigmoid
 from training.binary_metrics import binary_metrics
+from training.bootstrap import paired_auc_difference
 from training.data import load_dataset
 from training.evaluate import evaluate, plot_calibration
 from training.simulate import SimParams, SimulatedData, simulate, write
@@ -39,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RIIID_SAMPLE = ROOT.parent / "shared" / "data" / "riiid_sample"
 STATICS = ROOT.parent / "shared" / "data" / "statics2011_akt"
 MODELS = ("logistic", "dkt", "saint", "saint_plus")
+BOOTSTRAP = 200  # learner resamples of every interval in the tables (training.bootstrap)
 
 
 @dataclass
@@ -195,7 +199,8 @@ def saved_row(model_dir: Path, extra: list[str]) -> dict | None:
     if row.get("flags") != extra:
         return None
     arrays = np.load(saved_eval)
-    return {**row, "_labels": arrays["labels"], "_probs": arrays["probs"]}
+    learners = arrays["learners"] if "learners" in arrays.files else None  # older runs: none
+    return {**row, "_labels": arrays["labels"], "_probs": arrays["probs"], "_learners": learners}
 
 
 def train_and_evaluate(
@@ -230,8 +235,8 @@ def train_and_evaluate(
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - started
     train_metrics = json.loads((model_dir / "metrics.json").read_text())
-    metrics, labels, probs = evaluate(
-        model_dir, bench.eval_file, bench.questions, bench.history_file
+    metrics, labels, probs, learners = evaluate(
+        model_dir, bench.eval_file, bench.questions, bench.history_file, bootstrap=BOOTSTRAP
     )
     raw = uncalibrated_metrics(model_dir, labels, probs)
     row = {
@@ -244,6 +249,8 @@ def train_and_evaluate(
         "brier": metrics["brier"],
         "logloss_raw": raw["logloss"],
         "ece_raw": raw["ece"],
+        "auc_ci95": metrics["auc_ci95"],
+        "ece_ci95": metrics["ece_ci95"],
         "n": metrics["n"],
         "params": train_metrics["params"],
         "train_s": train_metrics["train_seconds"],
@@ -253,8 +260,8 @@ def train_and_evaluate(
     }
     saved, saved_eval = row_files(model_dir)
     saved.write_text(json.dumps(row))
-    np.savez(saved_eval, labels=labels, probs=probs)
-    return {**row, "_labels": labels, "_probs": probs}
+    np.savez(saved_eval, labels=labels, probs=probs, learners=learners)
+    return {**row, "_labels": labels, "_probs": probs, "_learners": learners}
 
 
 def uncalibrated_metrics(model_dir: Path, labels: np.ndarray, probs: np.ndarray) -> dict:
@@ -294,22 +301,60 @@ def reference_rows(bench: Benchmark) -> list[dict]:
     return rows
 
 
+def _ci(row: dict, key: str) -> str:
+    """'lo–hi' of a row's 95 % learner-bootstrap interval, or '' when the run has none."""
+    interval = row.get(key)
+    return f"{interval[0]:.4f}–{interval[1]:.4f}" if interval else ""
+
+
 def table(rows: list[dict], references: list[dict]) -> list[str]:
     """Markdown rows: the references (ceilings, base rate, question mean), then the models."""
     lines = [
-        "| model | AUC | ACC | log loss | ECE | Brier | log loss / ECE uncalibrated | params | train s | train seq/s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | AUC | AUC 95% CI | ACC | log loss | ECE | ECE 95% CI | Brier "
+        "| log loss / ECE uncalibrated | params | train s | train seq/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in references:
         lines.append(
-            f"| {r['model']} | {r['auc']:.4f} | {r['acc']:.4f} | {r['logloss']:.4f} | {r['ece']:.4f} "
-            f"| {r['brier']:.4f} | | | | |"
+            f"| {r['model']} | {r['auc']:.4f} | | {r['acc']:.4f} | {r['logloss']:.4f} "
+            f"| {r['ece']:.4f} | | {r['brier']:.4f} | | | | |"
         )
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['auc']:.4f} | {r['acc']:.4f} | {r['logloss']:.4f} | {r['ece']:.4f} "
-            f"| {r['brier']:.4f} | {r['logloss_raw']:.4f} / {r['ece_raw']:.4f} | {r['params']:,} "
+            f"| {r['model']} | {r['auc']:.4f} | {_ci(r, 'auc_ci95')} | {r['acc']:.4f} "
+            f"| {r['logloss']:.4f} | {r['ece']:.4f} | {_ci(r, 'ece_ci95')} | {r['brier']:.4f} "
+            f"| {r['logloss_raw']:.4f} / {r['ece_raw']:.4f} | {r['params']:,} "
             f"| {r['train_s']:.0f} | {r['seq_per_s']:.0f} |"
+        )
+    return lines
+
+
+def paired_lines(rows: list[dict], reference: str = "saint_plus") -> list[str]:
+    """SAINT+'s AUC minus each other model's on the same eval answers, with the 95 % interval of
+    the difference (learners resampled together for both models: `paired_auc_difference`)."""
+    ref = next((r for r in rows if r["model"] == reference), None)
+    if ref is None or ref.get("_learners") is None:
+        return []
+    lines = []
+    for r in rows:
+        if r is ref or r.get("_learners") is None:
+            continue
+        if not np.array_equal(r["_labels"], ref["_labels"]):
+            raise ValueError(f"{r['model']} and {reference} were evaluated on different answers")
+        diff = paired_auc_difference(
+            ref["_labels"], ref["_probs"], r["_probs"], ref["_learners"], n_resamples=BOOTSTRAP
+        )
+        lo, hi = diff["auc_diff_ci95"]
+        lines.append(
+            f"- {reference} − {r['model']}: AUC {diff['auc_diff']:+.4f} "
+            f"(95% CI {lo:+.4f} … {hi:+.4f})"
+        )
+    if lines:
+        lines.insert(
+            0,
+            f"Paired AUC differences on the same eval answers ({BOOTSTRAP} resamples of the "
+            "learners, both models resampled together; the AUC and ECE intervals above resample "
+            "the learners of each model alone):",
         )
     return lines
 
@@ -427,8 +472,10 @@ def main(argv: list[str] | None = None) -> int:
         for ceiling in ceilings:
             curve.setdefault(ceiling["curve"], []).append((int(bench.name[3:]), ceiling["auc"]))
         references = ceilings + reference_rows(bench)
+        paired = paired_lines(rows)
         sections += [f"### {bench.title}", "", *table(rows, references), ""]
-        print("\n".join(table(rows, references)))
+        sections += [*paired, ""] if paired else []
+        print("\n".join([*table(rows, references), *paired]))
     if len(curve.get("oracle", [])) > 1 and not args.no_docs:
         plot_curve(curve, ROOT / "docs" / f"{args.section}_curve.png")
         sections += [f"![AUC against simulated learners]({args.section}_curve.png)", ""]

@@ -399,6 +399,11 @@ class EvaluationArguments:
     )
     batch_size: int = flag_field("requests (bundles) per model call", default=512)
     threads: int = flag_field("ONNX Runtime intra-op threads", default=1)
+    bootstrap: int = flag_field(
+        "learner resamples for the 95%% intervals of AUC, log loss and ECE (auc_ci95, "
+        "logloss_ci95, ece_ci95: learners drawn with replacement); 0: none",
+        default=200,
+    )
     sanity: str | None = flag_field(
         "leak probe instead of an evaluation: replace every answer by a random bit shared within "
         "its bundle, train with the remaining (training.train) flags, score held-out learners; "
@@ -410,6 +415,7 @@ class EvaluationArguments:
     def __post_init__(self) -> None:
         _check(self.batch_size > 0, "--batch-size must be positive")
         _check(self.threads > 0, "--threads must be positive")
+        _check(self.bootstrap >= 0, "--bootstrap must be 0 (none) or a number of resamples")
 
     def check_files(self) -> None:
         for name in ("model_dir", "eval_file"):

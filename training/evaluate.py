@@ -16,7 +16,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from models.numeric import sigmoid
 from models.vocab import UNKNOWN_QUESTION, QuestionVocab
 from training.arguments import EvaluationArguments
 from training.binary_metrics import binary_metrics, calibration_bins
+from training.bootstrap import metric_intervals
 from training.calibration import candidate_logits, model_calibration
 from training.cli import DataclassArgumentParser
 from training.data import DataError, Interactions, LogArguments, load_dataset
@@ -96,6 +97,15 @@ def _concat(a: History, b: History) -> History:
     )
 
 
+class Evaluated(NamedTuple):
+    """What `evaluate` returns, one entry per predicted answer in eval-bundle order."""
+
+    metrics: dict[str, Any]  # binary_metrics (+ the bootstrap intervals when asked)
+    labels: np.ndarray  # (N,) 0/1
+    probs: np.ndarray  # (N,) served (calibrated) P(correct)
+    learners: np.ndarray  # (N,) raw learner id
+
+
 @dataclass
 class EvalRequests:
     requests: list[CandidateRequest]
@@ -164,9 +174,12 @@ def evaluate(
     threads: int = 1,
     data_options: dict[str, Any] | None = None,
     predictions_out: Path | None = None,
-) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
-    """Returns (metrics, labels, probabilities) in eval-bundle order. Items are matched to the
-    model's vocabulary by raw id, so logs without a questions file (sequences, tables) work."""
+    bootstrap: int = 0,
+) -> Evaluated:
+    """Metrics, labels, probabilities and learners in eval-bundle order. Items are matched to the
+    model's vocabulary by raw id, so logs without a questions file (sequences, tables) work.
+    `bootstrap` > 0 adds 95 % intervals over that many learner resamples to the metrics
+    (`training.bootstrap.metric_intervals`: auc_ci95, logloss_ci95, ece_ci95)."""
     scorer = load_scorer(model_dir, threads=threads)
     options = data_options or {}
     evaluation = load_dataset(eval_file, questions_file, **options)
@@ -178,9 +191,14 @@ def evaluate(
         raise ValueError(f"{eval_file}: no answered questions to evaluate")
     probs = score_all(scorer, built.requests, batch_size)
     labels = np.concatenate(built.labels).astype(np.float64)
+    learners = np.repeat(np.asarray(built.users, dtype=np.int64), [len(y) for y in built.labels])
     if predictions_out is not None:
         write_predictions(predictions_out, built, probs)
-    return binary_metrics(labels, probs), labels, probs
+    metrics: dict[str, Any] = dict(binary_metrics(labels, probs))
+    if bootstrap > 0:
+        metrics |= metric_intervals(labels, probs, learners, n_resamples=bootstrap)
+        metrics["bootstrap_resamples"] = bootstrap
+    return Evaluated(metrics, labels, probs, learners)
 
 
 def write_predictions(path: Path, built: EvalRequests, probs: np.ndarray) -> None:
@@ -249,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     assert args.model_dir is not None and args.eval_file is not None  # check_files
     try:
-        metrics, labels, probs = evaluate(
+        metrics, labels, probs, _ = evaluate(
             Path(args.model_dir),
             Path(args.eval_file),
             log.questions_path(),
@@ -258,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             threads=args.threads,
             data_options=log.load_options(),
             predictions_out=Path(args.predictions_out) if args.predictions_out else None,
+            bootstrap=args.bootstrap,
         )
     except (DataError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

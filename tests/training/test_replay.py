@@ -126,7 +126,7 @@ def test_replay_equals_offline_evaluate(
     result = replay(
         url, data["eval"], data["questions"], data["history"], concurrency=4, user_prefix="rt-"
     )
-    metrics, labels, probs = evaluate(
+    metrics, labels, probs, _ = evaluate(
         data["artifact"], data["eval"], data["questions"], data["history"]
     )
     assert result.metrics["n"] == metrics["n"] == len(labels) > 100

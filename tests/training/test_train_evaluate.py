@@ -487,6 +487,17 @@ def test_evaluate_cli_on_torch_dir_and_matches_library(
     p = np.array([float(r["p"]) for r in predicted])
     y = np.array([float(r["label"]) for r in predicted])
     assert binary_metrics(y, p)["auc"] == pytest.approx(result["auc"], abs=1e-5)
+    # the default --bootstrap: 95 % intervals over resampled learners, reproducible from the file
+    from training.bootstrap import metric_intervals
+
+    learners = np.array([int(r["user_id"]) for r in predicted])
+    assert result["bootstrap_resamples"] == 200
+    intervals = metric_intervals(y, p, learners, n_resamples=200)
+    for name in ("auc", "logloss", "ece"):
+        assert result[f"{name}_ci95"] == pytest.approx(intervals[f"{name}_ci95"], abs=1e-4)
+    for name in ("auc", "logloss"):
+        lo, hi = result[f"{name}_ci95"]
+        assert lo < result[name] < hi
     # The same protocol by hand through the library: identical numbers.
     scorer = TorchScorer(logistic_dir)
     history = load_dataset(split / "history.csv", sim_dir / "questions.csv")
@@ -583,6 +594,7 @@ EVALUATE = ["--model-dir", "M", "--eval-file", "E", "--questions-file", "Q"]
         ),
         ("training.evaluate", [*EVALUATE, "--batch-size", "0"], "--batch-size must be positive"),
         ("training.evaluate", [*EVALUATE, "--threads", "0"], "--threads must be positive"),
+        ("training.evaluate", [*EVALUATE, "--bootstrap", "-1"], "--bootstrap must be 0 (none)"),
         ("training.evaluate", EVALUATE, "not a model directory"),  # M exists, holds no model
         (
             "training.train",
