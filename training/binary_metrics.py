@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+LOG_LOSS_EPS = 1e-7  # probabilities are clipped to [eps, 1 - eps] before the log
+ECE_BINS = 15  # equal-width probability bins of the ECE
+
 
 def _validate(y_true: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(y_true, dtype=np.float64).ravel()
@@ -33,7 +36,7 @@ def roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def log_loss(y_true: np.ndarray, p: np.ndarray, eps: float = 1e-7) -> float:
+def log_loss(y_true: np.ndarray, p: np.ndarray, eps: float = LOG_LOSS_EPS) -> float:
     y, q = _validate(y_true, p)
     q = np.clip(q, eps, 1 - eps)
     return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
@@ -50,14 +53,19 @@ def brier(y_true: np.ndarray, p: np.ndarray) -> float:
     return float(np.mean((q - y) ** 2))
 
 
-def expected_calibration_error(y_true: np.ndarray, p: np.ndarray, n_bins: int = 15) -> float:
+def ece_bin(p: np.ndarray, n_bins: int = ECE_BINS) -> np.ndarray:
+    """(N,) the equal-width probability bin of each prediction, in 0..n_bins-1."""
+    return np.clip((p * n_bins).astype(np.int64), 0, n_bins - 1)
+
+
+def expected_calibration_error(y_true: np.ndarray, p: np.ndarray, n_bins: int = ECE_BINS) -> float:
     """ECE: the count-weighted mean |observed rate - mean prediction| over `n_bins` equal-width
     probability bins (Guo et al. 2017). 0 = calibrated; a model that is right about its rank order
     but says 0.9 where 0.7 happens scores ~0.2."""
     y, q = _validate(y_true, p)
     if len(y) == 0:
         return float("nan")
-    idx = np.clip((q * n_bins).astype(np.int64), 0, n_bins - 1)  # (N,) bin of each prediction
+    idx = ece_bin(q, n_bins)  # (N,)
     count = np.bincount(idx, minlength=n_bins).astype(np.float64)
     gap = np.abs(
         np.bincount(idx, weights=y, minlength=n_bins)

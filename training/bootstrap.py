@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from training.binary_metrics import ECE_BINS, LOG_LOSS_EPS, ece_bin
+
 LEVEL = 0.95
-LOG_LOSS_EPS = 1e-7  # as training.binary_metrics.log_loss
-ECE_BINS = 15  # as training.binary_metrics.expected_calibration_error
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class WeightedMetrics:
         self.ranked = _Ranked.of(self.q)
         clipped = np.clip(self.q, LOG_LOSS_EPS, 1 - LOG_LOSS_EPS)
         self.losses = -(self.y * np.log(clipped) + (1 - self.y) * np.log(1 - clipped))  # (N,)
-        self.bins = np.clip((self.q * ECE_BINS).astype(np.int64), 0, ECE_BINS - 1)  # (N,)
+        self.bins = ece_bin(self.q)  # (N,)
 
     def __call__(self, w: np.ndarray) -> tuple[float, float, float]:
         total = w.sum()
