@@ -116,6 +116,11 @@ class EvalRequests:
     ]  # source row id of each predicted item (row_id column / running index)
     question_ids: list[np.ndarray]  # raw question id of each predicted item
 
+    def answer_learners(self) -> np.ndarray:
+        """(N,) raw learner id of each predicted answer, in prediction order."""
+        sizes = [len(answers) for answers in self.labels]
+        return np.repeat(np.asarray(self.users, dtype=np.int64), sizes)
+
 
 def build_requests(
     history: Interactions | None, evaluation: Interactions, vocab: QuestionVocab
@@ -191,7 +196,7 @@ def evaluate(
         raise ValueError(f"{eval_file}: no answered questions to evaluate")
     probs = score_all(scorer, built.requests, batch_size)
     labels = np.concatenate(built.labels).astype(np.float64)
-    learners = np.repeat(np.asarray(built.users, dtype=np.int64), [len(y) for y in built.labels])
+    learners = built.answer_learners()
     if predictions_out is not None:
         write_predictions(predictions_out, built, probs)
     metrics: dict[str, Any] = dict(binary_metrics(labels, probs))
@@ -207,7 +212,7 @@ def write_predictions(path: Path, built: EvalRequests, probs: np.ndarray) -> Non
     sizes = [len(r) for r in built.row_ids]
     columns = {
         "row_id": np.concatenate(built.row_ids) if sizes else np.zeros(0, np.int64),
-        "user_id": np.repeat(np.asarray(built.users, dtype=np.int64), sizes),
+        "user_id": built.answer_learners(),
         "question_id": np.concatenate(built.question_ids) if sizes else np.zeros(0, np.int64),
         "label": np.concatenate(built.labels) if sizes else np.zeros(0, np.int8),
     }
