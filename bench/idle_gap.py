@@ -15,7 +15,11 @@ It runs the app in this process (raw ASGI on the embedded store, no sockets, as 
 builds it; 1 ORT thread), records one learner's 100-answer history, then times `POST /predict`
 (1 candidate, server time) after gaps of each length, slept (`asyncio.sleep`, the event loop idles
 as in uvicorn) or spun, all configurations called in turn so that the host's drift hits each alike.
-Each request's model time is its `Server-Timing` (`model;dur=`); the rest is the app's own work
+Those rows ("after the same request") isolate one gap: the request just before warmed everything.
+A service at a low rate sees a *steady stream* instead (each request only after a gap), so the
+same gaps are also run as streams of `STEADY_BLOCK` requests (slept and spun blocks in turn, the
+first `STEADY_SETTLE` of each block left out) over 500 learners round-robin, as the serving
+benchmark's load. Each request's model time is its `Server-Timing` (`model;dur=`); the rest is the app's own work
 (routing, validation, store read, decoding, JSON). Prints the table and rewrites the
 `<!-- idle-gap:start -->` section of docs/benchmarks.md.
 """
@@ -42,6 +46,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SECTION = "idle-gap"
 GAPS_MS = (0.0, 1.0, 5.0, 20.0, 40.0)
 WARMUP_ROUNDS = 10
+STEADY_GAPS_MS = (20.0, 40.0)  # 50 and 25 req/s
+STEADY_BLOCK = 25  # requests per steady block
+STEADY_SETTLE = 5  # the first requests of a block, left out: the stream has not settled yet
+STEADY_LEARNERS = 500
+REPEAT, STEADY = "after the same request", "steady stream"
 USER = "idle-gap-learner"
 COMMAND = "python -m bench.idle_gap"
 
@@ -127,8 +136,21 @@ async def measure(artifact: Path, rounds: int) -> dict[str, Any]:
         if status != 200:
             raise RuntimeError(f"recording the history failed: {status} {body[:200]!r}")
         request = {"user_id": USER, "questions": [{"question_id": int(ids[0])}]}
+        rng = np.random.default_rng(1)
+        learners = [f"{USER}-{i}" for i in range(STEADY_LEARNERS)]
+        for learner in learners:
+            status, _, body = await client.post(
+                "/interactions",
+                {"user_id": learner, "interactions": synthetic_history(rng, ids, HISTORY)},
+            )
+            if status != 200:
+                raise RuntimeError(f"recording a history failed: {status} {body[:200]!r}")
+        stream = [
+            {"user_id": learner, "questions": [{"question_id": int(q)}]}
+            for learner, q in zip(learners, rng.choice(ids, STEADY_LEARNERS), strict=True)
+        ]
 
-        async def predict() -> tuple[float, float]:
+        async def predict(request: dict[str, Any] = request) -> tuple[float, float]:
             start = time.perf_counter()
             status, headers, body = await client.post("/predict", request)
             total = (time.perf_counter() - start) * 1e3
@@ -149,19 +171,22 @@ async def measure(artifact: Path, rounds: int) -> dict[str, Any]:
                 sample = await predict()
                 if r >= WARMUP_ROUNDS:
                     samples[(mode, gap)].append(sample)
-    rows = []
-    for (mode, gap), values in samples.items():
-        total = np.array([v[0] for v in values])
-        model = np.array([v[1] for v in values])
-        rows.append(
-            {
-                "gap": mode,
-                "gap_ms": gap,
-                "total_p50_ms": round(float(np.median(total)), 3),
-                "model_p50_ms": round(float(np.median(model)), 3),
-                "rest_p50_ms": round(float(np.median(total - model)), 3),
-            }
-        )
+        steady: dict[tuple[str, float], list[tuple[float, float]]] = {
+            (mode, g): [] for g in STEADY_GAPS_MS for mode in gaps
+        }
+        blocks = -(-rounds // (STEADY_BLOCK - STEADY_SETTLE))
+        sent = 0
+        for _ in range(blocks):
+            for mode, gap in steady:
+                for i in range(STEADY_BLOCK):
+                    await gaps[mode](gap / 1e3)
+                    sample = await predict(stream[sent % len(stream)])
+                    sent += 1
+                    if i >= STEADY_SETTLE:
+                        steady[(mode, gap)].append(sample)
+    rows = [_row(REPEAT, mode, gap, values) for (mode, gap), values in samples.items()] + [
+        _row(STEADY, mode, gap, values[:rounds]) for (mode, gap), values in steady.items()
+    ]
     return {
         "rows": rows,
         "rounds": rounds,
@@ -170,6 +195,20 @@ async def measure(artifact: Path, rounds: int) -> dict[str, Any]:
         "machine": f"{os.cpu_count()} CPUs ({platform.machine()})",
         "load": os.getloadavg(),
         "when": time.strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def _row(pattern: str, mode: str, gap: float, values: list[tuple[float, float]]) -> dict[str, Any]:
+    """One table row: p50 of the request, of its model time and of the rest."""
+    total = np.array([v[0] for v in values])
+    model = np.array([v[1] for v in values])
+    return {
+        "pattern": pattern,
+        "gap": mode,
+        "gap_ms": gap,
+        "total_p50_ms": round(float(np.median(total)), 3),
+        "model_p50_ms": round(float(np.median(model)), 3),
+        "rest_p50_ms": round(float(np.median(total - model)), 3),
     }
 
 
@@ -187,36 +226,48 @@ async def _spun(seconds: float) -> None:
 
 def render(result: dict[str, Any]) -> str:
     rows = result["rows"]
-    base = {r["gap"]: r for r in rows if r["gap_ms"] == 0.0}
+    base = {r["gap"]: r for r in rows if r["pattern"] == REPEAT and r["gap_ms"] == 0.0}
     lines = [
         f"Reproduce: `{COMMAND}`. Machine: {result['machine']}, shared; 1-min load average at the "
         f"end {result['load'][0]:.1f}. Run {result['when']}, artifact `{result['artifact']}` "
-        f"(version {result['version']}); {result['rounds']} calls per row, every row called in "
-        "turn.",
+        f"(version {result['version']}); {result['rounds']} calls per row, the rows of each "
+        "pattern called in turn.",
         "",
         "`POST /predict` (1 candidate, history 100, embedded store) through the app in process, "
-        "just after the same request and a gap slept (the event loop idles, as uvicorn between "
-        "requests) or spun (the thread keeps its CPU in a loop that reads no data):",
+        "after a gap slept (the event loop idles, as uvicorn between requests) or spun (the thread "
+        "keeps its CPU in a loop that reads no data). *After the same request*: the request just "
+        "before the gap was this one, so the gap is the only difference. *Steady stream*: every "
+        f"request comes only after a gap, over {STEADY_LEARNERS} learners round-robin, as a "
+        f"worker sees a low rate (blocks of {STEADY_BLOCK}, the first {STEADY_SETTLE} left out). "
+        "The last column compares with the back-to-back request (gap 0, same mode):",
         "",
-        "| gap | gap ms | request p50 ms | of which model (`Server-Timing`) p50 ms | rest p50 ms "
-        "| request vs no gap |",
-        "|---|---|---|---|---|---|",
+        "| pattern | gap | gap ms | request p50 ms | of which model (`Server-Timing`) p50 ms "
+        "| rest p50 ms | request vs no gap |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for r in sorted(rows, key=lambda r: (r["gap"], r["gap_ms"])):
+    order = {REPEAT: 0, STEADY: 1}
+    for r in sorted(rows, key=lambda r: (order[r["pattern"]], r["gap"], r["gap_ms"])):
         ratio = r["total_p50_ms"] / base[r["gap"]]["total_p50_ms"]
         lines.append(
-            f"| {r['gap']} | {r['gap_ms']:g} | {r['total_p50_ms']} | {r['model_p50_ms']} "
-            f"| {r['rest_p50_ms']} | {ratio:.2f}× |"
+            f"| {r['pattern']} | {r['gap']} | {r['gap_ms']:g} | {r['total_p50_ms']} "
+            f"| {r['model_p50_ms']} | {r['rest_p50_ms']} | {ratio:.2f}× |"
         )
-    slept = {r["gap_ms"]: r["total_p50_ms"] for r in rows if r["gap"] == "slept"}
-    spun = {r["gap_ms"]: r["total_p50_ms"] for r in rows if r["gap"] == "spun"}
-    longest = max(GAPS_MS)
+
+    def ratio(pattern: str, mode: str, gap: float) -> float:
+        (row,) = (r for r in rows if (r["pattern"], r["gap"], r["gap_ms"]) == (pattern, mode, gap))
+        return float(row["total_p50_ms"] / base[mode]["total_p50_ms"])
+
+    longest, steady = max(GAPS_MS), min(STEADY_GAPS_MS)
     lines += [
         "",
-        f"Reading: after {longest:g} ms the request costs {slept[longest] / slept[0.0]:.2f}× its "
-        f"back-to-back time when the gap is slept and {spun[longest] / spun[0.0]:.2f}× when it is "
-        "spun. Where the two are alike, the cost is not the idle CPU waking up (a spinning thread "
-        "never sleeps) but the state the gap lets the host's other work evict (caches, TLB, branch "
+        f"Reading: after the same request and a {longest:g} ms gap, the request costs "
+        f"{ratio(REPEAT, 'slept', longest):.2f}× its back-to-back time when the gap is slept and "
+        f"{ratio(REPEAT, 'spun', longest):.2f}× when it is spun. In a steady stream of one "
+        f"request per {steady:g} ms ({1000 / steady:g} req/s) it costs "
+        f"{ratio(STEADY, 'slept', steady):.2f}× slept and {ratio(STEADY, 'spun', steady):.2f}× "
+        "spun: the steady rows are what a worker of the serving benchmark sees at its low rate. "
+        "Where slept and spun are alike, the cost is not the idle CPU waking up (a spinning "
+        "thread never sleeps) but the state the gap lets other work evict (caches, TLB, branch "
         "predictors), which grows with the gap and which the service cannot keep warm short of "
         "running something in its place.",
     ]

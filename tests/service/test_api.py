@@ -1353,10 +1353,23 @@ def test_idle_gap_times_predict_after_each_gap(artifact: Path, tmp_path: Path) -
     assert idle_gap.main(["--artifact", str(artifact), "--rounds", "2", "--docs", str(docs)]) == 0
     text = docs.read_text()
     assert "<!-- idle-gap:start -->" in text and "<!-- idle-gap:end -->" in text
-    rows = [line for line in text.splitlines() if line.startswith(("| slept |", "| spun |"))]
-    assert len(rows) == 2 * len(idle_gap.GAPS_MS)
-    for row in rows:
-        total, model, rest = (float(cell) for cell in row.split("|")[3:6])
+    rows = [
+        line.split("|")[1:-1]
+        for line in text.splitlines()
+        if line.startswith((f"| {idle_gap.REPEAT} |", f"| {idle_gap.STEADY} |"))
+    ]
+    patterns = [(cells[0].strip(), cells[1].strip(), float(cells[2])) for cells in rows]
+    assert sorted(patterns) == sorted(
+        [(idle_gap.REPEAT, mode, gap) for gap in idle_gap.GAPS_MS for mode in ("slept", "spun")]
+        + [
+            (idle_gap.STEADY, mode, gap)
+            for gap in idle_gap.STEADY_GAPS_MS
+            for mode in ("slept", "spun")
+        ]
+    )
+    for cells in rows:
+        total, model, rest = (float(cell) for cell in cells[3:6])
         assert total > 0 and model > 0 and abs(total - model - rest) < 0.2 * total
+    assert "In a steady stream of one request per 20 ms (50 req/s)" in text
     with pytest.raises(SystemExit):
         idle_gap.main(["--artifact", str(tmp_path), "--no-docs"])  # no model.onnx there
