@@ -19,9 +19,9 @@ Those rows ("after the same request") isolate one gap: the request just before w
 A service at a low rate sees a *steady stream* instead (each request only after a gap), so the
 same gaps are also run as streams of `STEADY_BLOCK` requests (slept and spun blocks in turn, the
 first `STEADY_SETTLE` of each block left out) over 500 learners round-robin, as the serving
-benchmark's load. Each request's model time is its `Server-Timing` (`model;dur=`); the rest is the app's own work
-(routing, validation, store read, decoding, JSON). Prints the table and rewrites the
-`<!-- idle-gap:start -->` section of docs/benchmarks.md.
+benchmark's load. Each request's model time is its `Server-Timing` (`model;dur=`); the rest is the
+app's own work (routing, validation, store read, decoding, JSON). Prints the table and rewrites
+the `<!-- idle-gap:start -->` section of docs/benchmarks.md.
 """
 
 from __future__ import annotations
