@@ -129,22 +129,22 @@ async def measure(artifact: Path, rounds: int) -> dict[str, Any]:
     async with app.router.lifespan_context(app):
         predictor = app.state.kt.predictor
         ids = predictor.vocab.question_ids
-        history = synthetic_history(np.random.default_rng(0), ids, HISTORY)
-        status, _, body = await client.post(
-            "/interactions", {"user_id": USER, "interactions": history}
-        )
-        if status != 200:
-            raise RuntimeError(f"recording the history failed: {status} {body[:200]!r}")
+
+        async def record(user: str, rng: np.random.Generator) -> None:
+            """A synthetic 100-answer history for `user`, through `POST /interactions`."""
+            history = synthetic_history(rng, ids, HISTORY)
+            status, _, body = await client.post(
+                "/interactions", {"user_id": user, "interactions": history}
+            )
+            if status != 200:
+                raise RuntimeError(f"recording {user}'s history failed: {status} {body[:200]!r}")
+
+        await record(USER, np.random.default_rng(0))
         request = {"user_id": USER, "questions": [{"question_id": int(ids[0])}]}
         rng = np.random.default_rng(1)
         learners = [f"{USER}-{i}" for i in range(STEADY_LEARNERS)]
         for learner in learners:
-            status, _, body = await client.post(
-                "/interactions",
-                {"user_id": learner, "interactions": synthetic_history(rng, ids, HISTORY)},
-            )
-            if status != 200:
-                raise RuntimeError(f"recording a history failed: {status} {body[:200]!r}")
+            await record(learner, rng)
         stream = [
             {"user_id": learner, "questions": [{"question_id": int(q)}]}
             for learner, q in zip(learners, rng.choice(ids, STEADY_LEARNERS), strict=True)
